@@ -1,0 +1,59 @@
+// Argument checks shared by the CPU and CUDA entry points of every op (one wording everywhere).
+// Each message names the argument and the rule it broke.
+#pragma once
+
+#include <torch/types.h>
+
+#include <string>
+
+namespace dpst {
+
+inline std::string shape_str(const at::Tensor& t) { return c10::str(t.sizes()); }
+
+// Number of 3x3 windows along an axis of length n (windows lie fully inside the image).
+inline int64_t windows_along(int64_t n) { return n >= 3 ? n - 2 : 0; }
+
+inline void check_image(const at::Tensor& image) {
+  TORCH_CHECK(image.dim() == 3 && image.size(0) == 3,
+              "image must have shape (3, H, W) (RGB, channels first), got ", shape_str(image));
+  TORCH_CHECK(image.scalar_type() == at::kFloat || image.scalar_type() == at::kDouble,
+              "image must be float32 or float64, got ", image.scalar_type());
+}
+
+inline void check_stats(const at::Tensor& image, const at::Tensor& stats) {
+  check_image(image);
+  const int64_t hw = windows_along(image.size(1)), ww = windows_along(image.size(2));
+  TORCH_CHECK(stats.dim() == 3 && stats.size(0) == 9 && stats.size(1) == hw && stats.size(2) == ww,
+              "stats must have shape (9, H-2, W-2) = (9, ", hw, ", ", ww, ") for an image of shape ",
+              shape_str(image), ", got ", shape_str(stats), " (compute it with window_stats(image))");
+  TORCH_CHECK(stats.scalar_type() == image.scalar_type(), "stats must have the image's dtype ",
+              image.scalar_type(), ", got ", stats.scalar_type());
+  TORCH_CHECK(stats.device() == image.device(), "stats must be on the image's device ",
+              image.device(), ", got ", stats.device());
+}
+
+inline void check_values(const at::Tensor& image, const at::Tensor& v, const char* name) {
+  TORCH_CHECK(v.dim() == 3 && v.size(1) == image.size(1) && v.size(2) == image.size(2),
+              name, " must have shape (C, H, W) with the image's H and W (", image.size(1), ", ",
+              image.size(2), "), got ", shape_str(v));
+  TORCH_CHECK(v.scalar_type() == image.scalar_type(), name, " must have the image's dtype ",
+              image.scalar_type(), ", got ", v.scalar_type());
+  TORCH_CHECK(v.device() == image.device(), name, " must be on the image's device ",
+              image.device(), ", got ", v.device());
+}
+
+inline void check_eps(double eps) {
+  TORCH_CHECK(std::isfinite(eps) && eps > 0.0, "eps must be a positive finite number, got ", eps);
+}
+
+inline void check_finite(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.numel() == 0 || at::isfinite(t).all().item<bool>(), name,
+              " must contain only finite values (found NaN or Inf)");
+}
+
+// Laplacian row/column count; CSR non-zeros per row (a 5x5 neighbourhood, clamped into the image).
+inline int64_t csr_row_width(int64_t h, int64_t w) {
+  return std::min<int64_t>(h, 5) * std::min<int64_t>(w, 5);
+}
+
+}  // namespace dpst

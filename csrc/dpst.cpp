@@ -1,0 +1,31 @@
+// The one contract: every op's schema, in one TORCH_LIBRARY block.
+// Backends only register kernels: csrc/cpu/laplacian_cpu.cpp (CPU), csrc/cuda/laplacian_cuda.cu (CUDA).
+// Shapes (see csrc/window_math.h for the maths and the stats layout):
+//   image  (3, H, W) float32 or float64, values nominally 0..1
+//   stats  (9, H-2, W-2) same dtype: per 3x3 window its mean colour and whitening matrix
+//   v      (C, H, W) same dtype: C channels multiplied at once
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing dpst_ext._C runs the static registrations below; the module itself has no functions.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(dpst, m) {
+  // Mean colour and whitening matrix of every 3x3 window, computed in double, stored in image dtype.
+  m.def("window_stats(Tensor image, float eps) -> Tensor");
+  // M v for the matting Laplacian M of image, applied to each of v's C channels. O(HW), matrix-free.
+  m.def("laplacian_matvec(Tensor image, Tensor stats, Tensor v) -> Tensor");
+  // diag(M), shape (H, W).
+  m.def("laplacian_diagonal(Tensor image, Tensor stats) -> Tensor");
+  // M as fixed-width CSR: min(H,5)*min(W,5) sorted entries per row (explicit zeros included).
+  // Returns (crow (HW+1,), col (HW*width,), values (HW*width,)); indices int32, or int64 when
+  // HW*width >= 2^31.
+  m.def("laplacian_csr(Tensor image, Tensor stats) -> (Tensor, Tensor, Tensor)");
+  // sum_c v_c^T M v_c (0-dim). Its backward (dpst_ext/ops.py) is 2 M v through laplacian_matvec.
+  m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
+}

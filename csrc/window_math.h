@@ -1,0 +1,138 @@
+// Per-window arithmetic of the Levin matting Laplacian with 3x3 windows, written once.
+//
+// Every function here is `__host__ __device__` under nvcc and plain inline C++ otherwise, so the
+// C++ CPU loops (csrc/cpu/), the CUDA kernels (csrc/cuda/) and their host-emulation build all run
+// exactly this arithmetic. Nothing here knows about torch.
+//
+// Conventions (the whole engine uses them):
+//   * image I: planar (3, H, W), values nominally in 0..1.
+//   * window k: the 3x3 patch with top-left pixel (wy, wx), 0 <= wy < H-2, 0 <= wx < W-2 (windows lie
+//     fully inside the image, as in the reference release). Its centre is (wy+1, wx+1).
+//   * window statistics ("stats"), planar (9, H-2, W-2), kStatsPerWindow values per window:
+//       [0..2]  mu       mean colour of the window
+//       [3..8]  w00 w10 w11 w20 w21 w22, the lower-triangular whitening matrix W with
+//               W^T W = (1/9) (Sigma + eps/9 I)^-1,   i.e.  W = L^-1 / 3,  Sigma + eps/9 I = L L^T.
+//     With z_i = W (I_i - mu) ("whitened colour" of pixel i in window k), the window's block is
+//         M^k_ij = delta_ij - 1/9 - z_i . z_j,
+//     and M = sum_k M^k. Storing W rather than the inverse covariance A keeps float32 accurate:
+//     A has entries up to 9/eps ~ 1e8 whose rounding leaks into every direction, while W's large row
+//     only multiplies the small component of (I_i - mu) along the near-null direction.
+//   * Statistics are always computed in double (centred two-pass moments, Cholesky), once per image.
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define DPST_HD __host__ __device__
+#else
+#define DPST_HD  // plain C++: the CPU ops and the host-emulation build of the CUDA kernels
+#endif
+
+namespace dpst {
+
+constexpr int kStatsPerWindow = 9;  // mu (3) + W (6)
+
+// Mean and whitening matrix of one window from its 9 colours (row-major 3x3 patch, RGB each).
+// Writes mu[3] and w[6] = (w00, w10, w11, w20, w21, w22).
+DPST_HD inline void window_stats(const double c[9][3], double eps, double mu[3], double w[6]) {
+  for (int ch = 0; ch < 3; ++ch) {
+    double s = 0.0;
+    for (int j = 0; j < 9; ++j) s += c[j][ch];
+    mu[ch] = s / 9.0;
+  }
+  // Centred second moments (two-pass): raw moments lose everything in dark or flat windows.
+  double s00 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s22 = 0;
+  for (int j = 0; j < 9; ++j) {
+    const double x0 = c[j][0] - mu[0], x1 = c[j][1] - mu[1], x2 = c[j][2] - mu[2];
+    s00 += x0 * x0; s10 += x1 * x0; s11 += x1 * x1;
+    s20 += x2 * x0; s21 += x2 * x1; s22 += x2 * x2;
+  }
+  const double reg = eps / 9.0;
+  s00 = s00 / 9.0 + reg; s11 = s11 / 9.0 + reg; s22 = s22 / 9.0 + reg;
+  s10 /= 9.0; s20 /= 9.0; s21 /= 9.0;
+  // Cholesky Sigma_reg = L L^T. Every pivot is >= reg in exact arithmetic; the floor only guards
+  // against rounding when eps is far below the colour scale.
+  const double floor_ = 0.5 * reg;
+  const double l00 = sqrt(fmax(s00, floor_));
+  const double l10 = s10 / l00;
+  const double l20 = s20 / l00;
+  const double l11 = sqrt(fmax(s11 - l10 * l10, floor_));
+  const double l21 = (s21 - l20 * l10) / l11;
+  const double l22 = sqrt(fmax(s22 - l20 * l20 - l21 * l21, floor_));
+  // W = L^-1 / 3 (lower triangular).
+  const double w00 = 1.0 / l00, w11 = 1.0 / l11, w22 = 1.0 / l22;
+  const double w10 = -l10 * w00 / l11;
+  const double w21 = -l21 * w11 / l22;
+  const double w20 = -(l20 * w00 + l21 * w10) / l22;
+  w[0] = w00 / 3.0; w[1] = w10 / 3.0; w[2] = w11 / 3.0;
+  w[3] = w20 / 3.0; w[4] = w21 / 3.0; w[5] = w22 / 3.0;
+}
+
+// z = W x for the lower-triangular W packed as (w00, w10, w11, w20, w21, w22).
+template <typename T>
+DPST_HD inline void whiten(const T w[6], const T x[3], T z[3]) {
+  z[0] = w[0] * x[0];
+  z[1] = w[1] * x[0] + w[2] * x[1];
+  z[2] = w[3] * x[0] + w[4] * x[1] + w[5] * x[2];
+}
+
+// g = W^T a.
+template <typename T>
+DPST_HD inline void whiten_transpose(const T w[6], const T a[3], T g[3]) {
+  g[0] = w[0] * a[0] + w[1] * a[1] + w[3] * a[2];
+  g[1] = w[2] * a[1] + w[4] * a[2];
+  g[2] = w[5] * a[2];
+}
+
+// The window's part of M v for one channel, from the centred colours x_j = I_j - mu (j = 0..8) and
+// the values v_j. Returns vbar = mean(v) and g = W^T W sum_j x_j (v_j - vbar), so that
+//     (M^k v)_i = v_i - vbar - x_i . g      for every pixel i of the window.
+template <typename T>
+DPST_HD inline void window_coeffs(const T w[6], const T x[9][3], const T v[9], T& vbar, T g[3]) {
+  T s = 0;
+  for (int j = 0; j < 9; ++j) s += v[j];
+  vbar = s / T(9);
+  T cov[3] = {0, 0, 0};
+  for (int j = 0; j < 9; ++j) {
+    const T d = v[j] - vbar;  // centring v as well keeps smooth v (the usual case) exact
+    cov[0] += x[j][0] * d; cov[1] += x[j][1] * d; cov[2] += x[j][2] * d;
+  }
+  T a[3];
+  whiten(w, cov, a);
+  whiten_transpose(w, a, g);
+}
+
+// The window's part of v^T M v for one channel: sum_j (v_j - vbar)^2 - |W sum_j x_j (v_j - vbar)|^2.
+template <typename T>
+DPST_HD inline T window_quad(const T w[6], const T x[9][3], const T v[9]) {
+  T s = 0;
+  for (int j = 0; j < 9; ++j) s += v[j];
+  const T vbar = s / T(9);
+  T ss = 0, cov[3] = {0, 0, 0};
+  for (int j = 0; j < 9; ++j) {
+    const T d = v[j] - vbar;
+    ss += d * d;
+    cov[0] += x[j][0] * d; cov[1] += x[j][1] * d; cov[2] += x[j][2] * d;
+  }
+  T a[3];
+  whiten(w, cov, a);
+  return ss - (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]);
+}
+
+// The window's entry M^k_ij from the centred colours of pixels i and j (delta = (i == j)).
+template <typename T>
+DPST_HD inline T window_entry(const T w[6], const T xi[3], const T xj[3], bool same) {
+  T zi[3], zj[3];
+  whiten(w, xi, zi);
+  whiten(w, xj, zj);
+  return (same ? T(1) : T(0)) - T(1) / T(9) - (zi[0] * zj[0] + zi[1] * zj[1] + zi[2] * zj[2]);
+}
+
+// Number of 3x3 windows (lying fully inside an axis of length n) that contain coordinate p.
+DPST_HD inline int windows_covering(long long p, long long n) {
+  const long long lo = p - 2 > 0 ? p - 2 : 0;
+  const long long hi = p < n - 3 ? p : n - 3;
+  return hi >= lo ? int(hi - lo + 1) : 0;
+}
+
+}  // namespace dpst

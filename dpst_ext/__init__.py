@@ -1,0 +1,10 @@
+"""dpst_ext: Deep Photo Style Transfer with a fast C++/CUDA matting-Laplacian engine.
+
+The engine: ``MattingLaplacian`` (dpst_ext/laplacian.py) over the ops in dpst_ext/ops.py, whose kernels
+are csrc/cpu/laplacian_cpu.cpp (CPU) and csrc/cuda/ (CUDA); the per-window maths is csrc/window_math.h.
+"""
+from . import ops
+from .laplacian import MattingLaplacian, as_image_tensor
+
+__all__ = ["ops", "MattingLaplacian", "as_image_tensor"]
+__version__ = "0.1.0"

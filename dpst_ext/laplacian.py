@@ -1,0 +1,138 @@
+"""The matting Laplacian of an image as a Python object: the library's front door for researchers.
+
+    >>> L = MattingLaplacian(image)            # image: (3, H, W) float tensor, values 0..1
+    >>> Lv = L @ v                              # v: (H, W) or (C, H, W); matrix-free, O(HW)
+    >>> L.quad(v)                               # sum_c v_c^T L v_c, differentiable in v
+    >>> L.diagonal(), L.to_scipy(), L.to_torch_sparse()
+
+M_ij = sum over 3x3 windows w_k containing i and j of
+       delta_ij - (1 + (I_i - mu_k)^T (Sigma_k + eps/9 I_3)^-1 (I_j - mu_k)) / 9      (Levin et al. 2008)
+with windows lying fully inside the image. Pixels are numbered row-major: i = y * W + x.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import ops
+
+__all__ = ["MattingLaplacian", "as_image_tensor"]
+
+
+def as_image_tensor(image, dtype=None) -> torch.Tensor:
+    """A (3, H, W) float tensor from a torch tensor (3, H, W) or a numpy array (H, W, 3).
+
+    numpy uint8 arrays are scaled to 0..1; float arrays are taken as they are.
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image as a numpy array must have shape (H, W, 3), got {image.shape}")
+        if image.dtype == np.uint8:
+            image = image.astype(np.float32) / 255.0
+        elif image.dtype == np.uint16:
+            image = image.astype(np.float32) / 65535.0
+        elif not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f"image as a numpy array must be uint8, uint16 or floating point, got {image.dtype}")
+        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor (3, H, W) or a numpy array (H, W, 3), got {type(image).__name__}")
+    if dtype is not None:
+        image = image.to(dtype)
+    elif image.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"image must be float32 or float64, got {image.dtype} (pass dtype= to convert)")
+    return image
+
+
+class MattingLaplacian:
+    """Matting Laplacian of ``image`` (3x3 windows, regularisation ``eps``), held matrix-free.
+
+    Holds the image and its window statistics (36 bytes per pixel in float32). Every product uses the
+    compiled op on the image's device; results have the image's dtype.
+    """
+
+    def __init__(self, image, eps: float = 1e-7, dtype=None):
+        self.image = as_image_tensor(image, dtype).contiguous()
+        self.eps = float(eps)
+        self.stats = ops.window_stats(self.image, self.eps)
+
+    # -- shape ---------------------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return self.image.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.image.shape[2]
+
+    @property
+    def shape(self):
+        n = self.height * self.width
+        return (n, n)
+
+    @property
+    def dtype(self):
+        return self.image.dtype
+
+    @property
+    def device(self):
+        return self.image.device
+
+    def __repr__(self):
+        return (f"MattingLaplacian({self.height}x{self.width}, eps={self.eps:g}, dtype={self.dtype}, "
+                f"device={self.device})")
+
+    # -- products ------------------------------------------------------------------------------
+    def _values(self, v, name="v"):
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(v)
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(v).__name__}")
+        hw = (self.height, self.width)
+        if v.dim() == 2 and tuple(v.shape) == hw:
+            return v.unsqueeze(0), True
+        if v.dim() == 1 and v.numel() == hw[0] * hw[1]:
+            return v.reshape(1, *hw), "flat"
+        if v.dim() == 3 and tuple(v.shape[1:]) == hw:
+            return v, False
+        raise ValueError(f"{name} must have shape (H, W), (C, H, W) or (H*W,) with H, W = {hw}, "
+                         f"got {tuple(v.shape)}")
+
+    def matvec(self, v):
+        """L v for v of shape (H, W), (C, H, W) or (H*W,); same shape out."""
+        is_np = isinstance(v, np.ndarray)
+        v3, squeeze = self._values(v)
+        out = ops.laplacian_matvec(self.image, self.stats, v3.to(self.image))
+        if squeeze == "flat":
+            out = out.reshape(-1)
+        elif squeeze:
+            out = out[0]
+        return out.numpy() if is_np else out
+
+    __matmul__ = matvec
+
+    def quad(self, v) -> torch.Tensor:
+        """sum_c v_c^T L v_c (0-dim tensor). Differentiable in v: the gradient is 2 L v."""
+        v3, _ = self._values(v)
+        return ops.photoreal_loss(self.image, self.stats, v3.to(self.image))
+
+    loss = quad
+
+    def diagonal(self) -> torch.Tensor:
+        """diag(L) as an (H, W) tensor (e.g. for a Jacobi preconditioner)."""
+        return ops.laplacian_diagonal(self.image, self.stats)
+
+    # -- explicit matrix -----------------------------------------------------------------------
+    def csr(self):
+        """(crow, col, values) of L: fixed width min(H,5)*min(W,5) per row, sorted, explicit zeros."""
+        return ops.laplacian_csr(self.image, self.stats)
+
+    def to_torch_sparse(self) -> torch.Tensor:
+        crow, col, val = self.csr()
+        return torch.sparse_csr_tensor(crow, col, val, size=self.shape)
+
+    def to_scipy(self):
+        """scipy.sparse.csr_matrix (float64 or float32 values, as the image)."""
+        import scipy.sparse
+
+        crow, col, val = (t.cpu().numpy() for t in self.csr())
+        return scipy.sparse.csr_matrix((val, col, crow), shape=self.shape)
