@@ -56,12 +56,16 @@ def _check_stats(image, stats):
                  lambda: f"stats must have shape (9, H-2, W-2) = {want}, got {tuple(stats.shape)}")
     torch._check(stats.dtype == image.dtype,
                  lambda: f"stats must have the image's dtype {image.dtype}, got {stats.dtype}")
+    torch._check(stats.device == image.device,
+                 lambda: f"stats must be on the image's device {image.device}, got {stats.device}")
 
 
 def _check_values(image, v):
     torch._check(v.dim() == 3 and tuple(v.shape[1:]) == tuple(image.shape[1:]),
                  lambda: f"v must have shape (C, H, W) with the image's H and W, got {tuple(v.shape)}")
     torch._check(v.dtype == image.dtype, lambda: f"v must have the image's dtype {image.dtype}, got {v.dtype}")
+    torch._check(v.device == image.device,
+                 lambda: f"v must be on the image's device {image.device}, got {v.device}")
 
 
 @torch.library.register_fake("dpst::window_stats")
@@ -101,7 +105,25 @@ def _(image, stats, v):
     return image.new_empty(())
 
 
-# ---- autograd: d/dv (v^T M v) = 2 M v, through the same matrix-free op ------------------------
+# ---- autograd ------------------------------------------------------------------------------------
+# M is a fixed function of the content image: no gradient flows to image or stats, only to v.
+
+def _matvec_setup_context(ctx, inputs, output):
+    image, stats, _ = inputs
+    ctx.save_for_backward(image, stats)
+
+
+def _matvec_backward(ctx, grad):
+    image, stats = ctx.saved_tensors
+    # M is symmetric, so the vector-Jacobian product M^T g is the same op again.
+    grad_v = laplacian_matvec(image, stats, grad.contiguous()) if ctx.needs_input_grad[2] else None
+    return None, None, grad_v
+
+
+torch.library.register_autograd("dpst::laplacian_matvec", _matvec_backward, setup_context=_matvec_setup_context)
+
+
+# d/dv (v^T M v) = 2 M v, through the same matrix-free op.
 
 def _loss_setup_context(ctx, inputs, output):
     image, stats, v = inputs
@@ -113,7 +135,6 @@ def _loss_backward(ctx, grad):
     grad_v = None
     if ctx.needs_input_grad[2]:
         grad_v = laplacian_matvec(image, stats, v) * (2 * grad)
-    # The Laplacian is a fixed function of the content image: no gradient flows to image or stats.
     return None, None, grad_v
 
 
