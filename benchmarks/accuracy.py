@@ -1,6 +1,6 @@
 """Accuracy of the fast matvec (float32, float64) against the longdouble reference, on real photos.
 
-    python benchmarks/accuracy.py [--size 96] [--eps 1e-7]
+    python benchmarks/accuracy.py [--size 96] [--eps 1e-7] [--prototype]
 
 For each crop of dpst_ext.samples.hard_crops (real photos with near-singular windows) and a noise image,
 computes M v with the compiled op in float32 and float64 and with dpst_ext.reference.matvec_reference in
@@ -8,6 +8,8 @@ numpy longdouble, on the same input values (the image and v as the op saw them, 
 numbers are the error of the arithmetic, not of rounding the inputs. Prints per crop:
     max_rel = max|Mv - ref| / max|ref|      rel_l2 = ||Mv - ref||_2 / ||ref||_2
 with v ~ N(0, 1) per pixel, 3 channels. Also the loss sum_c v_c^T M v_c (relative error).
+
+--prototype adds a float32 study of where the remaining error comes from (see proto_matvec).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import argparse
 import numpy as np
 import torch
 
-from dpst_ext import MattingLaplacian, samples
+from dpst_ext import MattingLaplacian, ops, samples
 from dpst_ext.reference import matvec_reference
 
 
@@ -34,10 +36,72 @@ def errors(image64: torch.Tensor, v64: torch.Tensor, dtype, eps: float):
             abs(loss - ref_loss) / abs(ref_loss))
 
 
+def proto_matvec(image, stats, v, mean_correction=False):
+    """The engine's window formulation (csrc/window_math.h, laplacian_matvec_cpu) in plain torch, in the
+    inputs' dtype, to try changes to it:
+
+        (M v)_i = n_i v_i - sum_{k containing i} (beta_k + (I_i - mu_k) . g_k),
+        g_k = W_k^T W_k sum_j (I_j - mu_k)(v_j - vbar_k),   beta_k = vbar_k.
+
+    The float32 engine stores mu_k rounded to float32. The covariance part is blind to that (a common
+    shift of the centred colours cancels against sum_j (v_j - vbar) = 0) but the gather term
+    (I_i - mu_k) . g_k is not: in near-singular windows g_k is ~1/sqrt(eps) along the near-null
+    direction, so an error u32 |mu| in mu_k becomes ~u32 |mu| / sqrt(eps) in M v.
+    mean_correction=True removes it at no memory cost: from the 9 pixels it already loads, phase 1
+    recomputes the exact mean in double, lo_k = mean_k - mu_k, and folds it into the per-window scalar,
+    beta_k = vbar_k - lo_k . g_k, so the gather is unchanged.
+    """
+    c, h, w = v.shape
+    hw, ww = h - 2, w - 2
+    mu, (w00, w10, w11, w20, w21, w22) = stats[:3], stats[3:]
+    cols = image.unfold(1, 3, 1).unfold(2, 3, 1).reshape(3, hw, ww, 9)
+    vw = v.unfold(1, 3, 1).unfold(2, 3, 1).reshape(c, hw, ww, 9)
+    vbar = vw.sum(-1) / 9
+    cov = torch.einsum("shwj,chwj->cshw", cols - mu[..., None], vw - vbar[..., None])
+    a0 = w00 * cov[:, 0]
+    a1 = w10 * cov[:, 0] + w11 * cov[:, 1]
+    a2 = w20 * cov[:, 0] + w21 * cov[:, 1] + w22 * cov[:, 2]
+    g = torch.stack([w00 * a0 + w10 * a1 + w20 * a2, w11 * a1 + w21 * a2, w22 * a2], 1)  # W^T a
+    beta = vbar
+    if mean_correction:
+        lo = (cols.double().sum(-1) / 9 - mu.double()).to(v.dtype)
+        beta = vbar - torch.einsum("shw,cshw->chw", lo, g)
+    out = torch.zeros_like(v)
+    count = torch.zeros(h, w, dtype=v.dtype)
+    for dy in range(3):
+        for dx in range(3):
+            xi = image[:, dy:dy + hw, dx:dx + ww] - mu
+            out[:, dy:dy + hw, dx:dx + ww] -= beta + torch.einsum("shw,cshw->chw", xi, g)
+            count[dy:dy + hw, dx:dx + ww] += 1
+    return out + count * v
+
+
+def prototype_table(images, eps, size):
+    """float32 max_rel of: the C++ op; the torch prototype of the same formulation; the prototype with
+    the mean correction; and, to bound what any float32-stats formulation can reach, the float64 op
+    fed the float32-rounded W (exact mean)."""
+    g = torch.Generator().manual_seed(1)
+    print(f"\nfloat32 error sources (max_rel), {size}x{size}")
+    print(f"{'image':<18} {'C++ op':>10} {'prototype':>10} {'+mean corr':>10} {'W rounded':>10}")
+    for name, image in images.items():
+        v = torch.randn(3, size, size, generator=g, dtype=torch.float64)
+        im32, v32 = image.float(), v.float()
+        ref = matvec_reference(im32.double(), v32.double(), eps, np.longdouble).astype(np.float64)
+        stats = ops.window_stats(im32, eps)
+        stats64 = ops.window_stats(im32.double(), eps)
+        w_rounded = torch.cat([stats64[:3], stats64[3:].float().double()])
+        results = [ops.laplacian_matvec(im32, stats, v32), proto_matvec(im32, stats, v32),
+                   proto_matvec(im32, stats, v32, mean_correction=True),
+                   ops.laplacian_matvec(im32.double(), w_rounded, v32.double())]
+        row = [np.abs(r.double().numpy() - ref).max() / np.abs(ref).max() for r in results]
+        print(f"{name:<18} " + " ".join(f"{x:>10.2e}" for x in row))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=96, help="crop side in pixels")
     parser.add_argument("--eps", type=float, default=1e-7)
+    parser.add_argument("--prototype", action="store_true", help="also print the float32 error study")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -51,6 +115,8 @@ def main():
         v = torch.randn(3, args.size, args.size, generator=g, dtype=torch.float64)
         row = errors(image, v, torch.float32, args.eps) + errors(image, v, torch.float64, args.eps)
         print(f"{name:<18} " + " ".join(f"{x:>{w}.2e}" for x, w in zip(row, (12, 12, 10, 12, 12, 10))))
+    if args.prototype:
+        prototype_table(images, args.eps, args.size)
 
 
 if __name__ == "__main__":

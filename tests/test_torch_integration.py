@@ -29,6 +29,18 @@ def test_opcheck_every_op(size, dtype):
     torch.library.opcheck(torch.ops.dpst.photoreal_loss.default, (image, stats, v.requires_grad_()))
 
 
+def test_opcheck_non_contiguous_inputs():
+    image, stats, v = _setup(7, 9, c=2)
+    image_t = image.transpose(1, 2).contiguous().transpose(1, 2)
+    stats_t = stats.transpose(1, 2).contiguous().transpose(1, 2)
+    v_t = v.permute(2, 1, 0).contiguous().permute(2, 1, 0)
+    torch.library.opcheck(torch.ops.dpst.window_stats.default, (image_t, EPS))
+    torch.library.opcheck(torch.ops.dpst.laplacian_matvec.default, (image_t, stats_t, v_t))
+    torch.library.opcheck(torch.ops.dpst.laplacian_diagonal.default, (image_t, stats_t))
+    torch.library.opcheck(torch.ops.dpst.laplacian_csr.default, (image_t, stats_t))
+    torch.library.opcheck(torch.ops.dpst.photoreal_loss.default, (image_t, stats_t, v_t.requires_grad_()))
+
+
 # ---- autograd ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 1])
