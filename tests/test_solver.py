@@ -1,11 +1,8 @@
 """The matrix-free operator behaves as the explicit matrix inside a solver (pymatting tests/test_lkm.py):
 a matting-style system (M + lambda D) x = lambda D t solved by conjugate gradients with a Jacobi
 preconditioner built from laplacian_diagonal, using (a) the matrix-free op, (b) the op's CSR, (c) the
-reference matrix (longdouble, rounded to float64). Solutions agree and iteration counts are within 2.
-
-The reference is the longdouble one because on the "pasted" crop the textbook float64 formula (explicit
-3x3 inverse) is itself off by 2e-6 relative (kappa * u64), which moves the CG solution by ~1e-5; the
-engine's float64 matrix is within 3e-10 of the longdouble one."""
+reference matrix (longdouble, rounded to float64). Solutions agree and iteration counts are within 2
+(measured: identical counts, solutions within 4e-10)."""
 import numpy as np
 import pytest
 import scipy.sparse
@@ -57,8 +54,8 @@ def test_cg_matrix_free_equals_sparse(name):
 
     x = rng.standard_normal(h * w)
     assert np.abs(matrix_free(x) - csr @ x).max() <= 1e-12 * np.abs(csr @ x).max()
-    # Measured: solutions agree to <= 1e-9 relative. Bound: kappa(M + lambda D) <= 2e4 on these crops
-    # times (CG rtol 1e-10 + matrix error <= 3e-10 measured) ~ 1e-5; 1e-6 still catches any real mismatch.
+    # Measured: solutions agree to <= 4e-10 relative. The worst-case perturbation bound, kappa(M + lambda D)
+    # (<= 2e4 here) times (CG rtol 1e-10 + measured matrix difference 5e-11), is 3e-6; 1e-6 sits between.
     for other in (x_csr, x_ref):
         assert np.linalg.norm(x_free - other) <= 1e-6 * np.linalg.norm(other)
     assert abs(it_free - it_csr) <= 2 and abs(it_free - it_ref) <= 2
