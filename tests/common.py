@@ -6,12 +6,15 @@ Tolerances are relative to max|reference| and follow from the dtype and the prob
   few ulps (measured ~1e-15, tolerance 1e-12); float32 to a few float32 ulps (measured ~1e-7,
   tolerance 1e-6).
 * Real 8-bit photos have windows whose covariance is (near-)singular: Sigma + eps/9 I then has condition
-  number kappa up to 0.75 / (eps/9) ~ 7e7 (colour variance <= 0.75 in 0..1). Any float64 code rounds Sigma
-  itself by ~u|Sigma|, so its error vs an exact (longdouble) M is bounded by kappa * u64 ~ 1e-8: that is
-  the float64 tolerance on photos (measured up to ~4e-10 by benchmarks/accuracy.py).
-  In float32 the engine stores the window statistics (mean, whitening matrix) rounded to float32; the
-  measured error on the hard crops is up to ~7e-6 relative (benchmarks/accuracy.py), so the float32
-  tolerance on photos is 2e-5 — well below what an explicit inverse in float32 gives (~1e-1).
+  number kappa up to 0.75 / (eps/9) ~ 7e7 (colour variance <= 0.75 in 0..1). kappa * u64 ~ 1e-8 is the
+  forward-error bound of a backward-stable float64 evaluation, hence the float64 tolerance on photos
+  (the engine measures <= 1.3e-11 against longdouble, benchmarks/accuracy.py; the textbook explicit
+  inverse up to ~5e-10).
+  In float32 the engine stores the window statistics (mean, whitening matrix W) rounded to float32.
+  The gather term (I_i - mu_k) . g_k has g_k ~ 1/sqrt(eps/9) ~ 1e4 along the near-null direction, so
+  those roundings (~u32 |I|) become ~1e-4 absolute against max|M v| ~ 30: ~3e-6 relative, measured up to
+  7.3e-6 (benchmarks/accuracy.py --prototype separates the sources). Tolerance 2e-5; an explicit
+  inverse in float32 gives ~1e-1 there.
 """
 from __future__ import annotations
 
