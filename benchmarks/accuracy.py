@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from dpst_ext import MattingLaplacian, ops, samples
-from dpst_ext.reference import matvec_reference
+from dpst_ext.reference import diagonal_reference, matvec_reference
 
 
 def errors(image64: torch.Tensor, v64: torch.Tensor, dtype, eps: float):
-    """(max_rel, rel_l2, loss_rel) of the op in ``dtype`` against longdouble on the same inputs."""
+    """(max_rel, rel_l2, loss_rel, diag_max_rel) of the ops in ``dtype`` against longdouble on the same
+    inputs. The diagonal holds the largest entries of M, so its error is the CSR build's too."""
     image, v = image64.to(dtype), v64.to(dtype)
     lap = MattingLaplacian(image, eps)
     fast = lap.matvec(v).double().numpy()
@@ -33,8 +34,10 @@ def errors(image64: torch.Tensor, v64: torch.Tensor, dtype, eps: float):
     ref_loss = float(np.sum(v.double().numpy().astype(np.longdouble) * ref))
     err = (fast - ref).astype(np.float64)
     ref = ref.astype(np.float64)
+    diag = lap.diagonal().double().numpy()
+    ref_diag = diagonal_reference(image.double(), eps, np.longdouble).astype(np.float64)
     return (np.abs(err).max() / np.abs(ref).max(), np.linalg.norm(err) / np.linalg.norm(ref),
-            abs(loss - ref_loss) / abs(ref_loss))
+            abs(loss - ref_loss) / abs(ref_loss), np.abs(diag - ref_diag).max() / np.abs(ref_diag).max())
 
 
 def proto_matvec(image, stats, v, mean_correction=False):
@@ -77,13 +80,35 @@ def proto_matvec(image, stats, v, mean_correction=False):
     return out + count * v
 
 
+def proto_diagonal(image, stats, mean_correction=False):
+    """diag(M) = sum_k (8/9 - |W_k (I_i - mu_k)|^2) in torch, as laplacian_diagonal computes it; with
+    mean_correction, I_i - mu_k becomes (I_i - mu_k) - lo_k (lo_k as in proto_matvec). The CSR build
+    evaluates its entries the same way, so the same correction applies there."""
+    h, w = image.shape[1:]
+    hw, ww = h - 2, w - 2
+    mu, (w00, w10, w11, w20, w21, w22) = stats[:3], stats[3:]
+    lo = torch.zeros_like(mu)
+    if mean_correction:
+        cols = image.unfold(1, 3, 1).unfold(2, 3, 1).reshape(3, hw, ww, 9)
+        lo = (cols.double().sum(-1) / 9 - mu.double()).to(image.dtype)
+    out = torch.zeros(h, w, dtype=image.dtype)
+    for dy in range(3):
+        for dx in range(3):
+            x = image[:, dy:dy + hw, dx:dx + ww] - mu - lo
+            z0, z1, z2 = w00 * x[0], w10 * x[0] + w11 * x[1], w20 * x[0] + w21 * x[1] + w22 * x[2]
+            out[dy:dy + hw, dx:dx + ww] += 8 / 9 - (z0 * z0 + z1 * z1 + z2 * z2)
+    return out
+
+
 def prototype_table(images, eps, size):
-    """float32 max_rel of: the C++ op; the torch prototype of the same formulation; the prototype with
-    the mean correction; and, to bound what any float32-stats formulation can reach, the float64 op
-    fed the float32-rounded W (exact mean)."""
+    """float32 max_rel, for M v and diag(M), of: the C++ op; the torch prototype of the same formulation;
+    the prototype with the mean correction; and, to bound what any formulation reading float32 W can
+    reach, float64 arithmetic fed the float32-rounded W with the exact mean."""
     g = torch.Generator().manual_seed(1)
     print(f"\nfloat32 error sources (max_rel), {size}x{size}")
-    print(f"{'image':<18} {'C++ op':>10} {'prototype':>10} {'+mean corr':>10} {'W rounded':>10}")
+    head = f"{'C++ op':>10} {'prototype':>10} {'+mean corr':>10} {'W rounded':>10}"
+    print(f"{'':<18} {'matvec':-^43}   {'diagonal':-^43}")
+    print(f"{'image':<18} {head}   {head}")
     for name, image in images.items():
         v = torch.randn(3, size, size, generator=g, dtype=torch.float64)
         im32, v32 = image.float(), v.float()
@@ -95,7 +120,12 @@ def prototype_table(images, eps, size):
                    proto_matvec(im32, stats, v32, mean_correction=True),
                    ops.laplacian_matvec(im32.double(), w_rounded, v32.double())]
         row = [np.abs(r.double().numpy() - ref).max() / np.abs(ref).max() for r in results]
-        print(f"{name:<18} " + " ".join(f"{x:>10.2e}" for x in row))
+        ref_diag = diagonal_reference(im32.double(), eps, np.longdouble).astype(np.float64)
+        diags = [ops.laplacian_diagonal(im32, stats), proto_diagonal(im32, stats),
+                 proto_diagonal(im32, stats, mean_correction=True), proto_diagonal(im32.double(), w_rounded)]
+        row += [np.abs(d.double().numpy() - ref_diag).max() / np.abs(ref_diag).max() for d in diags]
+        print(f"{name:<18} " + " ".join(f"{x:>10.2e}" for x in row[:4]) + "   "
+              + " ".join(f"{x:>10.2e}" for x in row[4:]))
 
 
 def main():
@@ -110,12 +140,12 @@ def main():
     images["noise"] = samples.random_image(args.size, args.size, seed=0)
     g = torch.Generator().manual_seed(1)
     print(f"matvec vs longdouble reference, {args.size}x{args.size} crops, eps={args.eps:g}, v ~ N(0,1), C=3")
-    print(f"{'image':<18} {'f32 max_rel':>12} {'f32 rel_l2':>12} {'f32 loss':>10} "
-          f"{'f64 max_rel':>12} {'f64 rel_l2':>12} {'f64 loss':>10}")
+    print(f"{'image':<18} {'f32 max_rel':>11} {'f32 rel_l2':>10} {'f32 loss':>9} {'f32 diag':>9} "
+          f"{'f64 max_rel':>11} {'f64 rel_l2':>10} {'f64 loss':>9} {'f64 diag':>9}")
     for name, image in images.items():
         v = torch.randn(3, args.size, args.size, generator=g, dtype=torch.float64)
         row = errors(image, v, torch.float32, args.eps) + errors(image, v, torch.float64, args.eps)
-        print(f"{name:<18} " + " ".join(f"{x:>{w}.2e}" for x, w in zip(row, (12, 12, 10, 12, 12, 10))))
+        print(f"{name:<18} " + " ".join(f"{x:>{w}.2e}" for x, w in zip(row, (11, 10, 9, 9) * 2)))
     if args.prototype:
         prototype_table(images, args.eps, args.size)
 
