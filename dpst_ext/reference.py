@@ -44,11 +44,6 @@ def as_hwc(image) -> np.ndarray:
     return image
 
 
-def _inverse_3x3(s: np.ndarray) -> np.ndarray:
-    """Inverse of a stack (..., 3, 3) of float64 matrices."""
-    return np.linalg.inv(s)
-
-
 def _whiten(d: np.ndarray, s: np.ndarray) -> np.ndarray:
     """z = L^-1 d for a stack of SPD s = L L^T (..., 3, 3) and vectors d (..., n, 3), in their dtype:
     then d_a^T s^-1 d_b = z_a . z_b. A hand-written 3x3 Cholesky, so it runs in longdouble."""
@@ -89,7 +84,7 @@ def window_blocks(image, eps: float = 1e-7, dtype=np.float64):
     sigma = np.einsum("kai,kaj->kij", d, d) / dtype(9)
     s = sigma + dtype(eps) / dtype(9) * np.eye(3, dtype=dtype)
     if dtype == np.float64:   # textbook: q_ab = d_a^T A d_b with the explicit inverse A
-        q = np.einsum("kai,kij,kbj->kab", d, _inverse_3x3(s), d)
+        q = np.einsum("kai,kij,kbj->kab", d, np.linalg.inv(s), d)
     else:                     # the same q_ab, evaluated stably (see the module docstring)
         z = _whiten(d, s)
         q = np.einsum("kai,kbi->kab", z, z)
