@@ -178,3 +178,18 @@ def test_empty_channel_count_is_fine():
     lap = MattingLaplacian(samples.random_image(5, 6), EPS)
     assert lap.matvec(torch.zeros(0, 5, 6, dtype=torch.float64)).shape == (0, 5, 6)
     assert lap.quad(torch.zeros(0, 5, 6, dtype=torch.float64)).item() == 0.0
+
+
+def test_csr_index_dtype_switches_to_int64_for_large_images_in_the_fake_kernel():
+    """nnz >= 2^31 needs int64 indices (a 16 MP image has 400 M non-zeros; 2^31 needs >= 86 M pixels,
+    too large to build here, so only the fake kernel's shape rule is checked; the C++ rule is the same
+    expression in csrc/cpu/laplacian_cpu.cpp)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        for h, w, index_dtype in [(9000, 9000, torch.int32), (9300, 9300, torch.int64)]:
+            image = torch.empty(3, h, w)
+            stats = torch.empty(9, h - 2, w - 2)
+            crow, col, val = ops.laplacian_csr(image, stats)
+            assert crow.dtype == col.dtype == index_dtype
+            assert crow.shape == (h * w + 1,) and col.shape == val.shape == (h * w * 25,)
