@@ -46,3 +46,56 @@ def photo_megapixels(megapixels: float, name: str = "hubble_deep_field", dtype=t
     s = (megapixels * 1e6 / (h * w)) ** 0.5
     img = np.asarray(Image.fromarray(img).resize((round(w * s), round(h * s)), Image.LANCZOS))
     return _to_tensor(img, dtype)
+
+
+# ---- test and benchmark factories -----------------------------------------------------------------
+
+__all__ += ["random_image", "hard_crops", "HARD_CROPS"]
+
+# Top-left corners of crops whose 3x3 windows are the hardest for the Laplacian: windows whose colour
+# covariance is exactly singular but not zero (pixels on a line or plane in colour space: pure black
+# with a few coloured pixels, grey sky, a saturated channel). There, Sigma + eps/9 I has condition
+# number ~1e8. Found by scanning each photo for the 40x40 crop with the most such windows (astronaut:
+# also windows with 6-8 of 9 pixels pure black); the counts are for 40x40.
+HARD_CROPS = {
+    "astronaut_black": ("astronaut", 298, 369),          # 273 singular windows, 222 with >= 6 black
+    "rocket_sky": ("rocket", 192, 344),                  # 1398 singular of 1444
+    "hubble_dark": ("hubble_deep_field", 696, 688),      # dark sky, faint stars; 173 singular
+    "coffee_saturated": ("coffee", 35, 4),               # 399 singular
+    "retina_border": ("retina", 564, 614),               # 1421 singular
+}
+
+
+def random_image(height: int, width: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """Uniform noise in 0..1 as (3, H, W): the easy, well-conditioned case."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(3, height, width, generator=g, dtype=torch.float64).to(dtype)
+
+
+def _pasted(size: int) -> np.ndarray:
+    """A coffee crop with synthetic pure black, pure white and flat grey patches, a 1-pixel black line
+    and a saturated red channel pasted in: windows straddling their borders have 3 to 8 identical
+    pixels, the near-singular case."""
+    img = _load_rgb_uint8("coffee")[100:100 + size, 200:200 + size].copy()
+    q = max(size // 4, 1)
+    img[:q, :q] = 0                      # pure black square
+    img[:q, -q:] = 255                   # pure white square
+    img[-q:, :q] = 128                   # flat grey square
+    img[size // 2, :] = 0                # 1-pixel black line
+    img[-q:, -q:, 0] = 255               # saturated red channel
+    return img
+
+
+def hard_crops(size: int = 40, dtype=torch.float64) -> dict[str, torch.Tensor]:
+    """Real-photo crops (3, size, size) with near-singular windows, 8-bit values, keyed by name.
+
+    The crops of HARD_CROPS plus "pasted" (synthetic black/white/flat patches in a real photo).
+    """
+    out = {}
+    for key, (name, y, x) in HARD_CROPS.items():
+        img = _load_rgb_uint8(name)
+        y = min(y, img.shape[0] - size)
+        x = min(x, img.shape[1] - size)
+        out[key] = _to_tensor(np.ascontiguousarray(img[y:y + size, x:x + size]), dtype)
+    out["pasted"] = _to_tensor(_pasted(size), dtype)
+    return out

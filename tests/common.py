@@ -1,0 +1,61 @@
+"""Shared helpers and tolerances for the tests (imported as `common`; pytest puts tests/ on sys.path).
+
+Tolerances are relative to max|reference| and follow from the dtype and the problem's conditioning:
+
+* Noise images are well conditioned (window covariances far from singular): float64 codes agree to a
+  few ulps (measured ~1e-15, tolerance 1e-12); float32 to a few float32 ulps (measured ~1e-7,
+  tolerance 1e-6).
+* Real 8-bit photos have windows whose covariance is (near-)singular: Sigma + eps/9 I then has condition
+  number kappa up to 0.75 / (eps/9) ~ 7e7 (colour variance <= 0.75 in 0..1). kappa * u64 ~ 1e-8 is the
+  forward-error bound of a backward-stable float64 evaluation, hence the float64 tolerance on photos
+  (the engine measures <= 1.3e-11 against longdouble, benchmarks/accuracy.py; on the patches of
+  test_reference.py the textbook explicit inverse errs by up to 3.6e-10 on M's entries, the engine 2.2e-10).
+  In float32 the engine stores the window statistics (mean, whitening matrix W) rounded to float32.
+  The gather term (I_i - mu_k) . g_k has g_k ~ 1/sqrt(eps/9) ~ 1e4 along the near-null direction, so
+  those roundings (~u32 |I|) become ~1e-4 absolute against max|M v| ~ 30: ~3e-6 relative, measured up to
+  7.3e-6 (benchmarks/accuracy.py --prototype separates the sources). Tolerance 2e-5; the textbook
+  explicit inverse evaluated in float32 measured 2e-5 to 1.3e-2 on the same 96x96 crops.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dpst_ext import samples
+
+EPS = 1e-7
+
+# (dtype, kind) -> relative tolerance on max|error| / max|reference|; kind "noise" or "photo".
+TOL = {
+    (torch.float64, "noise"): 1e-12,
+    (torch.float32, "noise"): 1e-6,
+    (torch.float64, "photo"): 1e-8,
+    (torch.float32, "photo"): 2e-5,
+}
+
+
+def max_rel(actual, expected) -> float:
+    """max|actual - expected| / max|expected|, both converted to float64 numpy."""
+    a = np.asarray(actual.detach().cpu().numpy() if hasattr(actual, "detach") else actual, dtype=np.float64)
+    e = np.asarray(expected.detach().cpu().numpy() if hasattr(expected, "detach") else expected, dtype=np.float64)
+    assert a.shape == e.shape, (a.shape, e.shape)
+    scale = np.abs(e).max() if e.size else 0.0
+    return float(np.abs(a - e).max() / scale) if scale > 0 else float(np.abs(a - e).max(initial=0.0))
+
+
+def randn(*shape, seed=0, dtype=torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+_CROPS = {}
+
+
+def photo_crop(name: str, size: int) -> torch.Tensor:
+    """One of samples.hard_crops(size) (float64), cached: loading a photo costs ~50 ms."""
+    if size not in _CROPS:
+        _CROPS[size] = samples.hard_crops(size)
+    return _CROPS[size][name]
+
+
+PHOTO_CROPS = ("astronaut_black", "rocket_sky", "hubble_dark", "coffee_saturated", "retina_border", "pasted")
