@@ -82,7 +82,7 @@ inline T __ldg(const T* p) { return *p; }
 
 #define DPST_DYNAMIC_SHARED(name) unsigned char* name = ::dpst_emu::block_shared
 #define DPST_LAUNCH(kernel, grid, block, shared_bytes, stream, ...) \
-  ::dpst_emu::launch((grid), (block), (shared_bytes), [&] { kernel(__VA_ARGS__); })
+  ((void)(stream), ::dpst_emu::launch((grid), (block), (shared_bytes), [&] { kernel(__VA_ARGS__); }))
 
 #else  // nvcc
 
