@@ -9,8 +9,9 @@
 // bytes (NaN for float and double), so a read before write shows up as NaN and a read past the end as
 // an AddressSanitizer report.
 //
-// Not emulated (kernels must not use them): atomics, warp shuffles/votes, static __shared__ arrays (a static
-// would survive between blocks and hide read-before-write bugs), textures, cp.async, tensor cores.
+// Not emulated (kernels must not use them): atomics, warp shuffles/votes, textures, cp.async, tensor
+// cores, and static __shared__ arrays: a static would survive between blocks and hide read-before-write
+// bugs, so `__shared__` is deliberately left undefined and fails to compile under the emulation.
 // A __syncthreads() that some threads of a block never reach hangs the emulation, as it would a GPU:
 // tests run kernels under a timeout.
 #pragma once

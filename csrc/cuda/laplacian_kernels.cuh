@@ -11,7 +11,8 @@
 //   window_stats          read image 3s, write stats 9s          48 B/px f32 -> 16 us per megapixel
 //   laplacian_matvec      image 3s + stats 9s + v Cs + out Cs    72 B/px f32 (C=3) -> 24 us/MP
 //   laplacian_diagonal    image 3s + stats 9s + out s            52 B/px f32 -> 17 us/MP
-//   laplacian_csr         col 25*4 + val 25s (+ image, stats)    200 B/px f32/int32 -> 67 us/MP
+//   laplacian_csr         col 25*4 + val 25s + image + stats     248 B/px f32/int32 -> 83 us/MP
+//                         (int64 indices: 348 B/px -> 116 us/MP; crow adds 4 or 8 B/px)
 //   photoreal_loss        image 3s + stats 9s + v Cs             60 B/px f32 (C=3) -> 20 us/MP
 // window_stats computes in double (as the CPU op does), which on GPUs with slow FP64 (consumer parts,
 // 1/64 rate) makes it compute-bound; it runs once per image.
