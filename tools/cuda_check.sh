@@ -13,7 +13,7 @@
 #            the PyPI package nvidia-cuda-cuobjdump).
 #
 # Environment: CUDA_HOME (default /usr/local/cuda; the `nvcc` on PATH may be a wrapper script, from which
-# torch would guess a wrong CUDA_HOME), DPST_CUDA_VENV (default .venv-cudatorch), CUDA_TORCH_SPEC
+# torch would guess a wrong CUDA_HOME), DPST_CUDA_VENV (default build/venv-cudatorch), CUDA_TORCH_SPEC
 # (default torch==2.14.1, which matches nvcc 13.0), TORCH_CUDA_ARCH_LIST (default 7.5;8.0;8.6;9.0+PTX).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -68,7 +68,7 @@ EOF
 
 check_extension() {
   local t0=$SECONDS
-  local venv="${DPST_CUDA_VENV:-$ROOT/.venv-cudatorch}"
+  local venv="${DPST_CUDA_VENV:-$ROOT/build/venv-cudatorch}"  # under build/: ignored by git, not copied
   local py="$venv/bin/python"
   if [ ! -x "$py" ]; then python3 -m venv "$venv"; fi
   "$py" -m pip install --quiet "${CUDA_TORCH_SPEC:-torch==2.14.1}" numpy ninja pybind11 "setuptools>=64" \

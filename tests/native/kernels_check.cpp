@@ -49,6 +49,30 @@ std::vector<double> reference_matrix(const std::vector<double>& img, int H, int 
   return M;
 }
 
+// CSR: fixed width, sorted columns, and every entry of M present exactly once.
+template <typename T, typename I>
+void check_csr(const std::vector<T>& img, const std::vector<T>& stats, const std::vector<double>& M,
+               int H, int W, const LaunchShape& shape, const char* type, double tol) {
+  const int n = H * W, width = (H < 5 ? H : 5) * (W < 5 ? W : 5);
+  std::vector<I> crow(n + 1), col(size_t(n) * width);
+  std::vector<T> val(col.size());
+  dpst::cuda::launch_laplacian_csr(img.data(), stats.data(), crow.data(), col.data(), val.data(), H,
+                                   W, nullptr, shape);
+  std::vector<double> dense(size_t(n) * n, 0.0);
+  bool layout_ok = true;
+  for (int i = 0; i < n; ++i) {
+    layout_ok &= crow[i] == I(i) * width && crow[i + 1] == I(i + 1) * width;
+    for (int e = i * width; e < (i + 1) * width; ++e) {
+      layout_ok &= col[e] >= 0 && col[e] < n && (e == i * width || col[e] > col[e - 1]);
+      if (col[e] >= 0 && col[e] < n) dense[size_t(i) * n + col[e]] += double(val[e]);
+    }
+  }
+  expect(layout_ok, sizeof(I) == 4 ? "laplacian_csr layout (int32)" : "laplacian_csr layout (int64)", H, W, type, 0);
+  double err = 0;
+  for (size_t k = 0; k < dense.size(); ++k) err = std::fmax(err, std::fabs(dense[k] - M[k]));
+  expect(err <= tol, sizeof(I) == 4 ? "laplacian_csr values (int32)" : "laplacian_csr values (int64)", H, W, type, err);
+}
+
 template <typename T>
 void check_size(int H, int W, int C, const LaunchShape& shape, const char* type, double tol,
                 std::mt19937& rng) {
@@ -114,25 +138,8 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
   for (int i = 0; i < n; ++i) err = std::fmax(err, std::fabs(double(diag[i]) - M[size_t(i) * n + i]));
   expect(err <= tol * mmax, "laplacian_diagonal", H, W, type, err);
 
-  // CSR: fixed width, sorted columns, and every entry of M present exactly once.
-  const int width = (H < 5 ? H : 5) * (W < 5 ? W : 5);
-  std::vector<int> crow(n + 1), col(size_t(n) * width);
-  std::vector<T> val(col.size());
-  dpst::cuda::launch_laplacian_csr(img.data(), stats.data(), crow.data(), col.data(), val.data(), H,
-                                   W, nullptr, shape);
-  std::vector<double> dense(size_t(n) * n, 0.0);
-  bool layout_ok = true;
-  for (int i = 0; i < n; ++i) {
-    layout_ok &= crow[i] == i * width && crow[i + 1] == (i + 1) * width;
-    for (int e = i * width; e < (i + 1) * width; ++e) {
-      layout_ok &= col[e] >= 0 && col[e] < n && (e == i * width || col[e] > col[e - 1]);
-      if (col[e] >= 0 && col[e] < n) dense[size_t(i) * n + col[e]] += double(val[e]);
-    }
-  }
-  expect(layout_ok, "laplacian_csr layout", H, W, type, 0);
-  err = 0;
-  for (size_t k = 0; k < dense.size(); ++k) err = std::fmax(err, std::fabs(dense[k] - M[k]));
-  expect(err <= tol * mmax, "laplacian_csr values", H, W, type, err);
+  check_csr<T, int32_t>(img, stats, M, H, W, shape, type, tol * mmax);
+  check_csr<T, int64_t>(img, stats, M, H, W, shape, type, tol * mmax);  // the >= 2^31 entries path
 }
 
 void print_shared_memory() {
