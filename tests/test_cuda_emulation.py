@@ -264,3 +264,27 @@ def test_photo_float32_error_next_to_cpu(name, long_side, eps):
     for k, e in errors["emu"].items():
         # Same arithmetic in another order: within a factor of the CPU path's error.
         assert e <= 4 * errors["cpu"][k] + 1e-8, (k, e, errors["cpu"][k])
+
+
+# Every __global__ kernel and the emulated op whose tests above run it: a new kernel fails this test
+# until it is added here (and tested).
+KERNEL_RUN_BY = {
+    "window_stats_kernel": "window_stats",
+    "laplacian_matvec_kernel": "laplacian_matvec",
+    "laplacian_diagonal_kernel": "laplacian_diagonal",
+    "csr_row_offsets_kernel": "laplacian_csr",
+    "csr_entries_kernel": "laplacian_csr",
+    "loss_partials_kernel": "photoreal_loss",
+    "sum_partials_kernel": "photoreal_loss",
+}
+
+
+def test_every_global_kernel_is_listed():
+    import pathlib
+    import re
+
+    csrc = pathlib.Path(__file__).resolve().parents[1] / "csrc"
+    found = set()
+    for path in list(csrc.rglob("*.cu")) + list(csrc.rglob("*.cuh")):
+        found |= set(re.findall(r"__global__\s+void\s+(\w+)", path.read_text()))
+    assert found == set(KERNEL_RUN_BY), f"kernels in csrc/ {sorted(found)} vs listed {sorted(KERNEL_RUN_BY)}"
