@@ -209,6 +209,19 @@ def test_argument_errors_name_the_argument():
         EMU.set_launch_shape(0, 4, 8, 4, 32)
 
 
+def test_too_many_rows_for_the_grid_is_an_error():
+    EMU.set_launch_shape(8, 1, 8, 1, 32)  # one row per block: at most 65535 rows
+    try:
+        image = torch.rand(3, 65536, 3, dtype=torch.float64)
+        with pytest.raises(RuntimeError, match="image must have at most 65535 rows"):
+            EMU.window_stats(image, 1e-4)
+        stats = ops.window_stats(image, 1e-4)
+        with pytest.raises(RuntimeError, match="image must have at most 65535 rows"):
+            EMU.laplacian_matvec(image, stats, image)
+    finally:
+        EMU.set_launch_shape(*SMALL)
+
+
 def test_non_contiguous_inputs():
     g = torch.Generator().manual_seed(11)
     base = torch.rand(3, 14, 20, generator=g, dtype=torch.float64)

@@ -34,6 +34,11 @@ struct LaunchShape {
 
 inline unsigned ceil_div(int64_t n, unsigned d) { return unsigned((n + d - 1) / d); }
 
+// The 2-D kernels put tile rows on gridDim.y, which CUDA caps at 65535: the tallest image they take.
+inline int64_t max_image_rows(const LaunchShape& s) {
+  return int64_t(65535) * (s.tile_y < s.matvec_y ? s.tile_y : s.matvec_y);
+}
+
 // Copies rows r0..r0+rows-1, columns c0..c0+cols-1 of planes 0..planes-1 of a planar (planes, h, w)
 // array into tile[planes][rows][cols], zero outside the array. Consecutive threads read consecutive
 // columns (coalesced). All threads of the block must call it.

@@ -21,12 +21,18 @@
 namespace dpst {
 namespace cuda {
 
+inline void check_rows(const at::Tensor& image, const LaunchShape& shape) {
+  TORCH_CHECK(image.size(1) <= max_image_rows(shape), "image must have at most ",
+              max_image_rows(shape), " rows for the CUDA kernels (grid limit), got ", image.size(1));
+}
+
 template <typename Backend>
 struct Ops {
   static at::Tensor window_stats(const at::Tensor& image_, double eps) {
     check_image(image_);
     check_eps(eps);
     check_finite(image_, "image");
+    check_rows(image_, Backend::shape());
     typename Backend::Scope scope(image_);
     const auto image = image_.contiguous();
     const int64_t H = image.size(1), W = image.size(2);
@@ -44,6 +50,7 @@ struct Ops {
                                      const at::Tensor& v_) {
     check_stats(image_, stats_);
     check_values(image_, v_, "v");
+    check_rows(image_, Backend::shape());
     typename Backend::Scope scope(image_);
     const auto image = image_.contiguous(), stats = stats_.contiguous(), v = v_.contiguous();
     const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
@@ -61,6 +68,7 @@ struct Ops {
 
   static at::Tensor laplacian_diagonal(const at::Tensor& image_, const at::Tensor& stats_) {
     check_stats(image_, stats_);
+    check_rows(image_, Backend::shape());
     typename Backend::Scope scope(image_);
     const auto image = image_.contiguous(), stats = stats_.contiguous();
     const int64_t H = image.size(1), W = image.size(2);
@@ -107,6 +115,7 @@ struct Ops {
                                    const at::Tensor& v_) {
     check_stats(image_, stats_);
     check_values(image_, v_, "v");
+    check_rows(image_, Backend::shape());
     typename Backend::Scope scope(image_);
     const auto image = image_.contiguous(), stats = stats_.contiguous(), v = v_.contiguous();
     const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
