@@ -40,3 +40,28 @@ bench: install
 
 clean:
 	rm -rf build dpst_ext/*.so $(VENV)
+
+# ---- CUDA kernels without a GPU --------------------------------------------------------------------
+# sanitize: the emulated CUDA kernels (csrc/cuda/, -DDPST_EMULATE_CUDA) in a torch-free driver
+# (tests/native/kernels_check.cpp) under ThreadSanitizer, then AddressSanitizer + UBSan; must be clean.
+# cuda-check: nvcc -Xptxas -v for sm_75/80/86/90 (fails on spills or local memory), then a full build
+# of the extension against a CUDA torch in its own venv, import, registration and SASS listing.
+NATIVE_DEPS  := tests/native/kernels_check.cpp csrc/window_math.h $(wildcard csrc/cuda/*.cuh)
+NATIVE_FLAGS := -std=c++20 -O1 -g -fno-omit-frame-pointer -DDPST_EMULATE_CUDA -Icsrc -pthread
+
+.PHONY: sanitize cuda-check
+
+build/native/kernels_check_tsan: $(NATIVE_DEPS)
+	mkdir -p $(@D)
+	$(CXX) $(NATIVE_FLAGS) -fsanitize=thread $< -o $@
+
+build/native/kernels_check_asan: $(NATIVE_DEPS)
+	mkdir -p $(@D)
+	$(CXX) $(NATIVE_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all $< -o $@
+
+sanitize: build/native/kernels_check_tsan build/native/kernels_check_asan
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66" ./build/native/kernels_check_tsan
+	ASAN_OPTIONS="detect_leaks=1 halt_on_error=1" ./build/native/kernels_check_asan
+
+cuda-check:
+	bash tools/cuda_check.sh

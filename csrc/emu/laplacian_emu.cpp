@@ -1,0 +1,70 @@
+// dpst_ext._emu: the CUDA kernels of csrc/cuda/ compiled as plain C++ (setup.py passes
+// -DDPST_EMULATE_CUDA) and run on the CPU by the emulator of csrc/cuda/cuda_compat.cuh, exposed as
+// torch.ops.dpst_emu.* with the schemas of csrc/dpst.cpp, taking CPU tensors. Tests only: one
+// std::thread per emulated GPU thread, blocks one after another, so use small images.
+#include <Python.h>
+#include <torch/library.h>
+
+#include <mutex>
+
+#include "../cuda/laplacian_ops.h"
+
+extern "C" {
+// Importing dpst_ext._emu runs the static registrations below; the module itself has no functions.
+PyObject* PyInit__emu(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_emu", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace dpst {
+namespace cuda {
+namespace {
+
+// Small blocks by default, so that test images of a few pixels leave partial and multiple blocks.
+LaunchShape emu_shape{/*tile_x=*/8, /*tile_y=*/4, /*matvec_x=*/8, /*matvec_y=*/4, /*threads=*/32};
+std::mutex emu_shape_mutex;
+
+struct EmuBackend {
+  struct Scope {
+    cudaStream_t stream = nullptr;
+    explicit Scope(const at::Tensor& t) {
+      TORCH_CHECK(t.device().is_cpu(), "dpst_emu ops take CPU tensors, got ", t.device());
+    }
+  };
+  static LaunchShape shape() {
+    std::lock_guard<std::mutex> lock(emu_shape_mutex);
+    return emu_shape;
+  }
+  static void check_launch() {}  // emulated launches run synchronously; errors throw
+};
+
+void set_launch_shape(int64_t tile_x, int64_t tile_y, int64_t matvec_x, int64_t matvec_y,
+                      int64_t threads) {
+  for (int64_t n : {tile_x, tile_y, matvec_x, matvec_y, threads})
+    TORCH_CHECK(n >= 1 && n <= 1024, "block sizes must lie in 1..1024, got ", n);
+  TORCH_CHECK(tile_x * tile_y <= 1024 && matvec_x * matvec_y <= 1024,
+              "a block holds at most 1024 threads, got ", tile_x, "x", tile_y, " and ", matvec_x, "x",
+              matvec_y);
+  std::lock_guard<std::mutex> lock(emu_shape_mutex);
+  emu_shape = LaunchShape{unsigned(tile_x), unsigned(tile_y), unsigned(matvec_x), unsigned(matvec_y),
+                          unsigned(threads)};
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace dpst
+
+TORCH_LIBRARY(dpst_emu, m) {
+  // The contract of csrc/dpst.cpp, run by the emulated CUDA kernels.
+  m.def("window_stats(Tensor image, float eps) -> Tensor");
+  m.def("laplacian_matvec(Tensor image, Tensor stats, Tensor v) -> Tensor");
+  m.def("laplacian_diagonal(Tensor image, Tensor stats) -> Tensor");
+  m.def("laplacian_csr(Tensor image, Tensor stats) -> (Tensor, Tensor, Tensor)");
+  m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
+  // Test hook: block shapes of later launches (LaunchShape in csrc/cuda/laplacian_kernels.cuh).
+  m.def("set_launch_shape(int tile_x, int tile_y, int matvec_x, int matvec_y, int threads) -> ()",
+        &dpst::cuda::set_launch_shape);
+}
+
+TORCH_LIBRARY_IMPL(dpst_emu, CPU, m) { dpst::cuda::register_ops<dpst::cuda::EmuBackend>(m); }

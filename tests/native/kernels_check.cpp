@@ -1,0 +1,197 @@
+// Standalone check of the emulated CUDA kernels: no torch, no Python, so it can be built with
+// -fsanitize=thread and -fsanitize=address (`make sanitize`). Runs every launcher of
+// csrc/cuda/laplacian_kernels.cuh on a few image sizes and block shapes, in float and double, and
+// compares with a plain C++ reference loop over windows built from csrc/window_math.h:
+// a dense M = sum_k M^k (so only small images), then M v, diag M, M in CSR and v^T M v.
+//
+//   kernels_check             run the checks; exit status 1 on any mismatch
+//   kernels_check --shared    print the dynamic shared memory per kernel at the GPU block shapes
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cuda/laplacian_kernels.cuh"
+
+using dpst::cuda::LaunchShape;
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const char* what, int H, int W, const char* type, double err) {
+  if (!ok) {
+    ++failures;
+    std::printf("FAIL %s %dx%d %s: error %.3e\n", what, H, W, type, err);
+  }
+}
+
+// Dense reference M (n x n, row-major) of a planar image, in double, straight from window_math.h.
+std::vector<double> reference_matrix(const std::vector<double>& img, int H, int W, double eps) {
+  const int n = H * W;
+  std::vector<double> M(size_t(n) * n, 0.0);
+  for (int ky = 0; ky + 2 < H; ++ky)
+    for (int kx = 0; kx + 2 < W; ++kx) {
+      double c[9][3], mu[3], w[6], x[9][3];
+      int idx[9];
+      for (int j = 0; j < 9; ++j) {
+        idx[j] = (ky + j / 3) * W + kx + j % 3;
+        for (int ch = 0; ch < 3; ++ch) c[j][ch] = img[size_t(ch) * n + idx[j]];
+      }
+      dpst::window_stats(c, eps, mu, w);
+      for (int j = 0; j < 9; ++j)
+        for (int ch = 0; ch < 3; ++ch) x[j][ch] = c[j][ch] - mu[ch];
+      for (int i = 0; i < 9; ++i)
+        for (int j = 0; j < 9; ++j)
+          M[size_t(idx[i]) * n + idx[j]] += dpst::window_entry(w, x[i], x[j], i == j);
+    }
+  return M;
+}
+
+// CSR: fixed width, sorted columns, and every entry of M present exactly once.
+template <typename T, typename I>
+void check_csr(const std::vector<T>& img, const std::vector<T>& stats, const std::vector<double>& M,
+               int H, int W, const LaunchShape& shape, const char* type, double tol) {
+  const int n = H * W, width = (H < 5 ? H : 5) * (W < 5 ? W : 5);
+  std::vector<I> crow(n + 1), col(size_t(n) * width);
+  std::vector<T> val(col.size());
+  dpst::cuda::launch_laplacian_csr(img.data(), stats.data(), crow.data(), col.data(), val.data(), H,
+                                   W, nullptr, shape);
+  std::vector<double> dense(size_t(n) * n, 0.0);
+  bool layout_ok = true;
+  for (int i = 0; i < n; ++i) {
+    layout_ok &= crow[i] == I(i) * width && crow[i + 1] == I(i + 1) * width;
+    for (int e = i * width; e < (i + 1) * width; ++e) {
+      layout_ok &= col[e] >= 0 && col[e] < n && (e == i * width || col[e] > col[e - 1]);
+      if (col[e] >= 0 && col[e] < n) dense[size_t(i) * n + col[e]] += double(val[e]);
+    }
+  }
+  expect(layout_ok, sizeof(I) == 4 ? "laplacian_csr layout (int32)" : "laplacian_csr layout (int64)", H, W, type, 0);
+  double err = 0;
+  for (size_t k = 0; k < dense.size(); ++k) err = std::fmax(err, std::fabs(dense[k] - M[k]));
+  expect(err <= tol, sizeof(I) == 4 ? "laplacian_csr values (int32)" : "laplacian_csr values (int64)", H, W, type, err);
+}
+
+template <typename T>
+void check_size(int H, int W, int C, const LaunchShape& shape, const char* type, double tol,
+                std::mt19937& rng) {
+  const int n = H * W, hw = H - 2, ww = W - 2;
+  const double eps = 1e-3;
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  std::vector<T> img(3 * size_t(n)), v(size_t(C) * n);
+  std::vector<double> imgd(img.size());
+  for (size_t i = 0; i < img.size(); ++i) imgd[i] = double(img[i] = T(uni(rng)));
+  for (auto& x : v) x = T(uni(rng) - 0.5);
+  const std::vector<double> M = reference_matrix(imgd, H, W, eps);
+  double mmax = 1.0;
+  for (double m : M) mmax = std::fmax(mmax, std::fabs(m));
+
+  // window_stats: against window_math.h's window_stats on the same colours.
+  std::vector<T> stats(9 * size_t(hw) * ww);
+  dpst::cuda::launch_window_stats(img.data(), stats.data(), H, W, eps, nullptr, shape);
+  double err = 0;
+  for (int ky = 0; ky < hw; ++ky)
+    for (int kx = 0; kx < ww; ++kx) {
+      double c[9][3], mu[3], w[6];
+      for (int j = 0; j < 9; ++j)
+        for (int ch = 0; ch < 3; ++ch) c[j][ch] = imgd[size_t(ch) * n + (ky + j / 3) * W + kx + j % 3];
+      dpst::window_stats(c, eps, mu, w);
+      for (int q = 0; q < 9; ++q) {
+        const double want = q < 3 ? mu[q] : w[q - 3];
+        const double got = stats[(size_t(q) * hw + ky) * ww + kx];
+        err = std::fmax(err, std::fabs(got - want) / std::fmax(1.0, std::fabs(want)));
+      }
+    }
+  expect(err <= tol, "window_stats", H, W, type, err);
+
+  // matvec and loss: M v per channel, sum_c v_c^T M v_c.
+  std::vector<T> out(v.size());
+  dpst::cuda::launch_laplacian_matvec(img.data(), stats.data(), v.data(), out.data(), C, H, W,
+                                      nullptr, shape);
+  err = 0;
+  double loss = 0, loss_scale = 0;
+  for (int c = 0; c < C; ++c)
+    for (int i = 0; i < n; ++i) {
+      double s = 0, sa = 0;
+      for (int j = 0; j < n; ++j) {
+        s += M[size_t(i) * n + j] * double(v[size_t(c) * n + j]);
+        sa += std::fabs(M[size_t(i) * n + j] * double(v[size_t(c) * n + j]));
+      }
+      err = std::fmax(err, std::fabs(double(out[size_t(c) * n + i]) - s) / std::fmax(sa, 1e-300));
+      loss += double(v[size_t(c) * n + i]) * s;
+      loss_scale += std::fabs(double(v[size_t(c) * n + i])) * sa;
+    }
+  expect(err <= tol, "laplacian_matvec", H, W, type, err);
+
+  const dim3 grid = dpst::cuda::loss_grid(H, W, shape);
+  std::vector<double> partials(size_t(grid.x) * grid.y), total(1);
+  dpst::cuda::launch_photoreal_loss(img.data(), stats.data(), v.data(), C, H, W, partials.data(),
+                                    total.data(), nullptr, shape);
+  err = std::fabs(total[0] - loss) / std::fmax(loss_scale, 1e-300);
+  expect(err <= tol, "photoreal_loss", H, W, type, err);
+
+  // diagonal
+  std::vector<T> diag(n);
+  dpst::cuda::launch_laplacian_diagonal(img.data(), stats.data(), diag.data(), H, W, nullptr, shape);
+  err = 0;
+  for (int i = 0; i < n; ++i) err = std::fmax(err, std::fabs(double(diag[i]) - M[size_t(i) * n + i]));
+  expect(err <= tol * mmax, "laplacian_diagonal", H, W, type, err);
+
+  check_csr<T, int32_t>(img, stats, M, H, W, shape, type, tol * mmax);
+  check_csr<T, int64_t>(img, stats, M, H, W, shape, type, tol * mmax);  // the >= 2^31 entries path
+}
+
+void print_shared_memory() {
+  const LaunchShape s{};
+  auto bytes = [](auto layout) {
+    dpst::SharedSizer size;
+    layout(size);
+    return size.offset;
+  };
+  std::printf("dynamic shared memory per block at the GPU block shapes (LaunchShape{}):\n");
+  for (int f64 = 0; f64 < 2; ++f64) {
+    const char* t = f64 ? "double" : "float";
+    auto run = [&](auto zero) {
+      using T = decltype(zero);
+      T *a, *b, *c;
+      double* r;
+      std::printf("  %-6s window_stats_kernel      %2ux%-2u  %6zu B\n", t, s.tile_x, s.tile_y,
+                  bytes([&](auto& z) { dpst::cuda::window_stats_layout<T>(z, s.tile_x, s.tile_y, a); }));
+      std::printf("  %-6s laplacian_matvec_kernel  %2ux%-2u  %6zu B\n", t, s.matvec_x, s.matvec_y,
+                  dpst::cuda::matvec_shared_bytes<T>(s));
+      std::printf("  %-6s laplacian_diagonal_kernel %2ux%-2u %6zu B\n", t, s.tile_x, s.tile_y,
+                  bytes([&](auto& z) { dpst::cuda::diagonal_layout<T>(z, s.tile_x, s.tile_y, a); }));
+      std::printf("  %-6s loss_partials_kernel     %2ux%-2u  %6zu B\n", t, s.tile_x, s.tile_y,
+                  bytes([&](auto& z) { dpst::cuda::loss_layout<T>(z, s.tile_x, s.tile_y, r, b, c); }));
+    };
+    if (f64) run(0.0); else run(0.0f);
+  }
+  std::printf("  sum_partials_kernel %u threads: %zu B; csr kernels: 0 B\n", s.threads,
+              s.threads * sizeof(double));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--shared") == 0) {
+    print_shared_memory();
+    return 0;
+  }
+  std::mt19937 rng(1234);
+  const LaunchShape shapes[] = {
+      {8, 4, 8, 4, 32},   // several and partial blocks on small images
+      {5, 3, 3, 7, 17},   // non-power-of-two blocks
+  };
+  const int sizes[][2] = {{3, 3}, {4, 9}, {7, 5}, {11, 13}, {3, 17}};
+  int runs = 0;
+  for (const auto& shape : shapes)
+    for (const auto& hw : sizes)
+      for (int C : {1, 3}) {
+        check_size<double>(hw[0], hw[1], C, shape, "double", 1e-10, rng);
+        check_size<float>(hw[0], hw[1], C, shape, "float", 2e-4, rng);
+        runs += 2;
+      }
+  std::printf("%d kernel-set runs, %d failures\n", runs, failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,303 @@
+"""The CUDA kernels (csrc/cuda/laplacian_kernels.cuh), run on the CPU by the host emulation.
+
+dpst_ext._emu compiles the exact kernel bodies and entry points of the CUDA build as plain C++ and
+registers them as torch.ops.dpst_emu.* (same schemas as torch.ops.dpst.*, CPU tensors). Every
+__global__ kernel runs here and is compared with the float64 reference (dpst_ext/reference.py) and
+with the CPU ops on the same inputs. Block shapes are small (set_launch_shape) so that images of a few
+pixels leave partial blocks, several blocks, and images smaller than one block.
+
+Emulated threads are std::threads, so images stay small. A __syncthreads that not every thread reaches
+hangs, as on a GPU: every emulated call runs under a timeout.
+"""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import dpst_ext._emu  # noqa: F401  (registers torch.ops.dpst_emu.*)
+from dpst_ext import ops
+from dpst_ext.reference import matting_laplacian_reference
+from dpst_ext.samples import photo
+
+EMU = torch.ops.dpst_emu
+TIMEOUT_S = 120
+
+# Block shapes: the emulation default (tiny, odd sizes exercise edges) and the GPU default.
+SMALL = (8, 4, 8, 4, 32)
+ODD = (5, 3, 3, 7, 17)  # non-power-of-two block sizes (block reductions, tile arithmetic)
+GPU = (32, 8, 16, 16, 256)  # LaunchShape{} in laplacian_kernels.cuh
+
+
+def emulated(fn, *args):
+    """fn(*args) in a daemon thread; fails (instead of hanging the suite) after TIMEOUT_S."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as e:  # re-raised in the test's thread
+            result["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(TIMEOUT_S)
+    if t.is_alive():
+        pytest.fail(f"emulated kernel did not finish in {TIMEOUT_S} s (a __syncthreads not reached by all threads?)")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.fixture(params=[SMALL, ODD], ids=["blocks8x4", "blocks-odd"])
+def launch_shape(request):
+    EMU.set_launch_shape(*request.param)
+    yield request.param
+    EMU.set_launch_shape(*SMALL)
+
+
+def reference_matrix(image, eps):
+    """Dense float64 M from the reference, for the image values as stored (float32 images promoted)."""
+    hwc = image.double().permute(1, 2, 0).numpy()
+    m = matting_laplacian_reference(hwc, eps)
+    return np.asarray(m.todense()) if hasattr(m, "todense") else m
+
+
+def rel_error(got, want, scale):
+    """max |got - want| / scale, with scale the magnitude of the quantity's terms (not of the result,
+    which cancels to ~0 for v in the Laplacian's near-null space)."""
+    return float(np.max(np.abs(np.asarray(got, np.float64) - want)) / max(scale, 1e-300))
+
+
+# float64 agrees with the reference to rounding of O(1) terms; float32 to a few ulps of the terms on
+# random images with moderate eps (photos with eps 1e-7 are measured against the CPU path below).
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
+
+SIZES = [(1, 1), (2, 7), (3, 3), (3, 5), (4, 3), (5, 6), (7, 9), (13, 11), (17, 20)]
+
+
+def assert_stats_close(a, b):
+    f64 = a.dtype == torch.float64
+    scale = float(b.abs().max()) if b.numel() else 1.0
+    torch.testing.assert_close(a, b, rtol=1e-13 if f64 else 3e-7, atol=(1e-13 if f64 else 1e-7) * scale)
+
+
+def all_ops(image, v, eps):
+    """Every op, emulated and on the CPU, on the same inputs."""
+    out = {}
+    for name, lib in (("emu", EMU), ("cpu", torch.ops.dpst)):
+        stats = emulated(lib.window_stats, image, eps) if name == "emu" else lib.window_stats(image, eps)
+        # Feed both paths the CPU statistics too, so each later op is compared on identical inputs.
+        s = ops.window_stats(image, eps)
+        call = (lambda f, *a: emulated(f, *a)) if name == "emu" else (lambda f, *a: f(*a))
+        out[name] = dict(
+            stats=stats,
+            matvec=call(lib.laplacian_matvec, image, s, v),
+            diagonal=call(lib.laplacian_diagonal, image, s),
+            csr=call(lib.laplacian_csr, image, s),
+            loss=call(lib.photoreal_loss, image, s, v),
+        )
+    return out
+
+
+def check_against_reference(image, v, eps, res, tol):
+    h, w = image.shape[1:]
+    m = reference_matrix(image, eps)
+    vv = v.double().reshape(v.shape[0], -1).numpy()
+    absm = np.abs(m)
+    # M v
+    want = (m @ vv.T).T
+    scale = float(np.max(absm @ np.abs(vv).T)) if m.size else 1.0
+    assert rel_error(res["matvec"].reshape(v.shape[0], -1), want, scale) <= tol
+    # diagonal
+    assert rel_error(res["diagonal"].reshape(-1), np.diag(m), max(float(absm.max(initial=0)), 1.0)) <= tol
+    # CSR: as a dense matrix, and every stored entry
+    crow, col, val = (t.numpy() for t in res["csr"])
+    width = min(h, 5) * min(w, 5)
+    assert crow.shape == (h * w + 1,) and col.shape == val.shape == (h * w * width,)
+    dense = np.zeros((h * w, h * w))
+    for i in range(h * w):
+        np.add.at(dense[i], col[crow[i]:crow[i + 1]], val[crow[i]:crow[i + 1]])
+    assert rel_error(dense, m, max(float(absm.max(initial=0)), 1.0)) <= tol
+    # loss: sum_c v_c^T M v_c, terms of size |v|^T |M| |v|
+    want_loss = float(np.einsum("ci,ij,cj->", vv, m, vv))
+    scale = float(np.einsum("ci,ij,cj->", np.abs(vv), absm, np.abs(vv))) or 1.0
+    assert abs(float(res["loss"]) - want_loss) / scale <= tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", SIZES, ids=[f"{h}x{w}" for h, w in SIZES])
+def test_every_kernel_matches_reference_and_cpu(size, channels, dtype, launch_shape):
+    g = torch.Generator().manual_seed(hash((size, channels)) % 2**31)
+    h, w = size
+    image = torch.rand(3, h, w, generator=g, dtype=torch.float64).to(dtype)
+    v = torch.randn(channels, h, w, generator=g, dtype=torch.float64).to(dtype)
+    eps = 1e-4
+    res = all_ops(image, v, eps)
+    emu, cpu = res["emu"], res["cpu"]
+    # The statistics are computed in double by the same window_math.h function on both paths; the CPU
+    # build (-march=native) may contract to FMA where the emulation build does not: last-bit changes.
+    assert_stats_close(emu["stats"], cpu["stats"])
+    # Identical structure, values as the CPU op's up to rounding order.
+    assert emu["csr"][0].dtype == cpu["csr"][0].dtype == torch.int32
+    assert torch.equal(emu["csr"][0], cpu["csr"][0]) and torch.equal(emu["csr"][1], cpu["csr"][1])
+    check_against_reference(image, v, eps, emu, TOL[dtype])
+    check_against_reference(image, v, eps, cpu, TOL[dtype])
+
+
+def test_gpu_block_shape_and_many_channels():
+    """The GPU's default block shapes (256 threads, 16x16 matvec tiles) on an image of several blocks."""
+    EMU.set_launch_shape(*GPU)
+    try:
+        g = torch.Generator().manual_seed(7)
+        image = torch.rand(3, 21, 37, generator=g, dtype=torch.float64)
+        v = torch.randn(5, 21, 37, generator=g, dtype=torch.float64)
+        res = all_ops(image, v, 1e-5)
+        assert_stats_close(res["emu"]["stats"], res["cpu"]["stats"])
+        check_against_reference(image, v, 1e-5, res["emu"], TOL[torch.float64])
+    finally:
+        EMU.set_launch_shape(*SMALL)
+
+
+def test_loss_reduction_is_deterministic_and_sums_many_blocks():
+    """Two-stage block reduction: more partials than threads of the final block, same bits each run."""
+    EMU.set_launch_shape(4, 2, 8, 4, 8)  # 8-thread blocks: a 30x40 image gives 15*19 = 285 partials
+    try:
+        g = torch.Generator().manual_seed(3)
+        image = torch.rand(3, 32, 42, generator=g, dtype=torch.float64)
+        v = torch.randn(2, 32, 42, generator=g, dtype=torch.float64)
+        s = ops.window_stats(image, 1e-4)
+        a = emulated(EMU.photoreal_loss, image, s, v)
+        b = emulated(EMU.photoreal_loss, image, s, v)
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, torch.ops.dpst.photoreal_loss(image, s, v), rtol=1e-12, atol=0)
+    finally:
+        EMU.set_launch_shape(*SMALL)
+
+
+def test_empty_and_windowless_inputs():
+    for h, w in [(0, 5), (5, 0), (2, 9), (9, 1)]:
+        image = torch.rand(3, h, w, dtype=torch.float64)
+        stats = emulated(EMU.window_stats, image, 1e-4)
+        assert stats.shape == (9, max(h - 2, 0), max(w - 2, 0))
+        v = torch.rand(2, h, w, dtype=torch.float64)
+        assert torch.equal(emulated(EMU.laplacian_matvec, image, stats, v), torch.zeros_like(v))
+        assert torch.equal(emulated(EMU.laplacian_diagonal, image, stats), torch.zeros(h, w, dtype=torch.float64))
+        assert float(emulated(EMU.photoreal_loss, image, stats, v)) == 0.0
+        for a, b in zip(emulated(EMU.laplacian_csr, image, stats), torch.ops.dpst.laplacian_csr(image, stats)):
+            assert a.shape == b.shape and a.dtype == b.dtype
+    image = torch.rand(3, 6, 6, dtype=torch.float64)
+    stats = ops.window_stats(image, 1e-4)
+    zero_channels = torch.rand(0, 6, 6, dtype=torch.float64)
+    assert emulated(EMU.laplacian_matvec, image, stats, zero_channels).shape == (0, 6, 6)
+    assert float(emulated(EMU.photoreal_loss, image, stats, zero_channels)) == 0.0
+
+
+def test_argument_errors_name_the_argument():
+    image = torch.rand(3, 6, 6, dtype=torch.float64)
+    stats = ops.window_stats(image, 1e-4)
+    with pytest.raises(RuntimeError, match="image must have shape"):
+        EMU.window_stats(torch.rand(4, 6, 6, dtype=torch.float64), 1e-4)
+    with pytest.raises(RuntimeError, match="eps must be a positive"):
+        EMU.window_stats(image, 0.0)
+    with pytest.raises(RuntimeError, match="stats must have shape"):
+        EMU.laplacian_matvec(image, stats[:, 1:], image)
+    with pytest.raises(RuntimeError, match="v must have the image's dtype"):
+        EMU.laplacian_matvec(image, stats, image.float())
+    with pytest.raises(RuntimeError, match="block sizes must lie"):
+        EMU.set_launch_shape(0, 4, 8, 4, 32)
+
+
+def test_too_many_rows_for_the_grid_is_an_error():
+    EMU.set_launch_shape(8, 1, 8, 1, 32)  # one row per block: at most 65535 rows
+    try:
+        image = torch.rand(3, 65536, 3, dtype=torch.float64)
+        with pytest.raises(RuntimeError, match="image must have at most 65535 rows"):
+            EMU.window_stats(image, 1e-4)
+        stats = ops.window_stats(image, 1e-4)
+        with pytest.raises(RuntimeError, match="image must have at most 65535 rows"):
+            EMU.laplacian_matvec(image, stats, image)
+    finally:
+        EMU.set_launch_shape(*SMALL)
+
+
+def test_non_contiguous_inputs():
+    g = torch.Generator().manual_seed(11)
+    base = torch.rand(3, 14, 20, generator=g, dtype=torch.float64)
+    image = base[:, ::2, 1::2]  # (3, 7, 10), strided
+    v = torch.randn(10, 7, 3, generator=g, dtype=torch.float64).permute(2, 1, 0)
+    s = emulated(EMU.window_stats, image, 1e-4)
+    assert_stats_close(s, ops.window_stats(image.contiguous(), 1e-4))
+    torch.testing.assert_close(emulated(EMU.laplacian_matvec, image, s, v),
+                               torch.ops.dpst.laplacian_matvec(image, s, v), rtol=1e-12, atol=1e-12)
+
+
+# ---- real photos: float32 error of the emulated kernels next to the CPU path's ----------------------
+
+PHOTO_CASES = [("astronaut", 40, 1e-7), ("coffee", 36, 1e-7), ("chelsea", 32, 1e-4)]
+_photo_errors = []
+
+
+@pytest.mark.parametrize("name,long_side,eps", PHOTO_CASES, ids=[c[0] for c in PHOTO_CASES])
+def test_photo_float32_error_next_to_cpu(name, long_side, eps):
+    image64 = photo(name, long_side=long_side, dtype=torch.float64)
+    image = image64.float()
+    m = reference_matrix(image, eps)  # of the float32-rounded image both paths see
+    absm = np.abs(m)
+    g = torch.Generator().manual_seed(5)
+    h, w = image.shape[1:]
+    # v: random, and the image's own colours (near the Laplacian's null space: M v cancels to ~0)
+    v = torch.cat([torch.rand(1, h, w, generator=g), image], 0)
+    vv = v.double().reshape(v.shape[0], -1).numpy()
+    want_mv = (m @ vv.T).T
+    mv_scale = float(np.max(absm @ np.abs(vv).T))
+    want_loss = float(np.einsum("ci,ij,cj->", vv, m, vv))
+    loss_scale = float(np.einsum("ci,ij,cj->", np.abs(vv), absm, np.abs(vv)))
+    errors = {}
+    for path, lib, call in (("emu", EMU, emulated), ("cpu", torch.ops.dpst, lambda f, *a: f(*a))):
+        s = call(lib.window_stats, image, eps)
+        mv = call(lib.laplacian_matvec, image, s, v)
+        diag = call(lib.laplacian_diagonal, image, s)
+        crow, col, val = call(lib.laplacian_csr, image, s)
+        loss = call(lib.photoreal_loss, image, s, v)
+        dense = np.zeros_like(m)
+        rows = np.repeat(np.arange(h * w), np.diff(crow.numpy()))
+        np.add.at(dense, (rows, col.numpy()), val.double().numpy())
+        errors[path] = dict(
+            matvec=rel_error(mv.reshape(v.shape[0], -1), want_mv, mv_scale),
+            diagonal=rel_error(diag.reshape(-1), np.diag(m), float(absm.max())),
+            csr=rel_error(dense, m, float(absm.max())),
+            loss=abs(float(loss) - want_loss) / loss_scale,
+        )
+    _photo_errors.append((name, h, w, eps, errors))
+    print(f"\n{name} {h}x{w} eps={eps:g} float32 relative error (emulated CUDA | CPU):")
+    for k in errors["emu"]:
+        print(f"  {k:9s} {errors['emu'][k]:.2e} | {errors['cpu'][k]:.2e}")
+    for k, e in errors["emu"].items():
+        # Same arithmetic in another order: within a factor of the CPU path's error.
+        assert e <= 4 * errors["cpu"][k] + 1e-8, (k, e, errors["cpu"][k])
+
+
+# Every __global__ kernel and the emulated op whose tests above run it: a new kernel fails this test
+# until it is added here (and tested).
+KERNEL_RUN_BY = {
+    "window_stats_kernel": "window_stats",
+    "laplacian_matvec_kernel": "laplacian_matvec",
+    "laplacian_diagonal_kernel": "laplacian_diagonal",
+    "csr_row_offsets_kernel": "laplacian_csr",
+    "csr_entries_kernel": "laplacian_csr",
+    "loss_partials_kernel": "photoreal_loss",
+    "sum_partials_kernel": "photoreal_loss",
+}
+
+
+def test_every_global_kernel_is_listed():
+    import pathlib
+    import re
+
+    csrc = pathlib.Path(__file__).resolve().parents[1] / "csrc"
+    found = set()
+    for path in list(csrc.rglob("*.cu")) + list(csrc.rglob("*.cuh")):
+        found |= set(re.findall(r"__global__\s+void\s+(\w+)", path.read_text()))
+    assert found == set(KERNEL_RUN_BY), f"kernels in csrc/ {sorted(found)} vs listed {sorted(KERNEL_RUN_BY)}"

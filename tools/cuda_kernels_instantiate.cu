@@ -1,0 +1,24 @@
+// Instantiates every kernel of csrc/cuda/laplacian_kernels.cuh for every type the ops dispatch to,
+// without torch, so tools/cuda_check.sh can compile it with `nvcc -Xptxas -v` for each GPU
+// architecture and read register, shared-memory and spill figures per kernel.
+#include "cuda/laplacian_kernels.cuh"
+
+namespace dpst {
+namespace cuda {
+#define DPST_INSTANTIATE(T)                                                                        \
+  template void launch_window_stats<T>(const T*, T*, int64_t, int64_t, double, cudaStream_t,       \
+                                       const LaunchShape&);                                        \
+  template void launch_laplacian_matvec<T>(const T*, const T*, const T*, T*, int64_t, int64_t,     \
+                                           int64_t, cudaStream_t, const LaunchShape&);             \
+  template void launch_laplacian_diagonal<T>(const T*, const T*, T*, int64_t, int64_t,             \
+                                             cudaStream_t, const LaunchShape&);                    \
+  template void launch_laplacian_csr<T, int32_t>(const T*, const T*, int32_t*, int32_t*, T*,       \
+                                                 int64_t, int64_t, cudaStream_t, const LaunchShape&); \
+  template void launch_laplacian_csr<T, int64_t>(const T*, const T*, int64_t*, int64_t*, T*,       \
+                                                 int64_t, int64_t, cudaStream_t, const LaunchShape&); \
+  template void launch_photoreal_loss<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t,  \
+                                         double*, double*, cudaStream_t, const LaunchShape&);
+DPST_INSTANTIATE(float)
+DPST_INSTANTIATE(double)
+}  // namespace cuda
+}  // namespace dpst
