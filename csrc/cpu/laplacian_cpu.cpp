@@ -15,10 +15,6 @@
 namespace dpst {
 namespace {
 
-// Rows of pixels handled per task: large enough that the 2 halo window rows recomputed by each band
-// cost little, small enough that a band's coefficient buffer stays in L2.
-constexpr int64_t kBandRows = 16;
-
 template <typename T>
 struct Planes {  // planar (P, H, W) view
   const T* p;
@@ -51,64 +47,156 @@ void window_stats_kernel(const T* image, T* stats, int64_t H, int64_t W, double 
   });
 }
 
-template <typename T>
-void matvec_kernel(const T* image, const T* stats, const T* v, T* out, int64_t C, int64_t H,
-                   int64_t W) {
-  const int64_t hw = H - 2, ww = W - 2;
-  const Planes<T> I{image, H, W}, S{stats, hw, ww}, V{v, H, W};
-  const int64_t nbands = (H + kBandRows - 1) / kBandRows;
-  at::parallel_for(0, nbands, 1, [&](int64_t b0, int64_t b1) {
-    // coef[(wy - wy0)][c][q][kx], q = 0: vbar, q = 1..3: g
-    std::vector<T> coef;
-    std::vector<T> acc(W);
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t y0 = b * kBandRows, y1 = std::min(H, y0 + kBandRows);
-      const int64_t wy0 = std::max<int64_t>(y0 - 2, 0), wy1 = std::min(y1, hw);
-      coef.resize(std::max<int64_t>(wy1 - wy0, 0) * C * 4 * ww);
-      // Phase 1: per-window coefficients for every window touching the band.
-      for (int64_t ky = wy0; ky < wy1; ++ky) {
-        T* crow = coef.data() + (ky - wy0) * C * 4 * ww;
-        for (int64_t kx = 0; kx < ww; ++kx) {
-          T mu[3], w[6], x[9][3], vj[9], vbar, g[3];
-          load_window(S, ky, kx, mu, w);
-          for (int j = 0; j < 9; ++j)
-            for (int ch = 0; ch < 3; ++ch) x[j][ch] = I(ch, ky + j / 3, kx + j % 3) - mu[ch];
-          for (int64_t c = 0; c < C; ++c) {
-            for (int j = 0; j < 9; ++j) vj[j] = V(c, ky + j / 3, kx + j % 3);
-            window_coeffs(w, x, vj, vbar, g);
-            T* cc = crow + c * 4 * ww + kx;
-            cc[0] = vbar; cc[ww] = g[0]; cc[2 * ww] = g[1]; cc[3 * ww] = g[2];
-          }
-        }
-      }
-      // Phase 2: (M v)_i = n_i v_i - sum_{k containing i} (vbar_k + (I_i - mu_k) . g_k).
-      for (int64_t y = y0; y < y1; ++y) {
-        const int64_t klo = std::max<int64_t>(y - 2, 0), khi = std::min(y, hw - 1);
-        const T* I0 = &I(0, y, 0);
-        const T* I1 = &I(1, y, 0);
-        const T* I2 = &I(2, y, 0);
-        for (int64_t c = 0; c < C; ++c) {
-          std::fill(acc.begin(), acc.end(), T(0));
-          for (int64_t ky = klo; ky <= khi; ++ky) {
-            const T* cc = coef.data() + ((ky - wy0) * C + c) * 4 * ww;
-            const T *vb = cc, *g0 = cc + ww, *g1 = cc + 2 * ww, *g2 = cc + 3 * ww;
-            const T *m0 = &S(0, ky, 0), *m1 = &S(1, ky, 0), *m2 = &S(2, ky, 0);
-            for (int dx = 0; dx < 3; ++dx) {  // window kx covers pixel x = kx + dx
-              T* a = acc.data() + dx;
-              const T *i0 = I0 + dx, *i1 = I1 + dx, *i2 = I2 + dx;
-              for (int64_t kx = 0; kx < ww; ++kx)
-                a[kx] += vb[kx] + (i0[kx] - m0[kx]) * g0[kx] + (i1[kx] - m1[kx]) * g1[kx] +
-                         (i2[kx] - m2[kx]) * g2[kx];
-            }
-          }
-          const T ny = T(khi >= klo ? khi - klo + 1 : 0);
-          const T* vr = &V(c, y, 0);
-          T* o = out + (c * H + y) * W;
-          for (int64_t x = 0; x < W; ++x) o[x] = ny * T(windows_covering(x, W)) * vr[x] - acc[x];
+// ---- L.v: rolling window rows over (row chunk x column strip) tiles ---------------------------
+//
+// Each task owns a tile of pixel rows [ya, yb) and columns [x0, x1). It walks its rows top to bottom
+// keeping the coefficients of the last three window rows in a ring of three slots (about 80 KB for
+// 3 channels: L2-resident), so every window is computed once per tile (plus 2 halo rows and
+// columns) and every input byte is read from memory once. A slot holds, per window column p
+// (kx = x0 - 2 + p), the fields mu0 mu1 mu2, then per channel vbar g0 g1 g2, as separate arrays
+// (structure of arrays) so that the loops over kx and x vectorise. Windows outside the image are
+// stored as zeros (vbar = g = 0), which contribute exactly nothing: the gather needs no bounds tests.
+
+constexpr int64_t kStripCols = 512;  // tile width; ring = 3 slots x (3 + 4C) fields x kFieldStride
+// Fields of a slot lie a compile-time stride apart (>= the widest tile + 2 halo windows), so the
+// compiler can prove that the stores to different fields never overlap and vectorises the loop.
+constexpr int64_t kFieldStride = kStripCols + 8;
+
+struct Tiles {
+  int64_t rows_per_chunk, nchunks, cols_per_strip, nstrips;
+  Tiles(int64_t H, int64_t W) {
+    nstrips = (W + kStripCols - 1) / kStripCols;
+    cols_per_strip = (W + nstrips - 1) / nstrips;
+    // About 8 row chunks per thread balance the load; chunks of >= 32 rows keep the 2 recomputed
+    // halo window rows per chunk cheap.
+    const int64_t want = std::max<int64_t>(1, 8 * at::get_num_threads() / nstrips);
+    rows_per_chunk = std::max<int64_t>(32, (H + want - 1) / want);
+    nchunks = (H + rows_per_chunk - 1) / rows_per_chunk;
+  }
+};
+
+// Coefficients of window row ky, windows kx in [kxa, kxb), into one ring slot (field f of column p
+// at slot[f * kFieldStride + p], p = kx - base). NC channels of v (planes v + c * H * W).
+template <typename T, int NC>
+void matvec_window_row(const T* __restrict__ img, const T* __restrict__ st, const T* __restrict__ v,
+                       T* __restrict__ slot, int64_t H, int64_t W, int64_t ky, int64_t kxa,
+                       int64_t kxb, int64_t base) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W, ww = W - 2, splane = (H - 2) * ww;
+  const T* I = img + ky * W;
+  const T* V = v + ky * W;
+  const T* S = st + ky * ww;
+  for (int64_t kx = kxa; kx < kxb; ++kx) {
+    T mu[3], w[6], x[9][3], vj[9], vbar, g[3];
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) mu[q] = S[q * splane + kx];
+#pragma GCC unroll 6
+    for (int q = 0; q < 6; ++q) w[q] = S[(3 + q) * splane + kx];
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j)
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) x[j][ch] = I[ch * plane + (j / 3) * W + kx + j % 3] - mu[ch];
+    const int64_t p = kx - base;
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) slot[q * L + p] = mu[q];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) {
+#pragma GCC unroll 9
+      for (int j = 0; j < 9; ++j) vj[j] = V[c * plane + (j / 3) * W + kx + j % 3];
+      window_coeffs(w, x, vj, vbar, g);
+      T* f = slot + (3 + 4 * c) * L + p;
+      f[0] = vbar; f[L] = g[0]; f[2 * L] = g[1]; f[3 * L] = g[2];
+    }
+  }
+}
+
+// Pixel row y, columns [x0, x1): (M v)_i = n_i v_i - sum_{k containing i} (vbar_k + (I_i - mu_k).g_k)
+// over the 3x3 windows whose coefficients sit in the ring (slots of window rows y-2, y-1, y).
+template <typename T, int NC>
+void matvec_pixel_row(const T* __restrict__ img, const T* __restrict__ v,
+                      const T* __restrict__ ring, const T* __restrict__ ncols, T* __restrict__ out,
+                      int64_t H, int64_t W, int64_t y, int64_t x0, int64_t x1,
+                      const int64_t slot_of[3], T nrows) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W, F = 3 + 4 * NC;
+  const T* I = img + y * W;
+  const T* V = v + y * W;
+  T* O = out + y * W;
+  const T* s0 = ring + slot_of[0] * F * L;
+  const T* s1 = ring + slot_of[1] * F * L;
+  const T* s2 = ring + slot_of[2] * F * L;
+  for (int64_t x = x0; x < x1; ++x) {
+    const T i0 = I[x], i1 = I[plane + x], i2 = I[2 * plane + x];
+    T acc[NC];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) acc[c] = 0;
+#pragma GCC unroll 3
+    for (int dy = 0; dy < 3; ++dy) {
+      const T* s = dy == 0 ? s0 : dy == 1 ? s1 : s2;
+#pragma GCC unroll 3
+      for (int dx = 0; dx < 3; ++dx) {
+        const int64_t p = x - x0 + 2 - dx;  // window kx = x - dx
+        const T xi0 = i0 - s[p], xi1 = i1 - s[L + p], xi2 = i2 - s[2 * L + p];
+#pragma GCC unroll 3
+        for (int c = 0; c < NC; ++c) {
+          const T* f = s + (3 + 4 * c) * L + p;
+          acc[c] += f[0] + xi0 * f[L] + xi1 * f[2 * L] + xi2 * f[3 * L];
         }
       }
     }
+    const T n = nrows * ncols[x];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) O[c * plane + x] = n * V[c * plane + x] - acc[c];
+  }
+}
+
+template <typename T, int NC>
+void matvec_channels(const T* image, const T* stats, const T* v, T* out, int64_t H, int64_t W) {
+  const int64_t hw = H - 2, ww = W - 2, F = 3 + 4 * NC;
+  const Tiles t(H, W);
+  std::vector<T> ncols(W);
+  for (int64_t x = 0; x < W; ++x) ncols[x] = T(windows_covering(x, W));
+  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> ring;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
+      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
+      const int64_t base = x0 - 2, n = x1 - x0 + 2, L = kFieldStride;
+      const int64_t kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
+      ring.resize(3 * F * L);
+      auto fill_slot = [&](int64_t ky) {  // window row ky into slot ky mod 3
+        T* slot = ring.data() + ((ky + 3) % 3) * F * L;
+        if (ky < 0 || ky >= hw) {
+          std::fill(slot, slot + F * L, T(0));
+          return;
+        }
+        for (int64_t f = 0; f < F; ++f) {  // zero the columns of windows outside the image
+          std::fill(slot + f * L, slot + f * L + (kxa - base), T(0));
+          std::fill(slot + f * L + (kxb - base), slot + f * L + n, T(0));
+        }
+        matvec_window_row<T, NC>(image, stats, v, slot, H, W, ky, kxa, kxb, base);
+      };
+      fill_slot(ya - 2);
+      fill_slot(ya - 1);
+      for (int64_t y = ya; y < yb; ++y) {
+        fill_slot(y);
+        const int64_t slot_of[3] = {(y + 1) % 3, (y + 2) % 3, y % 3};  // window rows y-2, y-1, y
+        matvec_pixel_row<T, NC>(image, v, ring.data(), ncols.data(), out, H, W, y, x0, x1, slot_of, T(windows_covering(y, H)));
+      }
+    }
   });
+}
+
+template <typename T>
+void matvec_kernel(const T* image, const T* stats, const T* v, T* out, int64_t C, int64_t H,
+                   int64_t W) {
+  // Channels in groups of 3 (DPST's case: one pass), then 2 or 1: the group size is a template
+  // parameter so the per-channel loops unroll and the loops over pixels vectorise.
+  const int64_t plane = H * W;
+  int64_t c = 0;
+  for (; C - c >= 3; c += 3) matvec_channels<T, 3>(image, stats, v + c * plane, out + c * plane, H, W);
+  if (C - c == 2) matvec_channels<T, 2>(image, stats, v + c * plane, out + c * plane, H, W);
+  if (C - c == 1) matvec_channels<T, 1>(image, stats, v + c * plane, out + c * plane, H, W);
 }
 
 template <typename T>
