@@ -7,13 +7,39 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "../checks.h"
 #include "../window_math.h"
 
 namespace dpst {
 namespace {
+
+// A large output in memory that asks for transparent huge pages. Fresh 4 KB pages cost a page fault
+// each on first touch: measured on the 2-core VM, ~0.7 ms per MB, i.e. ~35 ms for the 48 MB of a
+// 3-channel 4 MP L.v (more than the product itself) and ~0.4 s for the 800 MB CSR. With 2 MB pages
+// the faults all but vanish. (torch's CPU allocator does this only when THP_MEM_ALLOC_ENABLE=1 is
+// set before torch starts; numpy does it by default.) Small outputs use the torch allocator.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t nbytes = size_t(c10::multiply_integers(sizes)) * options.dtype().itemsize();
+  if (nbytes >= 8 * kHuge) {
+    const size_t len = (nbytes + kHuge - 1) / kHuge * kHuge;
+    if (void* p = std::aligned_alloc(kHuge, len)) {
+      madvise(p, len, MADV_HUGEPAGE);  // advice only: without THP this is plain memory
+      return at::from_blob(p, sizes, [](void* q) { std::free(q); }, options);
+    }
+  }
+#endif
+  return at::empty(sizes, options);
+}
 
 template <typename T>
 struct Planes {  // planar (P, H, W) view
@@ -226,42 +252,153 @@ inline int64_t clamp_origin(int64_t p, int64_t n) {
   return n <= 5 ? 0 : std::min(std::max<int64_t>(p - 2, 0), n - 5);
 }
 
+// Row i = (y, x) of the CSR by the definition, reading the stats directly: used for the two border
+// rows and columns (clamped neighbourhoods, missing windows) and for images narrower than 5.
+template <typename T, typename index_t>
+void csr_row_generic(const Planes<T>& I, const Planes<T>& S, index_t* ci, T* vi, int64_t H,
+                     int64_t W, int64_t y, int64_t x) {
+  const int64_t hw = H - 2, ww = W - 2;
+  const int64_t nh = std::min<int64_t>(H, 5), nw = std::min<int64_t>(W, 5), width = nh * nw;
+  const int64_t ry0 = clamp_origin(y, H), rx0 = clamp_origin(x, W);
+  for (int64_t q = 0; q < width; ++q) {
+    ci[q] = index_t((ry0 + q / nw) * W + rx0 + q % nw);
+    vi[q] = T(0);
+  }
+  for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
+    for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
+      T mu[3], w[6], xi[3];
+      load_window(S, ky, kx, mu, w);
+      for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
+      for (int j = 0; j < 9; ++j) {
+        const int64_t jy = ky + j / 3, jx = kx + j % 3;
+        T xj[3];
+        for (int ch = 0; ch < 3; ++ch) xj[ch] = I(ch, jy, jx) - mu[ch];
+        vi[(jy - ry0) * nw + (jx - rx0)] += window_entry(w, xi, xj, jy == y && jx == x);
+      }
+    }
+}
+
+// Whitened colours z_p = W (I_p - mu) of the 9 pixels p (row-major in the window) of every window
+// kx in [kxa, kxb) of window row ky, into a ring slot: component c of z_p at field 3 p + c.
+template <typename T>
+void csr_window_row(const T* __restrict__ img, const T* __restrict__ st, T* __restrict__ slot,
+                    int64_t H, int64_t W, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W, ww = W - 2, splane = (H - 2) * ww;
+  const T* I = img + ky * W;
+  const T* S = st + ky * ww;
+  for (int64_t kx = kxa; kx < kxb; ++kx) {
+    T mu[3], w[6];
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) mu[q] = S[q * splane + kx];
+#pragma GCC unroll 6
+    for (int q = 0; q < 6; ++q) w[q] = S[(3 + q) * splane + kx];
+    const int64_t p = kx - base;
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j) {
+      T x[3], z[3];
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) x[ch] = I[ch * plane + (j / 3) * W + kx + j % 3] - mu[ch];
+      whiten(w, x, z);
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) slot[(3 * j + ch) * L + p] = z[ch];
+    }
+  }
+}
+
+// Entries (OY, OX) (neighbour j = i + (OY, OX)) of the interior pixels x in [xa, xb) of pixel row y,
+// into row[x - xa]: the sum over the windows containing both i and j of M^k_ij. slots[d] holds
+// window row y - d. Interior pixels have all 9 windows, so the window set is fixed by (OY, OX).
+template <typename T, int OY, int OX>
+void csr_offset_row(const T* const slots[3], T* __restrict__ row, int64_t xa, int64_t xb,
+                    int64_t base) {
+  constexpr int64_t L = kFieldStride;
+  constexpr int ya = OY < 0 ? -OY : 0, yb = OY > 0 ? 2 - OY : 2;  // i's row in the window
+  constexpr int xa_ = OX < 0 ? -OX : 0, xb_ = OX > 0 ? 2 - OX : 2;
+  const T* __restrict__ s0 = slots[0];
+  const T* __restrict__ s1 = slots[1];
+  const T* __restrict__ s2 = slots[2];
+  for (int64_t x = xa; x < xb; ++x) {
+    T acc = 0;
+#pragma GCC unroll 3
+    for (int dy = ya; dy <= yb; ++dy) {  // window row y - dy, i at row dy of it
+      const T* s = dy == 0 ? s0 : dy == 1 ? s1 : s2;
+#pragma GCC unroll 3
+      for (int dx = xa_; dx <= xb_; ++dx) {  // window column x - dx
+        const int pi = dy * 3 + dx, pj = (dy + OY) * 3 + dx + OX;
+        const int64_t p = x - dx - base;
+        const T zi[3] = {s[(3 * pi) * L + p], s[(3 * pi + 1) * L + p], s[(3 * pi + 2) * L + p]};
+        const T zj[3] = {s[(3 * pj) * L + p], s[(3 * pj + 1) * L + p], s[(3 * pj + 2) * L + p]};
+        acc += window_entry_whitened(zi, zj, OY == 0 && OX == 0);
+      }
+    }
+    row[x - xa] = acc;
+  }
+}
+
+template <typename T, int... Q>
+void csr_interior_row(const T* const slots[3], T* rows, int64_t xa, int64_t xb, int64_t base,
+                      std::integer_sequence<int, Q...>) {
+  // Offset q = 5 (OY + 2) + (OX + 2): column order of the fixed-width row.
+  (csr_offset_row<T, Q / 5 - 2, Q % 5 - 2>(slots, rows + Q * kFieldStride, xa, xb, base), ...);
+}
+
+// Fixed-width CSR: row i = (y, x) holds the clamped 5x5 neighbourhood rows ry0..ry0+nh-1,
+// columns rx0..rx0+nw-1 (row-major, hence sorted); pixels sharing no window get explicit zeros.
+//
+// Interior pixels (2 <= y < H-2, 2 <= x < W-2) walk tiles like L.v: the whitened colours of each
+// window are computed once into a 3-row ring, each of the 25 entries of a row of pixels is gathered
+// in its own vectorised loop (structure of arrays), then transposed into the 25-wide CSR rows.
 template <typename T, typename index_t>
 void csr_kernel(const T* image, const T* stats, index_t* crow, index_t* col, T* val, int64_t H,
                 int64_t W) {
-  const int64_t hw = H - 2, ww = W - 2;
-  const int64_t nh = std::min<int64_t>(H, 5), nw = std::min<int64_t>(W, 5), width = nh * nw;
+  const int64_t hw = H - 2, ww = W - 2, N = H * W;
+  const int64_t width = csr_row_width(H, W);
   const Planes<T> I{image, H, W}, S{stats, hw, ww};
-  const int64_t N = H * W;
-  for (int64_t i = 0; i <= N; ++i) crow[i] = index_t(i * width);
-  at::parallel_for(0, H, 4, [&](int64_t r0, int64_t r1) {
-    for (int64_t y = r0; y < r1; ++y) {
-      const int64_t ry0 = clamp_origin(y, H);
-      for (int64_t x = 0; x < W; ++x) {
-        const int64_t rx0 = clamp_origin(x, W);
-        const int64_t i = y * W + x;
-        index_t* ci = col + i * width;
-        T* vi = val + i * width;
-        for (int64_t q = 0; q < width; ++q) {
-          ci[q] = index_t((ry0 + q / nw) * W + rx0 + q % nw);
-          vi[q] = T(0);
-        }
-        for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
-          for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
-            T mu[3], w[6], xi[3], zi[3];
-            load_window(S, ky, kx, mu, w);
-            for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
-            whiten(w, xi, zi);
-            for (int j = 0; j < 9; ++j) {
-              const int64_t jy = ky + j / 3, jx = kx + j % 3;
-              T xj[3], zj[3];
-              for (int ch = 0; ch < 3; ++ch) xj[ch] = I(ch, jy, jx) - mu[ch];
-              whiten(w, xj, zj);
-              const T e = ((jy == y && jx == x) ? T(1) : T(0)) - T(1) / T(9) -
-                          (zi[0] * zj[0] + zi[1] * zj[1] + zi[2] * zj[2]);
-              vi[(jy - ry0) * nw + (jx - rx0)] += e;
+  at::parallel_for(0, N + 1, 1 << 16, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) crow[i] = index_t(i * width);
+  });
+  const bool has_interior = H >= 5 && W >= 5;
+  const Tiles t(H, W);
+  constexpr int64_t L = kFieldStride;
+  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> ring, rows;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
+      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
+      const int64_t base = x0 - 2;
+      const int64_t kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
+      // Interior columns of the tile.
+      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);
+      ring.resize(3 * 27 * L);
+      rows.resize(25 * L);
+      int64_t filled = -1;  // last window row in the ring
+      for (int64_t y = ya; y < yb; ++y) {
+        const bool interior_row = has_interior && y >= 2 && y < H - 2 && xa < xb;
+        if (interior_row) {
+          // Window rows y-2, y-1, y (all exist for an interior row); the ring keeps the two shared
+          // with the previous row.
+          for (int64_t ky = filled == y - 1 ? y : y - 2; ky <= y; ++ky)
+            csr_window_row(image, stats, ring.data() + (ky % 3) * 27 * L, H, W, ky, kxa, kxb, base);
+          filled = y;
+          const T* slots[3] = {ring.data() + (y % 3) * 27 * L, ring.data() + ((y + 2) % 3) * 27 * L,
+                               ring.data() + ((y + 1) % 3) * 27 * L};  // window rows y, y-1, y-2
+          csr_interior_row(slots, rows.data(), xa, xb, base, std::make_integer_sequence<int, 25>());
+          for (int64_t x = xa; x < xb; ++x) {  // transpose into the 25-wide rows
+            const int64_t i = y * W + x;
+            index_t* ci = col + i * 25;
+            T* vi = val + i * 25;
+            for (int q = 0; q < 25; ++q) {
+              ci[q] = index_t(i + (q / 5 - 2) * W + q % 5 - 2);
+              vi[q] = rows[q * L + x - xa];
             }
           }
+        }
+        for (int64_t x = x0; x < x1; ++x) {
+          if (interior_row && x >= xa && x < xb) continue;
+          const int64_t i = y * W + x;
+          csr_row_generic(I, S, col + i * width, val + i * width, H, W, y, x);
+        }
       }
     }
   });
@@ -300,7 +437,7 @@ at::Tensor window_stats_cpu(const at::Tensor& image_, double eps) {
   check_finite(image_, "image");
   const auto image = image_.contiguous();
   const int64_t H = image.size(1), W = image.size(2);
-  auto stats = at::empty({9, windows_along(H), windows_along(W)}, image.options());
+  auto stats = empty_output({9, windows_along(H), windows_along(W)}, image.options());
   if (stats.numel() == 0) return stats;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "window_stats_cpu", [&] {
     window_stats_kernel(image.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), H, W, eps);
@@ -315,7 +452,7 @@ at::Tensor laplacian_matvec_cpu(const at::Tensor& image_, const at::Tensor& stat
   const auto image = image_.contiguous(), stats = stats_.contiguous(), v = v_.contiguous();
   const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
   if (stats.numel() == 0) return at::zeros_like(v);  // no 3x3 window fits: M = 0
-  auto out = at::empty_like(v);
+  auto out = empty_output(v.sizes(), v.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "laplacian_matvec_cpu", [&] {
     matvec_kernel(image.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
@@ -329,7 +466,7 @@ at::Tensor laplacian_diagonal_cpu(const at::Tensor& image_, const at::Tensor& st
   const auto image = image_.contiguous(), stats = stats_.contiguous();
   const int64_t H = image.size(1), W = image.size(2);
   if (stats.numel() == 0) return at::zeros({H, W}, image.options());
-  auto out = at::empty({H, W}, image.options());
+  auto out = empty_output({H, W}, image.options());
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "laplacian_diagonal_cpu", [&] {
     diagonal_kernel(image.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(),
                     out.data_ptr<scalar_t>(), H, W);
@@ -344,9 +481,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplacian_csr_cpu(const at::Tenso
   const int64_t H = image.size(1), W = image.size(2), N = H * W;
   const int64_t nnz = N * csr_row_width(H, W);
   const auto index_type = nnz >= (int64_t(1) << 31) ? at::kLong : at::kInt;
-  auto crow = at::empty({N + 1}, image.options().dtype(index_type));
-  auto col = at::empty({nnz}, image.options().dtype(index_type));
-  auto val = at::empty({nnz}, image.options());
+  auto crow = empty_output({N + 1}, image.options().dtype(index_type));
+  auto col = empty_output({nnz}, image.options().dtype(index_type));
+  auto val = empty_output({nnz}, image.options());
   if (N == 0) {
     crow.zero_();
     return {crow, col, val};
