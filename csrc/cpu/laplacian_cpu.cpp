@@ -225,27 +225,6 @@ void matvec_kernel(const T* image, const T* stats, const T* v, T* out, int64_t C
   if (C - c == 1) matvec_channels<T, 1>(image, stats, v + c * plane, out + c * plane, H, W);
 }
 
-template <typename T>
-void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t W) {
-  const int64_t hw = H - 2, ww = W - 2;
-  const Planes<T> I{image, H, W}, S{stats, hw, ww};
-  at::parallel_for(0, H, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t y = r0; y < r1; ++y) {
-      for (int64_t x = 0; x < W; ++x) {
-        T d = 0;
-        for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
-          for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
-            T mu[3], w[6], xi[3];
-            load_window(S, ky, kx, mu, w);
-            for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
-            d += window_entry(w, xi, xi, true);
-          }
-        out[y * W + x] = d;
-      }
-    }
-  });
-}
-
 // Fixed-width CSR: row i = (y, x) holds the clamped 5x5 neighbourhood rows ry0..ry0+nh-1,
 // columns rx0..rx0+nw-1 (row-major, hence sorted); pixels sharing no window get explicit zeros.
 inline int64_t clamp_origin(int64_t p, int64_t n) {
@@ -399,6 +378,52 @@ void csr_kernel(const T* image, const T* stats, index_t* crow, index_t* col, T* 
           const int64_t i = y * W + x;
           csr_row_generic(I, S, col + i * width, val + i * width, H, W, y, x);
         }
+      }
+    }
+  });
+}
+
+// diag(M)_i = sum over the windows k containing i of M^k_ii. Interior pixels reuse the CSR's ring
+// of whitened colours (entry (0, 0) of csr_offset_row); border pixels are summed by definition.
+template <typename T>
+void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t W) {
+  const int64_t hw = H - 2, ww = W - 2;
+  const Planes<T> I{image, H, W}, S{stats, hw, ww};
+  auto by_definition = [&](int64_t y, int64_t x) {
+    T d = 0;
+    for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
+      for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
+        T mu[3], w[6], xi[3];
+        load_window(S, ky, kx, mu, w);
+        for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
+        d += window_entry(w, xi, xi, true);
+      }
+    out[y * W + x] = d;
+  };
+  const bool has_interior = H >= 5 && W >= 5;
+  const Tiles t(H, W);
+  constexpr int64_t L = kFieldStride;
+  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> ring;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
+      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
+      const int64_t base = x0 - 2, kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
+      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);
+      ring.resize(3 * 27 * L);
+      int64_t filled = -1;
+      for (int64_t y = ya; y < yb; ++y) {
+        const bool interior_row = has_interior && y >= 2 && y < H - 2 && xa < xb;
+        if (interior_row) {
+          for (int64_t ky = filled == y - 1 ? y : y - 2; ky <= y; ++ky)
+            csr_window_row(image, stats, ring.data() + (ky % 3) * 27 * L, H, W, ky, kxa, kxb, base);
+          filled = y;
+          const T* slots[3] = {ring.data() + (y % 3) * 27 * L, ring.data() + ((y + 2) % 3) * 27 * L,
+                               ring.data() + ((y + 1) % 3) * 27 * L};
+          csr_offset_row<T, 0, 0>(slots, out + y * W + xa, xa, xb, base);
+        }
+        for (int64_t x = x0; x < x1; ++x)
+          if (!(interior_row && x >= xa && x < xb)) by_definition(y, x);
       }
     }
   });
