@@ -93,9 +93,9 @@ struct Tiles {
   Tiles(int64_t H, int64_t W) {
     nstrips = (W + kStripCols - 1) / kStripCols;
     cols_per_strip = (W + nstrips - 1) / nstrips;
-    // About 8 row chunks per thread balance the load; chunks of >= 32 rows keep the 2 recomputed
-    // halo window rows per chunk cheap.
-    const int64_t want = std::max<int64_t>(1, 8 * at::get_num_threads() / nstrips);
+    // About 16 tiles per thread balance the load (parallel_for hands each thread a contiguous run
+    // of tiles); chunks of >= 32 rows keep the 2 recomputed halo window rows per chunk cheap.
+    const int64_t want = std::max<int64_t>(1, 16 * at::get_num_threads() / nstrips);
     rows_per_chunk = std::max<int64_t>(32, (H + want - 1) / want);
     nchunks = (H + rows_per_chunk - 1) / rows_per_chunk;
   }
