@@ -20,7 +20,11 @@ MEMORY_JSON = os.path.join(HERE, "memory.json")
 MEGAPIXELS = (0.26, 1.0, 4.0)
 
 
+SESSION_JSON = os.path.join(HERE, "session.json")
+
+
 def run_suite():
+    load_before = os.getloadavg()
     subprocess.run([sys.executable, "-m", "pytest", HERE, "--benchmark-only", "-q", "-p", "no:cacheprovider",
                     f"--benchmark-json={RESULTS_JSON}"], check=True, cwd=os.path.dirname(HERE))
     sys.path.insert(0, HERE)
@@ -29,6 +33,9 @@ def run_suite():
     rows = [row for mp in MEGAPIXELS for row in memory.measure(mp)]
     with open(MEMORY_JSON, "w") as f:
         json.dump(rows, f, indent=1)
+    # The machine may be shared: keep its load next to the numbers.
+    with open(SESSION_JSON, "w") as f:
+        json.dump(dict(loadavg_before=load_before, loadavg_after=os.getloadavg(), cores=os.cpu_count()), f)
 
 
 def load():
@@ -43,14 +50,18 @@ def load():
         key = (e["impl"], e["op"], e.get("megapixels"))
         times[key] = b["stats"]["median"]
         info[key] = e
-    return bench, times, info, mem
+    session = {}
+    if os.path.exists(SESSION_JSON):
+        with open(SESSION_JSON) as f:
+            session = json.load(f)
+    return bench, times, info, mem, session
 
 
 def ms(t):
     return f"{t * 1e3:.1f}" if t < 10 else f"{t * 1e3:.0f}"
 
 
-def write_report(bench, times, info, mem):
+def write_report(bench, times, info, mem, session):
     bw_torch = info[("torch", "copy", None)]["bytes"] / times[("torch", "copy", None)]
     bw_numpy = info[("numpy", "copy", None)]["bytes"] / times[("numpy", "copy", None)]
     bw = max(bw_torch, bw_numpy)
@@ -67,6 +78,11 @@ def write_report(bench, times, info, mem):
         "build are single-threaded code. Times are **medians** (pytest-benchmark, 7–21 rounds after a "
         "warm-up; pymatting's numba code compiled before timing). The machine is shared with other jobs: "
         "expect ±30 % run to run; the ratios come from the same session.",
+        "",
+        (f"Load average (1 min) on the {session['cores']} cores: {session['loadavg_before'][0]:.1f} before the "
+         f"run, {session['loadavg_after'][0]:.1f} after. Above 2, other jobs took part of the cores: our ops "
+         "need both cores, the single-threaded anchors only one, so the ratios understate ours."
+         if session else ""),
         "",
         "Ours: float32 image/values, int32 CSR indices. Anchors: pymatting `cf_laplacian` (float64 values, "
         "int32 indices after scipy) and scipy CSR SpMV on that matrix (float64).",
@@ -157,8 +173,8 @@ def main():
     args = parser.parse_args()
     if not args.no_run:
         run_suite()
-    bench, times, info, mem = load()
-    write_report(bench, times, info, mem)
+    bench, times, info, mem, session = load()
+    write_report(bench, times, info, mem, session)
     plot(times, info)
     print(open(os.path.join(HERE, "RESULTS.md")).read())
 
