@@ -1,6 +1,6 @@
 """Run the benchmark suite and write benchmarks/RESULTS.md and benchmarks/scaling.png.
 
-    python benchmarks/report.py                    # run everything (~10 min), then write the report
+    python benchmarks/report.py                    # run everything (~5 min), then write the report
     python benchmarks/report.py --no-run           # rewrite the report from benchmarks/results.json
 
 Steps: pytest-benchmark on benchmarks/ (JSON to benchmarks/results.json), peak memory of each build in
