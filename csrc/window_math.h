@@ -136,3 +136,15 @@ DPST_HD inline int windows_covering(long long p, long long n) {
 }
 
 }  // namespace dpst
+
+namespace dpst {
+
+// The window's entry M^k_ij from the whitened colours z_i = W (I_i - mu), z_j = W (I_j - mu) of
+// pixels i and j (same = (i == j)); window_entry with the whitening already done, for kernels that
+// whiten each pixel of a window once and reuse z for all its 9 partners.
+template <typename T>
+DPST_HD inline T window_entry_whitened(const T zi[3], const T zj[3], bool same) {
+  return (same ? T(1) : T(0)) - T(1) / T(9) - (zi[0] * zj[0] + zi[1] * zj[1] + zi[2] * zj[2]);
+}
+
+}  // namespace dpst

@@ -7,7 +7,13 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "../checks.h"
 #include "../window_math.h"
@@ -15,9 +21,25 @@
 namespace dpst {
 namespace {
 
-// Rows of pixels handled per task: large enough that the 2 halo window rows recomputed by each band
-// cost little, small enough that a band's coefficient buffer stays in L2.
-constexpr int64_t kBandRows = 16;
+// A large output in memory that asks for transparent huge pages. Fresh 4 KB pages cost a page fault
+// each on first touch: measured on the 2-core VM, ~0.7 ms per MB, i.e. ~35 ms for the 48 MB of a
+// 3-channel 4 MP L.v (more than the product itself) and ~0.4 s for the 800 MB CSR. With 2 MB pages
+// the faults all but vanish. (torch's CPU allocator does this only when THP_MEM_ALLOC_ENABLE=1 is
+// set before torch starts; numpy does it by default.) Small outputs use the torch allocator.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t nbytes = size_t(c10::multiply_integers(sizes)) * options.dtype().itemsize();
+  if (nbytes >= 8 * kHuge) {
+    const size_t len = (nbytes + kHuge - 1) / kHuge * kHuge;
+    if (void* p = std::aligned_alloc(kHuge, len)) {
+      madvise(p, len, MADV_HUGEPAGE);  // advice only: without THP this is plain memory
+      return at::from_blob(p, sizes, [](void* q) { std::free(q); }, options);
+    }
+  }
+#endif
+  return at::empty(sizes, options);
+}
 
 template <typename T>
 struct Planes {  // planar (P, H, W) view
@@ -51,85 +73,156 @@ void window_stats_kernel(const T* image, T* stats, int64_t H, int64_t W, double 
   });
 }
 
-template <typename T>
-void matvec_kernel(const T* image, const T* stats, const T* v, T* out, int64_t C, int64_t H,
-                   int64_t W) {
-  const int64_t hw = H - 2, ww = W - 2;
-  const Planes<T> I{image, H, W}, S{stats, hw, ww}, V{v, H, W};
-  const int64_t nbands = (H + kBandRows - 1) / kBandRows;
-  at::parallel_for(0, nbands, 1, [&](int64_t b0, int64_t b1) {
-    // coef[(wy - wy0)][c][q][kx], q = 0: vbar, q = 1..3: g
-    std::vector<T> coef;
-    std::vector<T> acc(W);
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t y0 = b * kBandRows, y1 = std::min(H, y0 + kBandRows);
-      const int64_t wy0 = std::max<int64_t>(y0 - 2, 0), wy1 = std::min(y1, hw);
-      coef.resize(std::max<int64_t>(wy1 - wy0, 0) * C * 4 * ww);
-      // Phase 1: per-window coefficients for every window touching the band.
-      for (int64_t ky = wy0; ky < wy1; ++ky) {
-        T* crow = coef.data() + (ky - wy0) * C * 4 * ww;
-        for (int64_t kx = 0; kx < ww; ++kx) {
-          T mu[3], w[6], x[9][3], vj[9], vbar, g[3];
-          load_window(S, ky, kx, mu, w);
-          for (int j = 0; j < 9; ++j)
-            for (int ch = 0; ch < 3; ++ch) x[j][ch] = I(ch, ky + j / 3, kx + j % 3) - mu[ch];
-          for (int64_t c = 0; c < C; ++c) {
-            for (int j = 0; j < 9; ++j) vj[j] = V(c, ky + j / 3, kx + j % 3);
-            window_coeffs(w, x, vj, vbar, g);
-            T* cc = crow + c * 4 * ww + kx;
-            cc[0] = vbar; cc[ww] = g[0]; cc[2 * ww] = g[1]; cc[3 * ww] = g[2];
-          }
+// ---- L.v: rolling window rows over (row chunk x column strip) tiles ---------------------------
+//
+// Each task owns a tile of pixel rows [ya, yb) and columns [x0, x1). It walks its rows top to bottom
+// keeping the coefficients of the last three window rows in a ring of three slots (about 80 KB for
+// 3 channels: L2-resident), so every window is computed once per tile (plus 2 halo rows and
+// columns) and every input byte is read from memory once. A slot holds, per window column p
+// (kx = x0 - 2 + p), the fields mu0 mu1 mu2, then per channel vbar g0 g1 g2, as separate arrays
+// (structure of arrays) so that the loops over kx and x vectorise. Windows outside the image are
+// stored as zeros (vbar = g = 0), which contribute exactly nothing: the gather needs no bounds tests.
+
+constexpr int64_t kStripCols = 512;  // tile width; ring = 3 slots x (3 + 4C) fields x kFieldStride
+// Fields of a slot lie a compile-time stride apart (>= the widest tile + 2 halo windows), so the
+// compiler can prove that the stores to different fields never overlap and vectorises the loop.
+constexpr int64_t kFieldStride = kStripCols + 8;
+
+struct Tiles {
+  int64_t rows_per_chunk, nchunks, cols_per_strip, nstrips;
+  Tiles(int64_t H, int64_t W) {
+    nstrips = (W + kStripCols - 1) / kStripCols;
+    cols_per_strip = (W + nstrips - 1) / nstrips;
+    // About 16 tiles per thread balance the load (parallel_for hands each thread a contiguous run
+    // of tiles); chunks of >= 32 rows keep the 2 recomputed halo window rows per chunk cheap.
+    const int64_t want = std::max<int64_t>(1, 16 * at::get_num_threads() / nstrips);
+    rows_per_chunk = std::max<int64_t>(32, (H + want - 1) / want);
+    nchunks = (H + rows_per_chunk - 1) / rows_per_chunk;
+  }
+};
+
+// Coefficients of window row ky, windows kx in [kxa, kxb), into one ring slot (field f of column p
+// at slot[f * kFieldStride + p], p = kx - base). NC channels of v (planes v + c * H * W).
+template <typename T, int NC>
+void matvec_window_row(const T* __restrict__ img, const T* __restrict__ st, const T* __restrict__ v,
+                       T* __restrict__ slot, int64_t H, int64_t W, int64_t ky, int64_t kxa,
+                       int64_t kxb, int64_t base) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W, ww = W - 2, splane = (H - 2) * ww;
+  const T* I = img + ky * W;
+  const T* V = v + ky * W;
+  const T* S = st + ky * ww;
+  for (int64_t kx = kxa; kx < kxb; ++kx) {
+    T mu[3], w[6], x[9][3], vj[9], vbar, g[3];
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) mu[q] = S[q * splane + kx];
+#pragma GCC unroll 6
+    for (int q = 0; q < 6; ++q) w[q] = S[(3 + q) * splane + kx];
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j)
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) x[j][ch] = I[ch * plane + (j / 3) * W + kx + j % 3] - mu[ch];
+    const int64_t p = kx - base;
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) slot[q * L + p] = mu[q];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) {
+#pragma GCC unroll 9
+      for (int j = 0; j < 9; ++j) vj[j] = V[c * plane + (j / 3) * W + kx + j % 3];
+      window_coeffs(w, x, vj, vbar, g);
+      T* f = slot + (3 + 4 * c) * L + p;
+      f[0] = vbar; f[L] = g[0]; f[2 * L] = g[1]; f[3 * L] = g[2];
+    }
+  }
+}
+
+// Pixel row y, columns [x0, x1): (M v)_i = n_i v_i - sum_{k containing i} (vbar_k + (I_i - mu_k).g_k)
+// over the 3x3 windows whose coefficients sit in the ring (slots of window rows y-2, y-1, y).
+template <typename T, int NC>
+void matvec_pixel_row(const T* __restrict__ img, const T* __restrict__ v,
+                      const T* __restrict__ ring, const T* __restrict__ ncols, T* __restrict__ out,
+                      int64_t H, int64_t W, int64_t y, int64_t x0, int64_t x1,
+                      const int64_t slot_of[3], T nrows) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W, F = 3 + 4 * NC;
+  const T* I = img + y * W;
+  const T* V = v + y * W;
+  T* O = out + y * W;
+  const T* s0 = ring + slot_of[0] * F * L;
+  const T* s1 = ring + slot_of[1] * F * L;
+  const T* s2 = ring + slot_of[2] * F * L;
+  for (int64_t x = x0; x < x1; ++x) {
+    const T i0 = I[x], i1 = I[plane + x], i2 = I[2 * plane + x];
+    T acc[NC];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) acc[c] = 0;
+#pragma GCC unroll 3
+    for (int dy = 0; dy < 3; ++dy) {
+      const T* s = dy == 0 ? s0 : dy == 1 ? s1 : s2;
+#pragma GCC unroll 3
+      for (int dx = 0; dx < 3; ++dx) {
+        const int64_t p = x - x0 + 2 - dx;  // window kx = x - dx
+        const T xi0 = i0 - s[p], xi1 = i1 - s[L + p], xi2 = i2 - s[2 * L + p];
+#pragma GCC unroll 3
+        for (int c = 0; c < NC; ++c) {
+          const T* f = s + (3 + 4 * c) * L + p;
+          acc[c] += f[0] + xi0 * f[L] + xi1 * f[2 * L] + xi2 * f[3 * L];
         }
       }
-      // Phase 2: (M v)_i = n_i v_i - sum_{k containing i} (vbar_k + (I_i - mu_k) . g_k).
-      for (int64_t y = y0; y < y1; ++y) {
-        const int64_t klo = std::max<int64_t>(y - 2, 0), khi = std::min(y, hw - 1);
-        const T* I0 = &I(0, y, 0);
-        const T* I1 = &I(1, y, 0);
-        const T* I2 = &I(2, y, 0);
-        for (int64_t c = 0; c < C; ++c) {
-          std::fill(acc.begin(), acc.end(), T(0));
-          for (int64_t ky = klo; ky <= khi; ++ky) {
-            const T* cc = coef.data() + ((ky - wy0) * C + c) * 4 * ww;
-            const T *vb = cc, *g0 = cc + ww, *g1 = cc + 2 * ww, *g2 = cc + 3 * ww;
-            const T *m0 = &S(0, ky, 0), *m1 = &S(1, ky, 0), *m2 = &S(2, ky, 0);
-            for (int dx = 0; dx < 3; ++dx) {  // window kx covers pixel x = kx + dx
-              T* a = acc.data() + dx;
-              const T *i0 = I0 + dx, *i1 = I1 + dx, *i2 = I2 + dx;
-              for (int64_t kx = 0; kx < ww; ++kx)
-                a[kx] += vb[kx] + (i0[kx] - m0[kx]) * g0[kx] + (i1[kx] - m1[kx]) * g1[kx] +
-                         (i2[kx] - m2[kx]) * g2[kx];
-            }
-          }
-          const T ny = T(khi >= klo ? khi - klo + 1 : 0);
-          const T* vr = &V(c, y, 0);
-          T* o = out + (c * H + y) * W;
-          for (int64_t x = 0; x < W; ++x) o[x] = ny * T(windows_covering(x, W)) * vr[x] - acc[x];
+    }
+    const T n = nrows * ncols[x];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) O[c * plane + x] = n * V[c * plane + x] - acc[c];
+  }
+}
+
+template <typename T, int NC>
+void matvec_channels(const T* image, const T* stats, const T* v, T* out, int64_t H, int64_t W) {
+  const int64_t hw = H - 2, ww = W - 2, F = 3 + 4 * NC;
+  const Tiles t(H, W);
+  std::vector<T> ncols(W);
+  for (int64_t x = 0; x < W; ++x) ncols[x] = T(windows_covering(x, W));
+  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> ring;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
+      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
+      const int64_t base = x0 - 2, n = x1 - x0 + 2, L = kFieldStride;
+      const int64_t kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
+      ring.resize(3 * F * L);
+      auto fill_slot = [&](int64_t ky) {  // window row ky into slot ky mod 3
+        T* slot = ring.data() + ((ky + 3) % 3) * F * L;
+        if (ky < 0 || ky >= hw) {
+          std::fill(slot, slot + F * L, T(0));
+          return;
         }
+        for (int64_t f = 0; f < F; ++f) {  // zero the columns of windows outside the image
+          std::fill(slot + f * L, slot + f * L + (kxa - base), T(0));
+          std::fill(slot + f * L + (kxb - base), slot + f * L + n, T(0));
+        }
+        matvec_window_row<T, NC>(image, stats, v, slot, H, W, ky, kxa, kxb, base);
+      };
+      fill_slot(ya - 2);
+      fill_slot(ya - 1);
+      for (int64_t y = ya; y < yb; ++y) {
+        fill_slot(y);
+        const int64_t slot_of[3] = {(y + 1) % 3, (y + 2) % 3, y % 3};  // window rows y-2, y-1, y
+        matvec_pixel_row<T, NC>(image, v, ring.data(), ncols.data(), out, H, W, y, x0, x1, slot_of, T(windows_covering(y, H)));
       }
     }
   });
 }
 
 template <typename T>
-void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t W) {
-  const int64_t hw = H - 2, ww = W - 2;
-  const Planes<T> I{image, H, W}, S{stats, hw, ww};
-  at::parallel_for(0, H, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t y = r0; y < r1; ++y) {
-      for (int64_t x = 0; x < W; ++x) {
-        T d = 0;
-        for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
-          for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
-            T mu[3], w[6], xi[3];
-            load_window(S, ky, kx, mu, w);
-            for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
-            d += window_entry(w, xi, xi, true);
-          }
-        out[y * W + x] = d;
-      }
-    }
-  });
+void matvec_kernel(const T* image, const T* stats, const T* v, T* out, int64_t C, int64_t H,
+                   int64_t W) {
+  // Channels in groups of 3 (DPST's case: one pass), then 2 or 1: the group size is a template
+  // parameter so the per-channel loops unroll and the loops over pixels vectorise.
+  const int64_t plane = H * W;
+  int64_t c = 0;
+  for (; C - c >= 3; c += 3) matvec_channels<T, 3>(image, stats, v + c * plane, out + c * plane, H, W);
+  if (C - c == 2) matvec_channels<T, 2>(image, stats, v + c * plane, out + c * plane, H, W);
+  if (C - c == 1) matvec_channels<T, 1>(image, stats, v + c * plane, out + c * plane, H, W);
 }
 
 // Fixed-width CSR: row i = (y, x) holds the clamped 5x5 neighbourhood rows ry0..ry0+nh-1,
@@ -138,42 +231,199 @@ inline int64_t clamp_origin(int64_t p, int64_t n) {
   return n <= 5 ? 0 : std::min(std::max<int64_t>(p - 2, 0), n - 5);
 }
 
+// Row i = (y, x) of the CSR by the definition, reading the stats directly: used for the two border
+// rows and columns (clamped neighbourhoods, missing windows) and for images narrower than 5.
+template <typename T, typename index_t>
+void csr_row_generic(const Planes<T>& I, const Planes<T>& S, index_t* ci, T* vi, int64_t H,
+                     int64_t W, int64_t y, int64_t x) {
+  const int64_t hw = H - 2, ww = W - 2;
+  const int64_t nh = std::min<int64_t>(H, 5), nw = std::min<int64_t>(W, 5), width = nh * nw;
+  const int64_t ry0 = clamp_origin(y, H), rx0 = clamp_origin(x, W);
+  for (int64_t q = 0; q < width; ++q) {
+    ci[q] = index_t((ry0 + q / nw) * W + rx0 + q % nw);
+    vi[q] = T(0);
+  }
+  for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
+    for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
+      T mu[3], w[6], xi[3];
+      load_window(S, ky, kx, mu, w);
+      for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
+      for (int j = 0; j < 9; ++j) {
+        const int64_t jy = ky + j / 3, jx = kx + j % 3;
+        T xj[3];
+        for (int ch = 0; ch < 3; ++ch) xj[ch] = I(ch, jy, jx) - mu[ch];
+        vi[(jy - ry0) * nw + (jx - rx0)] += window_entry(w, xi, xj, jy == y && jx == x);
+      }
+    }
+}
+
+// Whitened colours z_p = W (I_p - mu) of the 9 pixels p (row-major in the window) of every window
+// kx in [kxa, kxb) of window row ky, into a ring slot: component c of z_p at field 3 p + c.
+template <typename T>
+void csr_window_row(const T* __restrict__ img, const T* __restrict__ st, T* __restrict__ slot,
+                    int64_t H, int64_t W, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W, ww = W - 2, splane = (H - 2) * ww;
+  const T* I = img + ky * W;
+  const T* S = st + ky * ww;
+  for (int64_t kx = kxa; kx < kxb; ++kx) {
+    T mu[3], w[6];
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) mu[q] = S[q * splane + kx];
+#pragma GCC unroll 6
+    for (int q = 0; q < 6; ++q) w[q] = S[(3 + q) * splane + kx];
+    const int64_t p = kx - base;
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j) {
+      T x[3], z[3];
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) x[ch] = I[ch * plane + (j / 3) * W + kx + j % 3] - mu[ch];
+      whiten(w, x, z);
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) slot[(3 * j + ch) * L + p] = z[ch];
+    }
+  }
+}
+
+// Entries (OY, OX) (neighbour j = i + (OY, OX)) of the interior pixels x in [xa, xb) of pixel row y,
+// into row[x - xa]: the sum over the windows containing both i and j of M^k_ij. slots[d] holds
+// window row y - d. Interior pixels have all 9 windows, so the window set is fixed by (OY, OX).
+template <typename T, int OY, int OX>
+void csr_offset_row(const T* const slots[3], T* __restrict__ row, int64_t xa, int64_t xb,
+                    int64_t base) {
+  constexpr int64_t L = kFieldStride;
+  constexpr int ya = OY < 0 ? -OY : 0, yb = OY > 0 ? 2 - OY : 2;  // i's row in the window
+  constexpr int xa_ = OX < 0 ? -OX : 0, xb_ = OX > 0 ? 2 - OX : 2;
+  const T* __restrict__ s0 = slots[0];
+  const T* __restrict__ s1 = slots[1];
+  const T* __restrict__ s2 = slots[2];
+  for (int64_t x = xa; x < xb; ++x) {
+    T acc = 0;
+#pragma GCC unroll 3
+    for (int dy = ya; dy <= yb; ++dy) {  // window row y - dy, i at row dy of it
+      const T* s = dy == 0 ? s0 : dy == 1 ? s1 : s2;
+#pragma GCC unroll 3
+      for (int dx = xa_; dx <= xb_; ++dx) {  // window column x - dx
+        const int pi = dy * 3 + dx, pj = (dy + OY) * 3 + dx + OX;
+        const int64_t p = x - dx - base;
+        const T zi[3] = {s[(3 * pi) * L + p], s[(3 * pi + 1) * L + p], s[(3 * pi + 2) * L + p]};
+        const T zj[3] = {s[(3 * pj) * L + p], s[(3 * pj + 1) * L + p], s[(3 * pj + 2) * L + p]};
+        acc += window_entry_whitened(zi, zj, OY == 0 && OX == 0);
+      }
+    }
+    row[x - xa] = acc;
+  }
+}
+
+template <typename T, int... Q>
+void csr_interior_row(const T* const slots[3], T* rows, int64_t xa, int64_t xb, int64_t base,
+                      std::integer_sequence<int, Q...>) {
+  // Offset q = 5 (OY + 2) + (OX + 2): column order of the fixed-width row.
+  (csr_offset_row<T, Q / 5 - 2, Q % 5 - 2>(slots, rows + Q * kFieldStride, xa, xb, base), ...);
+}
+
+// Fixed-width CSR: row i = (y, x) holds the clamped 5x5 neighbourhood rows ry0..ry0+nh-1,
+// columns rx0..rx0+nw-1 (row-major, hence sorted); pixels sharing no window get explicit zeros.
+//
+// Interior pixels (2 <= y < H-2, 2 <= x < W-2) walk tiles like L.v: the whitened colours of each
+// window are computed once into a 3-row ring, each of the 25 entries of a row of pixels is gathered
+// in its own vectorised loop (structure of arrays), then transposed into the 25-wide CSR rows.
 template <typename T, typename index_t>
 void csr_kernel(const T* image, const T* stats, index_t* crow, index_t* col, T* val, int64_t H,
                 int64_t W) {
-  const int64_t hw = H - 2, ww = W - 2;
-  const int64_t nh = std::min<int64_t>(H, 5), nw = std::min<int64_t>(W, 5), width = nh * nw;
+  const int64_t hw = H - 2, ww = W - 2, N = H * W;
+  const int64_t width = csr_row_width(H, W);
   const Planes<T> I{image, H, W}, S{stats, hw, ww};
-  const int64_t N = H * W;
-  for (int64_t i = 0; i <= N; ++i) crow[i] = index_t(i * width);
-  at::parallel_for(0, H, 4, [&](int64_t r0, int64_t r1) {
-    for (int64_t y = r0; y < r1; ++y) {
-      const int64_t ry0 = clamp_origin(y, H);
-      for (int64_t x = 0; x < W; ++x) {
-        const int64_t rx0 = clamp_origin(x, W);
-        const int64_t i = y * W + x;
-        index_t* ci = col + i * width;
-        T* vi = val + i * width;
-        for (int64_t q = 0; q < width; ++q) {
-          ci[q] = index_t((ry0 + q / nw) * W + rx0 + q % nw);
-          vi[q] = T(0);
-        }
-        for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
-          for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
-            T mu[3], w[6], xi[3], zi[3];
-            load_window(S, ky, kx, mu, w);
-            for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
-            whiten(w, xi, zi);
-            for (int j = 0; j < 9; ++j) {
-              const int64_t jy = ky + j / 3, jx = kx + j % 3;
-              T xj[3], zj[3];
-              for (int ch = 0; ch < 3; ++ch) xj[ch] = I(ch, jy, jx) - mu[ch];
-              whiten(w, xj, zj);
-              const T e = ((jy == y && jx == x) ? T(1) : T(0)) - T(1) / T(9) -
-                          (zi[0] * zj[0] + zi[1] * zj[1] + zi[2] * zj[2]);
-              vi[(jy - ry0) * nw + (jx - rx0)] += e;
+  at::parallel_for(0, N + 1, 1 << 16, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) crow[i] = index_t(i * width);
+  });
+  const bool has_interior = H >= 5 && W >= 5;
+  const Tiles t(H, W);
+  constexpr int64_t L = kFieldStride;
+  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> ring, rows;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
+      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
+      const int64_t base = x0 - 2;
+      const int64_t kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
+      // Interior columns of the tile.
+      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);
+      ring.resize(3 * 27 * L);
+      rows.resize(25 * L);
+      int64_t filled = -1;  // last window row in the ring
+      for (int64_t y = ya; y < yb; ++y) {
+        const bool interior_row = has_interior && y >= 2 && y < H - 2 && xa < xb;
+        if (interior_row) {
+          // Window rows y-2, y-1, y (all exist for an interior row); the ring keeps the two shared
+          // with the previous row.
+          for (int64_t ky = filled == y - 1 ? y : y - 2; ky <= y; ++ky)
+            csr_window_row(image, stats, ring.data() + (ky % 3) * 27 * L, H, W, ky, kxa, kxb, base);
+          filled = y;
+          const T* slots[3] = {ring.data() + (y % 3) * 27 * L, ring.data() + ((y + 2) % 3) * 27 * L,
+                               ring.data() + ((y + 1) % 3) * 27 * L};  // window rows y, y-1, y-2
+          csr_interior_row(slots, rows.data(), xa, xb, base, std::make_integer_sequence<int, 25>());
+          for (int64_t x = xa; x < xb; ++x) {  // transpose into the 25-wide rows
+            const int64_t i = y * W + x;
+            index_t* ci = col + i * 25;
+            T* vi = val + i * 25;
+            for (int q = 0; q < 25; ++q) {
+              ci[q] = index_t(i + (q / 5 - 2) * W + q % 5 - 2);
+              vi[q] = rows[q * L + x - xa];
             }
           }
+        }
+        for (int64_t x = x0; x < x1; ++x) {
+          if (interior_row && x >= xa && x < xb) continue;
+          const int64_t i = y * W + x;
+          csr_row_generic(I, S, col + i * width, val + i * width, H, W, y, x);
+        }
+      }
+    }
+  });
+}
+
+// diag(M)_i = sum over the windows k containing i of M^k_ii. Interior pixels reuse the CSR's ring
+// of whitened colours (entry (0, 0) of csr_offset_row); border pixels are summed by definition.
+template <typename T>
+void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t W) {
+  const int64_t hw = H - 2, ww = W - 2;
+  const Planes<T> I{image, H, W}, S{stats, hw, ww};
+  auto by_definition = [&](int64_t y, int64_t x) {
+    T d = 0;
+    for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
+      for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
+        T mu[3], w[6], xi[3];
+        load_window(S, ky, kx, mu, w);
+        for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
+        d += window_entry(w, xi, xi, true);
+      }
+    out[y * W + x] = d;
+  };
+  const bool has_interior = H >= 5 && W >= 5;
+  const Tiles t(H, W);
+  constexpr int64_t L = kFieldStride;
+  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> ring;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
+      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
+      const int64_t base = x0 - 2, kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
+      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);
+      ring.resize(3 * 27 * L);
+      int64_t filled = -1;
+      for (int64_t y = ya; y < yb; ++y) {
+        const bool interior_row = has_interior && y >= 2 && y < H - 2 && xa < xb;
+        if (interior_row) {
+          for (int64_t ky = filled == y - 1 ? y : y - 2; ky <= y; ++ky)
+            csr_window_row(image, stats, ring.data() + (ky % 3) * 27 * L, H, W, ky, kxa, kxb, base);
+          filled = y;
+          const T* slots[3] = {ring.data() + (y % 3) * 27 * L, ring.data() + ((y + 2) % 3) * 27 * L,
+                               ring.data() + ((y + 1) % 3) * 27 * L};
+          csr_offset_row<T, 0, 0>(slots, out + y * W + xa, xa, xb, base);
+        }
+        for (int64_t x = x0; x < x1; ++x)
+          if (!(interior_row && x >= xa && x < xb)) by_definition(y, x);
       }
     }
   });
@@ -212,7 +462,7 @@ at::Tensor window_stats_cpu(const at::Tensor& image_, double eps) {
   check_finite(image_, "image");
   const auto image = image_.contiguous();
   const int64_t H = image.size(1), W = image.size(2);
-  auto stats = at::empty({9, windows_along(H), windows_along(W)}, image.options());
+  auto stats = empty_output({9, windows_along(H), windows_along(W)}, image.options());
   if (stats.numel() == 0) return stats;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "window_stats_cpu", [&] {
     window_stats_kernel(image.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), H, W, eps);
@@ -227,7 +477,7 @@ at::Tensor laplacian_matvec_cpu(const at::Tensor& image_, const at::Tensor& stat
   const auto image = image_.contiguous(), stats = stats_.contiguous(), v = v_.contiguous();
   const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
   if (stats.numel() == 0) return at::zeros_like(v);  // no 3x3 window fits: M = 0
-  auto out = at::empty_like(v);
+  auto out = empty_output(v.sizes(), v.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "laplacian_matvec_cpu", [&] {
     matvec_kernel(image.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
@@ -241,7 +491,7 @@ at::Tensor laplacian_diagonal_cpu(const at::Tensor& image_, const at::Tensor& st
   const auto image = image_.contiguous(), stats = stats_.contiguous();
   const int64_t H = image.size(1), W = image.size(2);
   if (stats.numel() == 0) return at::zeros({H, W}, image.options());
-  auto out = at::empty({H, W}, image.options());
+  auto out = empty_output({H, W}, image.options());
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "laplacian_diagonal_cpu", [&] {
     diagonal_kernel(image.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(),
                     out.data_ptr<scalar_t>(), H, W);
@@ -256,9 +506,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplacian_csr_cpu(const at::Tenso
   const int64_t H = image.size(1), W = image.size(2), N = H * W;
   const int64_t nnz = N * csr_row_width(H, W);
   const auto index_type = nnz >= (int64_t(1) << 31) ? at::kLong : at::kInt;
-  auto crow = at::empty({N + 1}, image.options().dtype(index_type));
-  auto col = at::empty({nnz}, image.options().dtype(index_type));
-  auto val = at::empty({nnz}, image.options());
+  auto crow = empty_output({N + 1}, image.options().dtype(index_type));
+  auto col = empty_output({nnz}, image.options().dtype(index_type));
+  auto val = empty_output({nnz}, image.options());
   if (N == 0) {
     crow.zero_();
     return {crow, col, val};
