@@ -39,7 +39,8 @@ def want_cuda():
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
-cxx_flags = ["-O3", "-std=c++20"]
+# -fno-math-errno: we never read errno, and it lets sqrt vectorise (window_stats, 2x at 4 MP).
+cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno"]
 if os.environ.get("DPST_NO_NATIVE") != "1":
     cxx_flags.append("-march=native")
 

@@ -53,12 +53,14 @@ DPST_HD inline void window_stats(const double c[9][3], double eps, double mu[3],
   // Cholesky Sigma_reg = L L^T. Every pivot is >= reg in exact arithmetic; the floor only guards
   // against rounding when eps is far below the colour scale.
   const double floor_ = 0.5 * reg;
-  const double l00 = sqrt(fmax(s00, floor_));
+  // (A compare, not fmax: fmax is a libm call that keeps the CPU loop from vectorising.)
+  auto at_least = [floor_](double p) { return p > floor_ ? p : floor_; };
+  const double l00 = sqrt(at_least(s00));
   const double l10 = s10 / l00;
   const double l20 = s20 / l00;
-  const double l11 = sqrt(fmax(s11 - l10 * l10, floor_));
+  const double l11 = sqrt(at_least(s11 - l10 * l10));
   const double l21 = (s21 - l20 * l10) / l11;
-  const double l22 = sqrt(fmax(s22 - l20 * l20 - l21 * l21, floor_));
+  const double l22 = sqrt(at_least(s22 - l20 * l20 - l21 * l21));
   // W = L^-1 / 3 (lower triangular).
   const double w00 = 1.0 / l00, w11 = 1.0 / l11, w22 = 1.0 / l22;
   const double w10 = -l10 * w00 / l11;

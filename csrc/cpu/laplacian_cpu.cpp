@@ -54,22 +54,40 @@ inline void load_window(const Planes<T>& S, int64_t ky, int64_t kx, T mu[3], T w
   for (int c = 0; c < 6; ++c) w[c] = S(3 + c, ky, kx);
 }
 
+constexpr int64_t kStatsChunk = 256;
+template <typename T>
+__attribute__((noinline)) void window_stats_chunk(const T* __restrict__ img,
+                                                  T (*__restrict__ buf)[kStatsChunk], int64_t H,
+                                                  int64_t W, int64_t ky, int64_t kx0, int64_t n,
+                                                  double eps) {
+  const int64_t plane = H * W;
+  const T* I = img + ky * W + kx0;
+  for (int64_t k = 0; k < n; ++k) {
+    double c[9][3], mu[3], w[6];
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j)
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) c[j][ch] = double(I[ch * plane + (j / 3) * W + k + j % 3]);
+    window_stats(c, eps, mu, w);
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) buf[q][k] = T(mu[q]);
+#pragma GCC unroll 6
+    for (int q = 0; q < 6; ++q) buf[3 + q][k] = T(w[q]);
+  }
+}
 template <typename T>
 void window_stats_kernel(const T* image, T* stats, int64_t H, int64_t W, double eps) {
-  const int64_t hw = H - 2, ww = W - 2, plane = hw * ww;
-  const Planes<T> I{image, H, W};
+  const int64_t hw = H - 2, ww = W - 2, splane = hw * ww;
   at::parallel_for(0, hw, 4, [&](int64_t r0, int64_t r1) {
-    double c[9][3], mu[3], w[6];
-    for (int64_t ky = r0; ky < r1; ++ky) {
-      for (int64_t kx = 0; kx < ww; ++kx) {
-        for (int j = 0; j < 9; ++j)
-          for (int ch = 0; ch < 3; ++ch) c[j][ch] = double(I(ch, ky + j / 3, kx + j % 3));
-        window_stats(c, eps, mu, w);
-        T* out = stats + ky * ww + kx;
-        for (int q = 0; q < 3; ++q) out[q * plane] = T(mu[q]);
-        for (int q = 0; q < 6; ++q) out[(3 + q) * plane] = T(w[q]);
+    std::vector<T> buf(9 * kStatsChunk);
+    auto* rows = reinterpret_cast<T(*)[kStatsChunk]>(buf.data());
+    for (int64_t ky = r0; ky < r1; ++ky)
+      for (int64_t kx0 = 0; kx0 < ww; kx0 += kStatsChunk) {
+        const int64_t n = std::min(kStatsChunk, ww - kx0);
+        window_stats_chunk(image, rows, H, W, ky, kx0, n, eps);
+        for (int q = 0; q < 9; ++q)
+          std::copy(rows[q], rows[q] + n, stats + q * splane + ky * ww + kx0);
       }
-    }
   });
 }
 
