@@ -35,8 +35,9 @@ demo: install
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# Benchmarks against pymatting and scipy (~5 min); writes benchmarks/RESULTS.md and scaling.png.
 bench: install
-	$(PY) -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf build dpst_ext/*.so $(VENV)
