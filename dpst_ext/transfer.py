@@ -257,7 +257,10 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     timings["stage2"] = time.perf_counter() - t
     result.raw = deprocess(x2)[0].clamp(0, 1).float().cpu()
     t = time.perf_counter()
-    result.image = smooth(x2) if opts.smooth else result.raw
+    try:
+        result.image = smooth(x2) if opts.smooth else result.raw
+    except KeyboardInterrupt:
+        raise TransferInterrupted(result.raw, 2, n2) from None
     timings["smooth"] = time.perf_counter() - t
     result.timings = timings
     return result
