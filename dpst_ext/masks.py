@@ -212,16 +212,17 @@ class MaskPair:
 def downsample_for_layers(masks: torch.Tensor, layer_names, feature_sizes: dict) -> dict[str, torch.Tensor]:
     """Masks (K, H, W) at every layer's resolution, as the reference did it.
 
-    Walk VGG's layers in order: 3x3 average pooling (stride 1, zero padding counted) at each conv layer,
-    a bilinear resize to the layer's output size at each pooling layer. This softens the masks near
-    label borders. ``feature_sizes`` maps pooling layer names to their output (h, w).
+    Walk VGG's layers in order: 3x3 average pooling (stride 1) at each conv layer, a bilinear resize to
+    the layer's output size at each pooling layer. This softens the masks near label borders. Unlike
+    the reference (whose padding counted zeros), the average is over the pixels inside the image: the
+    image edge is not a label border, and one all-ones mask stays all ones (plain Gram matrices). ``feature_sizes`` maps pooling layer names to their output (h, w).
     Returns {layer name: (K, h, w)} for every layer in ``layer_names`` (VGG order).
     """
     out = {}
     m = masks[None]
     for name in layer_names:
         if name.startswith("conv"):
-            m = F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=True)
+            m = F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)
         elif name.startswith("pool"):
             m = F.interpolate(m, size=tuple(feature_sizes[name]), mode="bilinear", align_corners=False)
         out[name] = m[0]
