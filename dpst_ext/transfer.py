@@ -153,10 +153,10 @@ def _optimise(objective: DPSTObjective, x0: torch.Tensor, iters: int, stage: int
         loss = float(terms["total"].detach())
         if not math.isfinite(loss):
             raise FloatingPointError(f"stage {stage}: the loss became {loss} (terms: "
-                                     f"{ {k: float(v) for k, v in terms.items()} })")
+                                     f"{ {k: float(v.detach()) for k, v in terms.items()} })")
         best.offer(loss, x, stage)
         last.clear()
-        last.update({k: float(v) for k, v in terms.items()})
+        last.update({k: float(v.detach()) for k, v in terms.items()})
         return terms["total"]
 
     it = 0
