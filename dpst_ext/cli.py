@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="L-BFGS iterations of stage 1 and stage 2 (default 1000,1000)")
     t.add_argument("--stage1-size", type=_positive_int, default=None, metavar="PX",
                    help="coarse-to-fine: run stage 1 at this long side, then upsample (saves CPU time)")
+    t.add_argument("--init", choices=["noise", "content"], default="noise",
+                   help="stage 1 starts from noise (the reference) or from the content (fewer iterations needed)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
     t.add_argument("--seed", type=int, default=0, help="random seed of the initial image (default 0)")
     t.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
@@ -135,7 +137,7 @@ def _run_transfer(args) -> int:
         return _fail(f"output folder does not exist: {out_dir}")
 
     opts = TransferOptions(
-        size=args.size, iters=args.iters, seed=args.seed, device=args.device, stage1_size=args.stage1_size,
+        size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device, stage1_size=args.stage1_size,
         weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
         smooth=not args.no_smooth, smooth_every=args.smooth_every, mask_mode=args.mask_mode,
         orphans=args.orphans, vgg_weights=args.vgg_weights, threads=args.threads)
