@@ -5,6 +5,7 @@ are csrc/cpu/laplacian_cpu.cpp (CPU) and csrc/cuda/ (CUDA); the per-window maths
 """
 from . import ops
 from .laplacian import MattingLaplacian, as_image_tensor
+from .transfer import run_transfer, transfer
 
-__all__ = ["ops", "MattingLaplacian", "as_image_tensor"]
+__all__ = ["ops", "MattingLaplacian", "as_image_tensor", "transfer", "run_transfer"]
 __version__ = "0.1.0"

@@ -1,0 +1,187 @@
+"""The ``dpst`` command.
+
+    dpst transfer CONTENT STYLE -o OUT [--content-mask M --style-mask M] [--size PX] [--iters N1,N2] ...
+
+Progress goes to stderr (one line per stage, updated in place on a terminal). Ctrl-C writes the best
+image so far to OUT and exits with status 130. Bad input: a one-line message and exit status 2.
+Every output is written atomically (temporary file, then rename).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+__all__ = ["main", "build_parser"]
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _iters(text: str):
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be N1,N2 (two integers), got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 0:
+        raise argparse.ArgumentTypeError(f"must be N1,N2 (two non-negative integers), got {text!r}")
+    return tuple(parts)
+
+
+def _positive_int(text: str):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dpst", description="Deep Photo Style Transfer (Luan et al. 2017).")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("transfer", help="transfer the style of one photo onto another",
+                       description="Two-stage Deep Photo Style Transfer with masks, then smooth local affine. "
+                                   "Defaults are the paper's (weights 5/100/1e-3/1e4, 1000+1000 L-BFGS "
+                                   "iterations); on a CPU, consider --size 256 or --stage1-size.")
+    t.add_argument("content", help="content photo (PNG, JPEG, ...)")
+    t.add_argument("style", help="style photo")
+    t.add_argument("-o", "--output", required=True, help="output image path (format from the extension)")
+    t.add_argument("--content-mask", help="colour-coded segmentation of the content photo")
+    t.add_argument("--style-mask", help="colour-coded segmentation of the style photo")
+    t.add_argument("--size", type=_positive_int, default=512,
+                   help="long side in px of the working resolution (default 512)")
+    t.add_argument("--iters", type=_iters, default=(1000, 1000), metavar="N1,N2",
+                   help="L-BFGS iterations of stage 1 and stage 2 (default 1000,1000)")
+    t.add_argument("--stage1-size", type=_positive_int, default=None, metavar="PX",
+                   help="coarse-to-fine: run stage 1 at this long side, then upsample (saves CPU time)")
+    t.add_argument("--init", choices=["noise", "content"], default="noise",
+                   help="stage 1 starts from noise (the reference) or from the content (fewer iterations needed)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
+    t.add_argument("--seed", type=int, default=0, help="random seed of the initial image (default 0)")
+    t.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
+                   help="also write the current image to OUTPUT every N iterations")
+    t.add_argument("--content-weight", type=float, default=5.0)
+    t.add_argument("--style-weight", type=float, default=100.0)
+    t.add_argument("--tv-weight", type=float, default=1e-3)
+    t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=1e4,
+                   help="lambda of the matting-Laplacian term (default 1e4)")
+    t.add_argument("--no-smooth", action="store_true", help="skip the smooth local affine post-processing")
+    t.add_argument("--smooth-every", type=int, default=0, metavar="N",
+                   help="smooth local affine previews every N stage-2 iterations (default 0: end only)")
+    t.add_argument("--mask-mode", choices=["nearest", "reference"], default="nearest",
+                   help="nearest palette colour (tolerant) or the reference's channel thresholds")
+    t.add_argument("--orphans", choices=["restrict", "keep"], default="restrict",
+                   help="content labels missing from the style: no style target (restrict, the paper) "
+                        "or an empty target (keep, the reference code)")
+    t.add_argument("--vgg-weights", default=None, metavar="PATH",
+                   help="VGG-19 state dict (torchvision or our names) instead of the bundled weights")
+    t.add_argument("--save-stage1", default=None, metavar="PATH", help="also write stage 1's output")
+    t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    return p
+
+
+class _ProgressPrinter:
+    """One line per stage: iteration, loss, it/s, ETA. Rewritten in place on a terminal."""
+
+    def __init__(self, stream, quiet: bool):
+        self.stream, self.quiet = stream, quiet
+        self.tty = stream.isatty()
+        self.last_print = 0.0
+
+    def __call__(self, p):
+        if self.quiet:
+            return
+        rate = p.iteration / p.elapsed if p.elapsed > 0 else 0.0
+        eta = (p.total - p.iteration) / rate if rate > 0 else float("nan")
+        line = (f"stage {p.stage}: {p.iteration}/{p.total} loss {p.loss:.4g} "
+                f"{rate:.2f} it/s ETA {eta:.0f}s")
+        now = time.monotonic()
+        done = p.iteration == p.total
+        if self.tty:
+            self.stream.write("\r" + line.ljust(70) + ("\n" if done else ""))
+            self.stream.flush()
+        elif done or now - self.last_print >= 10 or p.iteration == 1:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_print = now
+
+
+def _fail(msg: str) -> int:
+    sys.stderr.write(f"dpst: error: {msg}\n")
+    return EXIT_BAD_INPUT
+
+
+def _run_transfer(args) -> int:
+    # Heavy imports after argument parsing so --help and usage errors are instant.
+    from .image_io import save_image
+    from .losses import LossWeights
+    from .transfer import TransferInterrupted, TransferOptions, run_transfer
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(f"dpst: warning: {message}\n")
+
+    warnings.showwarning = show
+    for name in ("content", "style", "content_mask", "style_mask", "vgg_weights"):
+        path = getattr(args, name)
+        if path is not None and not os.path.isfile(path):
+            return _fail(f"{name.replace('_', ' ')} file not found: {path}")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        return _fail(f"output folder does not exist: {out_dir}")
+
+    opts = TransferOptions(
+        size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device, stage1_size=args.stage1_size,
+        weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
+        smooth=not args.no_smooth, smooth_every=args.smooth_every, mask_mode=args.mask_mode,
+        orphans=args.orphans, vgg_weights=args.vgg_weights, threads=args.threads)
+    printer = _ProgressPrinter(sys.stderr, args.quiet)
+
+    def callback(p):
+        printer(p)
+        if args.save_every and p.iteration % args.save_every == 0:
+            save_image(p.preview if p.preview is not None else p.image(), args.output)
+
+    t0 = time.perf_counter()
+    try:
+        result = run_transfer(args.content, args.style, args.content_mask, args.style_mask, options=opts,
+                              callback=callback)
+    except TransferInterrupted as e:
+        if e.image is None:
+            sys.stderr.write("\ndpst: interrupted before any image was computed; nothing written\n")
+        else:
+            save_image(e.image, args.output)
+            sys.stderr.write(f"\ndpst: interrupted (stage {e.stage}, iteration {e.iteration}); "
+                             f"wrote the best image so far to {args.output}\n")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        sys.stderr.write("\ndpst: interrupted during setup; nothing written\n")
+        return EXIT_INTERRUPTED
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    save_image(result.image, args.output)
+    if args.save_stage1 and result.stage1 is not None:
+        save_image(result.stage1, args.save_stage1)
+    if not args.quiet:
+        t = result.timings
+        sys.stderr.write(f"dpst: wrote {args.output} ({result.image.shape[2]}x{result.image.shape[1]}) in "
+                         f"{time.perf_counter() - t0:.1f}s (stage 1 {t.get('stage1', 0):.1f}s, stage 2 "
+                         f"{t.get('stage2', 0):.1f}s, smooth {t.get('smooth', 0):.1f}s)\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "transfer":
+        return _run_transfer(args)
+    return _fail(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it first
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Images in and out: whatever the user hands us becomes a (3, H, W) float32 tensor in 0..1.
+
+Accepted: a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4) in uint8 / uint16 / float
+0..1, or a torch tensor (3, H, W) / (1, 3, H, W) in 0..1. Files go through Pillow with the EXIF
+orientation applied; alpha is dropped, grayscale is replicated to RGB, 16-bit is scaled by 65535.
+Outputs are written atomically (a temporary file in the same folder, then os.replace), so an
+interrupted run never leaves a truncated image behind.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+__all__ = ["load_image", "to_pil", "save_image", "resize_long_side", "open_pil"]
+
+
+def open_pil(path) -> Image.Image:
+    """Open an image file with its EXIF orientation applied; clear errors for missing / unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as e:  # Pillow raises several types for bad files
+        raise ValueError(f"cannot read image {path}: {e}") from None
+    return ImageOps.exif_transpose(img)
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in 0..1 from any Pillow mode (16-bit modes scaled by 65535)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img).astype(np.float32)
+        # Mode "I" holds 16-bit PNGs too; 32-bit integer images beyond 16 bits are not photos.
+        a = a / 65535.0 if a.max(initial=0) > 255 or img.mode != "I" else a / 255.0
+        return np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=2)
+    if img.mode == "F":
+        a = np.asarray(img).astype(np.float32)
+        return np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        # convert("RGB") drops alpha and replicates grey; palette images are expanded.
+        img = img.convert("RGB")
+    return np.asarray(img).astype(np.float32) / 255.0
+
+
+def _array_to_tensor(a: np.ndarray, name: str) -> torch.Tensor:
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"{name} as a numpy array must have shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    a = a[..., :3] if a.shape[2] >= 3 else np.repeat(a, 3, axis=2)
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / 65535.0
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+    else:
+        raise ValueError(f"{name} as a numpy array must be uint8, uint16 or floating point, got {a.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+
+def load_image(src, name: str = "image") -> torch.Tensor:
+    """(3, H, W) float32 tensor in 0..1 from a path, PIL image, numpy array or tensor."""
+    if isinstance(src, (str, os.PathLike)):
+        src = open_pil(src)
+    if isinstance(src, Image.Image):
+        t = torch.from_numpy(np.ascontiguousarray(_pil_to_array(src).transpose(2, 0, 1)))
+    elif isinstance(src, np.ndarray):
+        t = _array_to_tensor(src, name)
+    elif isinstance(src, torch.Tensor):
+        t = src.detach()
+        if t.dim() == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.dim() == 2:
+            t = t.unsqueeze(0)
+        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+            raise ValueError(f"{name} as a tensor must have shape (3, H, W) or (1, 3, H, W), got {tuple(src.shape)}")
+        t = t[:3] if t.shape[0] >= 3 else t.expand(3, -1, -1)
+        t = t.to(torch.float32) / 255.0 if t.dtype == torch.uint8 else t.to(torch.float32)
+        t = t.cpu().contiguous()
+    else:
+        raise TypeError(f"{name} must be a path, PIL image, numpy array or torch tensor, got {type(src).__name__}")
+    if t.shape[1] < 1 or t.shape[2] < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def resize_long_side(image: torch.Tensor, long_side: int | None, mode: str = "bicubic") -> torch.Tensor:
+    """Resize (3, H, W) so that max(H, W) == long_side (aspect kept; antialiased when shrinking)."""
+    if long_side is None:
+        return image
+    h, w = image.shape[-2:]
+    s = long_side / max(h, w)
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    if size == (h, w):
+        return image
+    out = torch.nn.functional.interpolate(image[None], size=size, mode=mode, align_corners=False,
+                                          antialias=s < 1)[0]
+    return out.clamp(0, 1)
+
+
+def to_pil(image) -> Image.Image:
+    """8-bit RGB PIL image from a (3, H, W) tensor in 0..1 (clamped, rounded)."""
+    t = load_image(image) if not isinstance(image, torch.Tensor) else image.detach().cpu()
+    if t.dim() == 4:
+        t = t[0]
+    a = (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(a), "RGB")
+
+
+def save_image(image, path) -> Path:
+    """Write ``image`` to ``path`` atomically; the format follows the extension (PNG when unknown)."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    pil = image if isinstance(image, Image.Image) else to_pil(image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pil.save(f, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

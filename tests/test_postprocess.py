@@ -1,0 +1,76 @@
+"""Smooth local affine against a float64 direct reference (per-pixel least squares, explicit bilateral sums)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dpst_ext import samples
+from dpst_ext.postprocess import local_affine_coefficients, smooth_local_affine
+
+
+def smooth_local_affine_reference(content, output, radius, edge, ridge):
+    """Straight from the definition, pixel by pixel, in numpy float64. Inputs (3, H, W)."""
+    I = content.numpy().astype(np.float64)
+    O = output.numpy().astype(np.float64)
+    _, h, w = I.shape
+    A = np.zeros((h, w, 3, 4))
+    for y in range(h):
+        for x in range(w):
+            ys, xs = range(max(0, y - 1), min(h, y + 2)), range(max(0, x - 1), min(w, x + 2))
+            X = np.array([[*I[:, j, i], 1.0] for j in ys for i in xs])
+            Y = np.array([O[:, j, i] for j in ys for i in xs])
+            lhs = X.T @ X + ridge * np.diag([1.0, 1.0, 1.0, 0.0])
+            A[y, x] = np.linalg.solve(lhs, X.T @ Y).T
+    out = np.zeros((3, h, w))
+    s = radius / 3.0
+    for y in range(h):
+        for x in range(w):
+            num, den = np.zeros((3, 4)), 0.0
+            for j in range(max(0, y - radius), min(h, y + radius + 1)):
+                for i in range(max(0, x - radius), min(w, x + radius + 1)):
+                    d2 = float(((I[:, j, i] - I[:, y, x]) ** 2).sum())
+                    wgt = math.exp(-((j - y) ** 2 + (i - x) ** 2) / (2 * s * s)) * math.exp(-d2 / (2 * edge * edge))
+                    num += wgt * A[j, i]
+                    den += wgt
+            out[:, y, x] = (num / den) @ np.array([*I[:, y, x], 1.0])
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("radius,edge", [(2, 0.1), (3, 0.01)])
+def test_matches_float64_reference_on_a_real_photo_crop(radius, edge):
+    photo = samples.photo("chelsea", 64, torch.float64)[:, 10:19, 20:31]   # 9 x 11, includes edges
+    g = torch.Generator().manual_seed(0)
+    output = (photo.flip(0) * 0.7 + 0.2 + 0.05 * torch.rand(photo.shape, generator=g, dtype=torch.float64))
+    got = smooth_local_affine(photo, output, radius=radius, edge=edge, ridge=1e-3)
+    want = smooth_local_affine_reference(photo, output, radius, edge, 1e-3)
+    assert torch.allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_float32_close_to_float64():
+    photo = samples.photo("coffee", 32, torch.float64)
+    output = photo.flip(0).sqrt()
+    a = smooth_local_affine(photo, output, radius=4)
+    b = smooth_local_affine(photo.float(), output.float(), radius=4)
+    assert (a - b.double()).abs().max() < 1e-3
+
+
+def test_global_affine_recolouring_is_kept():
+    # With a negligible ridge, an output that is one affine map of the content is reproduced exactly
+    # (random colours: every window's fit is unique; flat windows of a photo would make it ambiguous).
+    photo = torch.rand(3, 20, 23, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    M = torch.tensor([[0.5, 0.2, 0.1], [0.0, 0.9, -0.1], [0.3, 0.0, 0.6]], dtype=torch.float64)
+    output = torch.einsum("ij,jhw->ihw", M, photo) + torch.tensor([0.1, 0.0, 0.05], dtype=torch.float64).view(3, 1, 1)
+    got = smooth_local_affine(photo, output, radius=5, edge=0.05, ridge=1e-12)
+    assert torch.allclose(got, output, atol=1e-6)
+
+
+def test_coefficient_shapes_and_errors():
+    photo = torch.rand(3, 5, 6, dtype=torch.float64)
+    assert local_affine_coefficients(photo, photo).shape == (12, 5, 6)
+    with pytest.raises(ValueError, match="same shape"):
+        smooth_local_affine(photo, photo[:, :4])
+    with pytest.raises(ValueError, match=r"content must be a tensor of shape \(3, H, W\)"):
+        smooth_local_affine(photo[:2], photo[:2])
+    with pytest.raises(ValueError, match="edge must be > 0"):
+        smooth_local_affine(photo, photo, edge=0)
