@@ -128,7 +128,8 @@ class MattingLaplacian:
 
     def to_torch_sparse(self) -> torch.Tensor:
         crow, col, val = self.csr()
-        return torch.sparse_csr_tensor(crow, col, val, size=self.shape)
+        # Valid by construction (sorted, fixed width), so the O(nnz) invariant check is skipped.
+        return torch.sparse_csr_tensor(crow, col, val, size=self.shape, check_invariants=False)
 
     def to_scipy(self):
         """scipy.sparse.csr_matrix (float64 or float32 values, as the image)."""
