@@ -15,8 +15,8 @@
 #pragma once
 
 #include <cmath>
+#include <bit>
 #include <cstdint>
-#include <cstring>
 
 #include "window_math.h"  // DPST_HD
 
@@ -106,11 +106,16 @@ DPST_HD inline T bilateral_exponent(int dy, int dx, T d0, T d1, T d2, T spatial,
 // exp(x) for x <= 0 in plain arithmetic that compilers vectorise (the CPU op evaluates 961 weights per
 // pixel at radius 15; libm's exp does not vectorise without -ffast-math). Cody-Waite reduction
 // x = n ln2 + r, |r| <= ln2/2, Taylor polynomial of degree 13 (double) / 7 (float): truncation below
-// 4e-18 / 5e-9 relative, so within ~2 ulp of exp. Results below 2^-1022 (double) / 2^-126 (float) are
-// the smallest normal number instead of 0 or a subnormal: a weight of 1e-308 (1e-38) next to the
-// centre tap's weight 1 changes nothing. The CUDA kernels use the hardware exp instead.
-DPST_HD inline double exp_nonpositive(double x) {
-  x = x > -708.0 ? x : -708.0;
+// 4e-18 / 5e-9 relative, so within ~2 ulp of exp. x is clamped at -708 (double) / -87 (float), so
+// weights that would underflow come out as ~1e-308 (1e-38) instead of 0: next to the centre tap's
+// weight 1 that changes nothing. The clamp compares the magnitude's bit pattern (ordered like the
+// magnitude) as an integer and selects with a mask: branch-free integer code vectorises, while a
+// floating-point compare (which may trap) or a select gcc turns into a branch does not.
+// Host only: the CUDA kernels use the hardware exp.
+inline double exp_nonpositive(double x) {
+  const int64_t xb = std::bit_cast<int64_t>(x);
+  const int64_t clamp = -int64_t((xb & INT64_MAX) > std::bit_cast<int64_t>(708.0));  // all ones: |x| > 708
+  x = std::bit_cast<double>((xb & ~clamp) | (std::bit_cast<int64_t>(-708.0) & clamp));
   const double shifter = 6755399441055744.0;  // 1.5 * 2^52: t's low mantissa bits hold round(x/ln2)
   const double t = x * 1.4426950408889634 + shifter;
   const double n = t - shifter;
@@ -129,16 +134,15 @@ DPST_HD inline double exp_nonpositive(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  uint64_t bits;
-  memcpy(&bits, &t, 8);
-  bits = (bits + 1023) << 52;  // 2^n: (n + 1023) in the exponent field, n in [-1022, 0]
-  double scale;
-  memcpy(&scale, &bits, 8);
-  return p * scale;
+  // 2^n: (n + 1023) in the exponent field, n in [-1022, 0]; the shift drops t's own exponent bits.
+  const uint64_t scale = (std::bit_cast<uint64_t>(t) + 1023) << 52;
+  return p * std::bit_cast<double>(scale);
 }
 
-DPST_HD inline float exp_nonpositive(float x) {
-  x = x > -87.0f ? x : -87.0f;
+inline float exp_nonpositive(float x) {
+  const int32_t xb = std::bit_cast<int32_t>(x);
+  const int32_t clamp = -int32_t((xb & INT32_MAX) > std::bit_cast<int32_t>(87.0f));
+  x = std::bit_cast<float>((xb & ~clamp) | (std::bit_cast<int32_t>(-87.0f) & clamp));
   const float shifter = 12582912.0f;  // 1.5 * 2^23
   const float t = x * 1.44269504f + shifter;
   const float n = t - shifter;
@@ -151,12 +155,8 @@ DPST_HD inline float exp_nonpositive(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  uint32_t bits;
-  memcpy(&bits, &t, 4);
-  bits = (bits + 127) << 23;
-  float scale;
-  memcpy(&scale, &bits, 4);
-  return p * scale;
+  const uint32_t scale = (std::bit_cast<uint32_t>(t) + 127) << 23;
+  return p * std::bit_cast<float>(scale);
 }
 
 }  // namespace dpst

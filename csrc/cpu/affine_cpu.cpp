@@ -2,10 +2,9 @@
 // csrc/affine_math.h, the same functions the CUDA kernels call). Rows in parallel with at::parallel_for.
 //
 // The bilateral filter is the cost: (2r+1)^2 taps x 12 coefficients per pixel (961 taps at the default
-// radius 15). It is exact (the range term makes it non-separable): for each output row and each tap
-// offset (dy, dx), the loops run along x over contiguous memory, so the weights (with the vectorisable
-// exp_nonpositive) and the 12 multiply-adds vectorise; a chunk of kChunk pixels keeps the 13
-// accumulator rows in L1.
+// radius 15). It is exact (the range term makes it non-separable). Pixels go in blocks of one SIMD
+// register along x; for each tap the block's weights (with the vectorisable exp_nonpositive) and 13
+// multiply-adds run lane-wise, with the accumulators held in registers across all taps.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -18,8 +17,6 @@
 
 namespace dpst {
 namespace {
-
-constexpr int64_t kChunk = 128;
 
 template <typename T>
 void local_affine_fit_kernel(const T* content, const T* output, T* coeffs, int64_t H, int64_t W,
@@ -45,54 +42,70 @@ void local_affine_fit_kernel(const T* content, const T* output, T* coeffs, int64
   });
 }
 
+// Lanes of one pixel block: one AVX2 register (8 floats, 4 doubles). The 13 accumulators of a block
+// stay in registers across all (2r+1)^2 taps; more lanes would spill them.
+template <typename T>
+constexpr int kLanes = 32 / int(sizeof(T));
+
 template <typename T>
 void bilateral_affine_kernel(const T* coeffs, const T* content, T* out, int64_t H, int64_t W,
                              int64_t radius, double edge) {
+  constexpr int V = kLanes<T>;
   const int64_t plane = H * W, r = radius;
+  // Padded copies, r zero columns left and r + V right, so that every block of V pixels reads all its
+  // taps' columns in bounds without branches; `valid` (1 inside the image, 0 in the margins) zeroes
+  // the weight of taps outside the image. Rows need no padding: the dy loop is clipped instead.
+  const int64_t P = W + 2 * r + V, pplane = H * P;
+  std::vector<T> pad(size_t(16) * pplane, T(0));  // planes: guide 0..2, coefficients 3..14, valid 15
+  at::parallel_for(0, H, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t y = r0; y < r1; ++y) {
+      for (int p = 0; p < 3; ++p) std::copy_n(content + p * plane + y * W, W, pad.data() + p * pplane + y * P + r);
+      for (int k = 0; k < kAffineCoeffs; ++k)
+        std::copy_n(coeffs + k * plane + y * W, W, pad.data() + (3 + k) * pplane + y * P + r);
+      std::fill_n(pad.data() + 15 * pplane + y * P + r, W, T(1));
+    }
+  });
   const BilateralScales sc = bilateral_scales(int(radius), edge);
   const T spatial = T(sc.spatial), range = T(sc.range);
-  const T *G0 = content, *G1 = content + plane, *G2 = content + 2 * plane;
+  const T* G = pad.data();
+  const T* A = pad.data() + 3 * pplane;
+  const T* M = pad.data() + 15 * pplane;
   // Work per row ~ (2r+1)^2 W taps: a few rows per task at small radii, one at large ones.
   const int64_t grain = std::max<int64_t>(1, 65536 / ((2 * r + 1) * (2 * r + 1) * std::max<int64_t>(W, 1)));
   at::parallel_for(0, H, grain, [&](int64_t r0, int64_t r1) {
-    std::vector<T> num(kAffineCoeffs * kChunk), den(kChunk), wgt(kChunk);
     for (int64_t y = r0; y < r1; ++y) {
-      for (int64_t x0 = 0; x0 < W; x0 += kChunk) {
-        const int64_t x1 = std::min(W, x0 + kChunk);
-        std::fill(num.begin(), num.end(), T(0));
-        std::fill(den.begin(), den.end(), T(0));
-        const T *p0 = G0 + y * W, *p1 = G1 + y * W, *p2 = G2 + y * W;
+      for (int64_t xb = 0; xb < W; xb += V) {
+        const int64_t at_p = y * P + xb + r;  // the block's first pixel in the padded planes
+        T p0[V], p1[V], p2[V], acc[kAffineCoeffs][V], den[V];
+        for (int v = 0; v < V; ++v) {
+          p0[v] = G[at_p + v];
+          p1[v] = G[pplane + at_p + v];
+          p2[v] = G[2 * pplane + at_p + v];
+          den[v] = T(0);
+          for (int k = 0; k < kAffineCoeffs; ++k) acc[k][v] = T(0);
+        }
         for (int64_t dy = std::max(-r, -y); dy <= std::min(r, H - 1 - y); ++dy) {
-          const int64_t qy = y + dy;
           for (int64_t dx = -r; dx <= r; ++dx) {
-            // x such that the tap x + dx lies inside the image
-            const int64_t xa = std::max(x0, -dx), xb = std::min(x1, W - dx);
-            if (xa >= xb) continue;
+            const int64_t q = at_p + dy * P + dx;
             const T s = T(dy * dy + dx * dx) * spatial;
-            const T *q0 = G0 + qy * W + dx, *q1 = G1 + qy * W + dx, *q2 = G2 + qy * W + dx;
-            T* w = wgt.data() - x0;
-            for (int64_t x = xa; x < xb; ++x) {
-              const T d0 = p0[x] - q0[x], d1 = p1[x] - q1[x], d2 = p2[x] - q2[x];
-              w[x] = exp_nonpositive(s + (d0 * d0 + d1 * d1 + d2 * d2) * range);
+            const T *q0 = G + q, *q1 = G + pplane + q, *q2 = G + 2 * pplane + q, *m = M + q, *a = A + q;
+            T w[V];
+            for (int v = 0; v < V; ++v) {
+              const T d0 = p0[v] - q0[v], d1 = p1[v] - q1[v], d2 = p2[v] - q2[v];
+              w[v] = exp_nonpositive(s + (d0 * d0 + d1 * d1 + d2 * d2) * range) * m[v];
+              den[v] += w[v];
             }
-            T* dn = den.data() - x0;
-            for (int64_t x = xa; x < xb; ++x) dn[x] += w[x];
-            for (int k = 0; k < kAffineCoeffs; ++k) {
-              const T* aq = coeffs + k * plane + qy * W + dx;
-              T* nk = num.data() + k * kChunk - x0;
-              for (int64_t x = xa; x < xb; ++x) nk[x] += w[x] * aq[x];
-            }
+            for (int k = 0; k < kAffineCoeffs; ++k)
+              for (int v = 0; v < V; ++v) acc[k][v] += w[v] * a[k * pplane + v];
           }
         }
-        // out_c = (A'_c [I; 1]) with A' = num / den (den >= 1: the centre tap has weight 1).
-        for (int c = 0; c < 3; ++c) {
-          const T *n0 = num.data() + (c * 4) * kChunk - x0, *n1 = n0 + kChunk, *n2 = n1 + kChunk,
-                  *n3 = n2 + kChunk;
-          const T* dn = den.data() - x0;
-          T* o = out + c * plane + y * W;
-          for (int64_t x = x0; x < x1; ++x)
-            o[x] = (n0[x] * p0[x] + n1[x] * p1[x] + n2[x] * p2[x] + n3[x]) / dn[x];
-        }
+        // out_c = A'_c [I; 1] with A' = acc / den (den >= 1: the centre tap has weight 1).
+        const int lanes = int(std::min<int64_t>(V, W - xb));
+        for (int c = 0; c < 3; ++c)
+          for (int v = 0; v < lanes; ++v)
+            out[c * plane + y * W + xb + v] =
+                (acc[4 * c][v] * p0[v] + acc[4 * c + 1][v] * p1[v] + acc[4 * c + 2][v] * p2[v] +
+                 acc[4 * c + 3][v]) / den[v];
       }
     }
   });
