@@ -47,65 +47,72 @@ void local_affine_fit_kernel(const T* content, const T* output, T* coeffs, int64
 template <typename T>
 constexpr int kLanes = 32 / int(sizeof(T));
 
+// Output rows per parallel task of the filter (its padded copy holds kBandRows + 2r rows).
+constexpr int64_t kBandRows = 32;
+
 template <typename T>
 void bilateral_affine_kernel(const T* coeffs, const T* content, T* out, int64_t H, int64_t W,
                              int64_t radius, double edge) {
   constexpr int V = kLanes<T>;
   const int64_t plane = H * W, r = radius;
-  // Padded copies, r zero columns left and r + V right, so that every block of V pixels reads all its
-  // taps' columns in bounds without branches; `valid` (1 inside the image, 0 in the margins) zeroes
-  // the weight of taps outside the image. Rows need no padding: the dy loop is clipped instead.
-  const int64_t P = W + 2 * r + V, pplane = H * P;
-  std::vector<T> pad(size_t(16) * pplane, T(0));  // planes: guide 0..2, coefficients 3..14, valid 15
-  at::parallel_for(0, H, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t y = r0; y < r1; ++y) {
-      for (int p = 0; p < 3; ++p) std::copy_n(content + p * plane + y * W, W, pad.data() + p * pplane + y * P + r);
-      for (int k = 0; k < kAffineCoeffs; ++k)
-        std::copy_n(coeffs + k * plane + y * W, W, pad.data() + (3 + k) * pplane + y * P + r);
-      std::fill_n(pad.data() + 15 * pplane + y * P + r, W, T(1));
-    }
-  });
   const BilateralScales sc = bilateral_scales(int(radius), edge);
   const T spatial = T(sc.spatial), range = T(sc.range);
-  const T* G = pad.data();
-  const T* A = pad.data() + 3 * pplane;
-  const T* M = pad.data() + 15 * pplane;
-  // Work per row ~ (2r+1)^2 W taps: a few rows per task at small radii, one at large ones.
-  const int64_t grain = std::max<int64_t>(1, 65536 / ((2 * r + 1) * (2 * r + 1) * std::max<int64_t>(W, 1)));
-  at::parallel_for(0, H, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t y = r0; y < r1; ++y) {
-      for (int64_t xb = 0; xb < W; xb += V) {
-        const int64_t at_p = y * P + xb + r;  // the block's first pixel in the padded planes
-        T p0[V], p1[V], p2[V], acc[kAffineCoeffs][V], den[V];
-        for (int v = 0; v < V; ++v) {
-          p0[v] = G[at_p + v];
-          p1[v] = G[pplane + at_p + v];
-          p2[v] = G[2 * pplane + at_p + v];
-          den[v] = T(0);
-          for (int k = 0; k < kAffineCoeffs; ++k) acc[k][v] = T(0);
-        }
-        for (int64_t dy = std::max(-r, -y); dy <= std::min(r, H - 1 - y); ++dy) {
-          for (int64_t dx = -r; dx <= r; ++dx) {
-            const int64_t q = at_p + dy * P + dx;
-            const T s = T(dy * dy + dx * dx) * spatial;
-            const T *q0 = G + q, *q1 = G + pplane + q, *q2 = G + 2 * pplane + q, *m = M + q, *a = A + q;
-            T w[V];
-            for (int v = 0; v < V; ++v) {
-              const T d0 = p0[v] - q0[v], d1 = p1[v] - q1[v], d2 = p2[v] - q2[v];
-              w[v] = exp_nonpositive(s + (d0 * d0 + d1 * d1 + d2 * d2) * range) * m[v];
-              den[v] += w[v];
-            }
-            for (int k = 0; k < kAffineCoeffs; ++k)
-              for (int v = 0; v < V; ++v) acc[k][v] += w[v] * a[k * pplane + v];
+  // Bands of output rows in parallel. Each band copies the rows its taps reach (r above and below)
+  // into padded planes, r zero columns left and r + V right, so that every block of V pixels reads all
+  // its taps' columns in bounds without branches; `valid` (1 inside the image, 0 in the margins)
+  // zeroes the weight of taps outside the image. Rows need no padding: the dy loop is clipped instead.
+  // Per band the copy is 16 planes x (kBandRows + 2r) rows, so memory stays bounded at any image size.
+  const int64_t P = W + 2 * r + V, nbands = (H + kBandRows - 1) / kBandRows;
+  at::parallel_for(0, nbands, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> pad;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t y0 = b * kBandRows, y1 = std::min(H, y0 + kBandRows);
+      const int64_t top = std::max<int64_t>(y0 - r, 0), bottom = std::min(H, y1 + r);
+      const int64_t pplane = (bottom - top) * P;
+      pad.assign(size_t(16) * pplane, T(0));  // planes: guide 0..2, coefficients 3..14, valid 15
+      for (int64_t y = top; y < bottom; ++y) {
+        T* row = pad.data() + (y - top) * P + r;
+        for (int p = 0; p < 3; ++p) std::copy_n(content + p * plane + y * W, W, row + p * pplane);
+        for (int k = 0; k < kAffineCoeffs; ++k) std::copy_n(coeffs + k * plane + y * W, W, row + (3 + k) * pplane);
+        std::fill_n(row + 15 * pplane, W, T(1));
+      }
+      const T* G = pad.data();
+      const T* A = pad.data() + 3 * pplane;
+      const T* M = pad.data() + 15 * pplane;
+      for (int64_t y = y0; y < y1; ++y) {
+        for (int64_t xb = 0; xb < W; xb += V) {
+          const int64_t at_p = (y - top) * P + xb + r;  // the block's first pixel in the padded planes
+          T p0[V], p1[V], p2[V], acc[kAffineCoeffs][V], den[V];
+          for (int v = 0; v < V; ++v) {
+            p0[v] = G[at_p + v];
+            p1[v] = G[pplane + at_p + v];
+            p2[v] = G[2 * pplane + at_p + v];
+            den[v] = T(0);
+            for (int k = 0; k < kAffineCoeffs; ++k) acc[k][v] = T(0);
           }
+          for (int64_t dy = std::max(-r, -y); dy <= std::min(r, H - 1 - y); ++dy) {
+            for (int64_t dx = -r; dx <= r; ++dx) {
+              const int64_t q = at_p + dy * P + dx;
+              const T s = T(dy * dy + dx * dx) * spatial;
+              const T *q0 = G + q, *q1 = G + pplane + q, *q2 = G + 2 * pplane + q, *m = M + q, *a = A + q;
+              T w[V];
+              for (int v = 0; v < V; ++v) {
+                const T d0 = p0[v] - q0[v], d1 = p1[v] - q1[v], d2 = p2[v] - q2[v];
+                w[v] = exp_nonpositive(s + (d0 * d0 + d1 * d1 + d2 * d2) * range) * m[v];
+                den[v] += w[v];
+              }
+              for (int k = 0; k < kAffineCoeffs; ++k)
+                for (int v = 0; v < V; ++v) acc[k][v] += w[v] * a[k * pplane + v];
+            }
+          }
+          // out_c = A'_c [I; 1] with A' = acc / den (den >= 1: the centre tap has weight 1).
+          const int lanes = int(std::min<int64_t>(V, W - xb));
+          for (int c = 0; c < 3; ++c)
+            for (int v = 0; v < lanes; ++v)
+              out[c * plane + y * W + xb + v] =
+                  (acc[4 * c][v] * p0[v] + acc[4 * c + 1][v] * p1[v] + acc[4 * c + 2][v] * p2[v] +
+                   acc[4 * c + 3][v]) / den[v];
         }
-        // out_c = A'_c [I; 1] with A' = acc / den (den >= 1: the centre tap has weight 1).
-        const int lanes = int(std::min<int64_t>(V, W - xb));
-        for (int c = 0; c < 3; ++c)
-          for (int v = 0; v < lanes; ++v)
-            out[c * plane + y * W + xb + v] =
-                (acc[4 * c][v] * p0[v] + acc[4 * c + 1][v] * p1[v] + acc[4 * c + 2][v] * p2[v] +
-                 acc[4 * c + 3][v]) / den[v];
       }
     }
   });
