@@ -1,5 +1,6 @@
 // The one contract: every op's schema, in one TORCH_LIBRARY block.
-// Backends only register kernels: csrc/cpu/laplacian_cpu.cpp (CPU), csrc/cuda/laplacian_cuda.cu (CUDA).
+// Backends only register kernels: csrc/cpu/laplacian_cpu.cpp (CPU), csrc/cuda/laplacian_cuda.cu (CUDA);
+// the smooth-local-affine ops: csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_cuda.cu.
 // Shapes (see csrc/window_math.h for the maths and the stats layout):
 //   image  (3, H, W) float32 or float64, values nominally 0..1
 //   stats  (9, H-2, W-2) same dtype: per 3x3 window its mean colour and whitening matrix
@@ -28,4 +29,14 @@ TORCH_LIBRARY(dpst, m) {
   m.def("laplacian_csr(Tensor image, Tensor stats) -> (Tensor, Tensor, Tensor)");
   // sum_c v_c^T M v_c (0-dim). Its backward (dpst_ext/ops.py) is 2 M v through laplacian_matvec.
   m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
+
+  // Smooth local affine (post-processing; maths in csrc/affine_math.h, definition dpst_ext/postprocess.py).
+  // content, output (3, H, W) same dtype (float32/float64) -> coeffs (12, H, W): per pixel the 3x4
+  // least-squares affine map content -> output over its 3x3 window clipped at the border, ridge on the
+  // colour part (> 0); plane c*4 + k = output colour c, input k = (R, G, B, 1). Solved in double.
+  m.def("local_affine_fit(Tensor content, Tensor output, float ridge) -> Tensor");
+  // coeffs (12, H, W), content (3, H, W) -> (3, H, W): joint-bilateral filter of the coefficients over
+  // (2 radius + 1)^2 neighbours inside the image (spatial sigma radius/3, range sigma edge on content's
+  // colours), then out = A' [content; 1]. radius 0 reconstructs with the unfiltered coefficients.
+  m.def("bilateral_affine_apply(Tensor coeffs, Tensor content, int radius, float edge) -> Tensor");
 }

@@ -139,3 +139,62 @@ def _loss_backward(ctx, grad):
 
 
 torch.library.register_autograd("dpst::photoreal_loss", _loss_backward, setup_context=_loss_setup_context)
+
+
+# ---- smooth local affine (post-processing; csrc/affine_math.h, definition dpst_ext/postprocess.py) --
+
+__all__ += ["local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
+
+def local_affine_fit(content: torch.Tensor, output: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Per-pixel least-squares 3x4 affine maps content -> output over 3x3 windows: (12, H, W)."""
+    return torch.ops.dpst.local_affine_fit.default(content, output, ridge)
+
+
+def bilateral_affine_apply(coeffs: torch.Tensor, content: torch.Tensor, radius: int = 15,
+                           edge: float = 0.01) -> torch.Tensor:
+    """Joint-bilateral filter of coeffs (12, H, W) guided by content, then A' [content; 1]: (3, H, W)."""
+    return torch.ops.dpst.bilateral_affine_apply.default(coeffs, content, radius, edge)
+
+
+def smooth_local_affine(content: torch.Tensor, output: torch.Tensor, radius: int = 15, edge: float = 0.01,
+                        ridge: float = 1e-3) -> torch.Tensor:
+    """The reference's smooth local affine of ``output`` guided by ``content`` (both (3, H, W), 0..1).
+
+    Same maths as dpst_ext.postprocess.smooth_local_affine; returns (3, H, W) in content's dtype, not
+    clamped. output is converted to content's dtype, as there.
+    """
+    output = output.to(content.dtype)
+    return bilateral_affine_apply(local_affine_fit(content, output, ridge), content, radius, edge)
+
+
+def _check_like_content(content, t, planes, name):
+    want = (planes, *content.shape[1:])
+    torch._check(tuple(t.shape) == want,
+                 lambda: f"{name} must have shape ({planes}, H, W) = {want} like content, got {tuple(t.shape)}")
+    torch._check(t.dtype == content.dtype, lambda: f"{name} must have content's dtype {content.dtype}, got {t.dtype}")
+    torch._check(t.device == content.device,
+                 lambda: f"{name} must be on content's device {content.device}, got {t.device}")
+
+
+def _check_guide(content):
+    torch._check(content.dim() == 3 and content.shape[0] == 3,
+                 lambda: f"content must have shape (3, H, W) (RGB, channels first), got {tuple(content.shape)}")
+    torch._check(content.dtype in (torch.float32, torch.float64),
+                 lambda: f"content must be float32 or float64, got {content.dtype}")
+
+
+@torch.library.register_fake("dpst::local_affine_fit")
+def _(content, output, ridge):
+    _check_guide(content)
+    _check_like_content(content, output, 3, "output")
+    torch._check(ridge > 0, lambda: f"ridge must be a positive finite number, got {ridge}")
+    return content.new_empty((12, *content.shape[1:]))
+
+
+@torch.library.register_fake("dpst::bilateral_affine_apply")
+def _(coeffs, content, radius, edge):
+    _check_guide(content)
+    _check_like_content(content, coeffs, 12, "coeffs")
+    torch._check(0 <= radius <= 1000, lambda: f"radius must lie in 0..1000, got {radius}")
+    torch._check(edge > 0, lambda: f"edge must be a positive finite number, got {edge}")
+    return content.new_empty((3, *content.shape[1:]))

@@ -289,6 +289,9 @@ KERNEL_RUN_BY = {
     "csr_entries_kernel": "laplacian_csr",
     "loss_partials_kernel": "photoreal_loss",
     "sum_partials_kernel": "photoreal_loss",
+    # csrc/cuda/affine_kernels.cuh, run by the emulated-kernel tests of tests/test_affine.py
+    "local_affine_fit_kernel": "local_affine_fit",
+    "bilateral_affine_kernel": "bilateral_affine_apply",
 }
 
 

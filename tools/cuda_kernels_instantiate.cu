@@ -1,6 +1,7 @@
-// Instantiates every kernel of csrc/cuda/laplacian_kernels.cuh for every type the ops dispatch to,
-// without torch, so tools/cuda_check.sh can compile it with `nvcc -Xptxas -v` for each GPU
+// Instantiates every kernel of csrc/cuda/laplacian_kernels.cuh and csrc/cuda/affine_kernels.cuh for
+// every type the ops dispatch to, without torch, so tools/cuda_check.sh can compile it with `nvcc -Xptxas -v` for each GPU
 // architecture and read register, shared-memory and spill figures per kernel.
+#include "cuda/affine_kernels.cuh"
 #include "cuda/laplacian_kernels.cuh"
 
 namespace dpst {
@@ -20,5 +21,14 @@ namespace cuda {
                                          double*, double*, cudaStream_t, const LaunchShape&);
 DPST_INSTANTIATE(float)
 DPST_INSTANTIATE(double)
+
+// Smooth local affine (csrc/cuda/affine_kernels.cuh).
+#define DPST_INSTANTIATE_AFFINE(T)                                                                 \
+  template void launch_local_affine_fit<T>(const T*, const T*, T*, int64_t, int64_t, double,       \
+                                           cudaStream_t, const AffineLaunchShape&);               \
+  template void launch_bilateral_affine<T>(const T*, const T*, T*, int64_t, int64_t, int, double,  \
+                                           cudaStream_t, const AffineLaunchShape&);
+DPST_INSTANTIATE_AFFINE(float)
+DPST_INSTANTIATE_AFFINE(double)
 }  // namespace cuda
 }  // namespace dpst

@@ -12,8 +12,10 @@
 #include <random>
 #include <vector>
 
+#include "cuda/affine_kernels.cuh"
 #include "cuda/laplacian_kernels.cuh"
 
+using dpst::cuda::AffineLaunchShape;
 using dpst::cuda::LaunchShape;
 
 namespace {
@@ -142,6 +144,72 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
   check_csr<T, int64_t>(img, stats, M, H, W, shape, type, tol * mmax);  // the >= 2^31 entries path
 }
 
+// Smooth local affine (csrc/cuda/affine_kernels.cuh): the fit against a plain loop over each pixel's
+// clipped 3x3 window (csrc/affine_math.h), the filter + reconstruction against a direct double loop
+// over the (2r+1)^2 taps with std::exp.
+template <typename T>
+void check_affine(int H, int W, int radius, const AffineLaunchShape& shape, const char* type, double tol,
+                  std::mt19937& rng) {
+  const int n = H * W;
+  const double ridge = 1e-3, edge = 0.05;
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  std::vector<T> content(3 * size_t(n)), output(3 * size_t(n)), coeffs(12 * size_t(n)), out(3 * size_t(n));
+  for (auto& x : content) x = T(uni(rng));
+  for (auto& x : output) x = T(uni(rng));
+  dpst::cuda::launch_local_affine_fit(content.data(), output.data(), coeffs.data(), H, W, ridge, nullptr, shape);
+  double err = 0, scale = 1e-300;
+  std::vector<double> want(12 * size_t(n));
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      dpst::AffineNormal nrm;
+      for (int qy = y - 1; qy <= y + 1; ++qy)
+        for (int qx = x - 1; qx <= x + 1; ++qx) {
+          if (qy < 0 || qy >= H || qx < 0 || qx >= W) continue;
+          const size_t q = size_t(qy) * W + qx;
+          nrm.add(content[q], content[n + q], content[2 * n + q], output[q], output[n + q], output[2 * n + q]);
+        }
+      double a[12];
+      dpst::affine_solve(nrm, ridge, a);
+      for (int k = 0; k < 12; ++k) {
+        want[size_t(k) * n + y * W + x] = a[k];
+        scale = std::fmax(scale, std::fabs(a[k]));
+      }
+    }
+  for (size_t i = 0; i < want.size(); ++i) err = std::fmax(err, std::fabs(double(coeffs[i]) - want[i]));
+  expect(err <= tol * scale, "local_affine_fit", H, W, type, err / scale);
+
+  dpst::cuda::launch_bilateral_affine(coeffs.data(), content.data(), out.data(), H, W, radius, edge, nullptr, shape);
+  const double s = radius / 3.0;
+  err = 0;
+  scale = 1e-300;
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      const size_t p = size_t(y) * W + x;
+      double acc[12] = {0}, den = 0;
+      for (int qy = y - radius; qy <= y + radius; ++qy)
+        for (int qx = x - radius; qx <= x + radius; ++qx) {
+          if (qy < 0 || qy >= H || qx < 0 || qx >= W) continue;
+          const size_t q = size_t(qy) * W + qx;
+          double d2 = 0;
+          for (int c = 0; c < 3; ++c) d2 += std::pow(double(content[c * n + p]) - double(content[c * n + q]), 2);
+          const double sp = radius > 0 ? double((qy - y) * (qy - y) + (qx - x) * (qx - x)) / (2 * s * s) : 0.0;
+          const double w = std::exp(-sp - d2 / (2 * edge * edge));
+          den += w;
+          for (int k = 0; k < 12; ++k) acc[k] += w * double(coeffs[size_t(k) * n + q]);
+        }
+      for (int c = 0; c < 3; ++c) {
+        double o = acc[4 * c + 3] / den, terms = std::fabs(o);
+        for (int k = 0; k < 3; ++k) {
+          o += acc[4 * c + k] / den * double(content[k * n + p]);
+          terms += std::fabs(acc[4 * c + k] / den * double(content[k * n + p]));
+        }
+        err = std::fmax(err, std::fabs(double(out[c * n + p]) - o));
+        scale = std::fmax(scale, terms);
+      }
+    }
+  expect(err <= tol * scale, "bilateral_affine_apply", H, W, type, err / scale);
+}
+
 void print_shared_memory() {
   const LaunchShape s{};
   auto bytes = [](auto layout) {
@@ -169,6 +237,17 @@ void print_shared_memory() {
   }
   std::printf("  sum_partials_kernel %u threads: %zu B; csr kernels: 0 B\n", s.threads,
               s.threads * sizeof(double));
+  const AffineLaunchShape a{};
+  for (int r : {1, 3, 15}) {
+    const auto cf = dpst::cuda::bilateral_chunks(r, a.bilateral_x, a.bilateral_y, 4, a.shared_budget);
+    const auto cd = dpst::cuda::bilateral_chunks(r, a.bilateral_x, a.bilateral_y, 8, a.shared_budget);
+    std::printf("  bilateral_affine_kernel %ux%u radius %2d: float %6zu B (tap chunks %dx%d), "
+                "double %6zu B (%dx%d)\n", a.bilateral_x, a.bilateral_y, r,
+                dpst::cuda::bilateral_shared_bytes<float>(a, cf), cf.y, cf.x,
+                dpst::cuda::bilateral_shared_bytes<double>(a, cd), cd.y, cd.x);
+  }
+  std::printf("  local_affine_fit_kernel %ux%u: float %zu B, double %zu B\n", a.fit_x, a.fit_y,
+              dpst::cuda::fit_shared_bytes<float>(a), dpst::cuda::fit_shared_bytes<double>(a));
 }
 
 }  // namespace
@@ -190,6 +269,18 @@ int main(int argc, char** argv) {
       for (int C : {1, 3}) {
         check_size<double>(hw[0], hw[1], C, shape, "double", 1e-10, rng);
         check_size<float>(hw[0], hw[1], C, shape, "float", 2e-4, rng);
+        runs += 2;
+      }
+  const AffineLaunchShape affine_shapes[] = {
+      {8, 4, 8, 4, 8192},  // several blocks; radius 3 spans several tap chunks
+      {5, 3, 3, 5, 1200},  // odd blocks; a budget of about one tap per chunk
+  };
+  const int affine_sizes[][2] = {{1, 1}, {2, 7}, {9, 6}, {13, 11}};
+  for (const auto& shape : affine_shapes)
+    for (const auto& hw : affine_sizes)
+      for (int radius : {0, 1, 3, 7}) {
+        check_affine<double>(hw[0], hw[1], radius, shape, "double", 1e-11, rng);
+        check_affine<float>(hw[0], hw[1], radius, shape, "float", 3e-5, rng);
         runs += 2;
       }
   std::printf("%d kernel-set runs, %d failures\n", runs, failures);
