@@ -47,7 +47,7 @@ clean:
 # (tests/native/kernels_check.cpp) under ThreadSanitizer, then AddressSanitizer + UBSan; must be clean.
 # cuda-check: nvcc -Xptxas -v for sm_75/80/86/90 (fails on spills or local memory), then a full build
 # of the extension against a CUDA torch in its own venv, import, registration and SASS listing.
-NATIVE_DEPS  := tests/native/kernels_check.cpp csrc/window_math.h $(wildcard csrc/cuda/*.cuh)
+NATIVE_DEPS  := tests/native/kernels_check.cpp $(wildcard csrc/*.h csrc/cuda/*.cuh)
 NATIVE_FLAGS := -std=c++20 -O1 -g -fno-omit-frame-pointer -DDPST_EMULATE_CUDA -Icsrc -pthread
 
 .PHONY: sanitize cuda-check

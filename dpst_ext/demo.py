@@ -23,7 +23,7 @@ from . import samples
 from .image_io import save_image, to_pil
 from .losses import DPSTObjective
 from .masks import MaskPair
-from .postprocess import smooth_local_affine
+from .ops import smooth_local_affine
 from .transfer import run_transfer
 from .vgg import VGG19Features, preprocess
 
@@ -65,7 +65,7 @@ def measure_iteration(content, style, vgg, size, smoothing=True):
     obj.laplacian  # built once per run, not per iteration
     rgb = c.double().requires_grad_(True)
     lap_t = _median_time(lambda: obj.photoreal_residual(rgb).backward())
-    sla_t = _median_time(lambda: smooth_local_affine(c.double(), c.double().flip(0)), repeats=1) if smoothing else 0.0
+    sla_t = _median_time(lambda: smooth_local_affine(c.float(), c.float().flip(0)), repeats=1) if smoothing else 0.0
     return vgg_t, lap_t, sla_t
 
 

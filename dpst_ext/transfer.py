@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .image_io import load_image, resize_long_side, to_pil
 from .losses import STYLE_LAYERS, CONTENT_LAYER, DPSTObjective, LossWeights
 from .masks import MaskPair, parse_mask
-from .postprocess import smooth_local_affine
+from .ops import smooth_local_affine
 from .vgg import VGG19Features, deprocess, preprocess
 
 __all__ = ["transfer", "run_transfer", "TransferOptions", "TransferResult", "TransferInterrupted", "Progress",
@@ -247,8 +247,10 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
 
     def smooth(x):
         rgb = deprocess(x.detach())[0].clamp(0, 1)
-        return smooth_local_affine(content_dev.double(), rgb.double(), opts.smooth_radius, opts.smooth_edge,
-                                   opts.smooth_ridge).clamp(0, 1).float().cpu()
+        # The compiled op (csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_kernels.cuh); dpst_ext/postprocess.py
+        # is its readable definition. float32 agrees with it to ~1e-6.
+        return smooth_local_affine(content_dev.float(), rgb.float(), opts.smooth_radius, opts.smooth_edge,
+                                   opts.smooth_ridge).clamp(0, 1).cpu()
 
     def on_iter(it, x):
         if opts.smooth and opts.smooth_every and it % opts.smooth_every == 0 and it < n2:
