@@ -83,15 +83,17 @@ class SmoothingOperator:
         self.diagonal = 1.0 + self.weight * diag_s                                  # diag(A) (H, W), float64
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype."""
+        """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype. In-place where possible:
+        the temporaries are two (C, H, W) tensors in the Laplacian's dtype (dpst_ext.memory counts them)."""
         lap = self.laplacian
-        u = v.to(lap.dtype)
+        u = v.to(lap.dtype, copy=True)
         if self.normalize:
-            u = u * self._scale_lap
+            u.mul_(self._scale_lap)
         su = lap.matvec(u)
+        del u
         if self.normalize:
-            su = su * self._scale_lap
-        return v + self.weight * su.to(v.dtype)
+            su.mul_(self._scale_lap)
+        return torch.add(v, su, alpha=self.weight)
 
 
 @dataclass
@@ -105,8 +107,16 @@ class SmoothingResult:
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-channel dot products (C,) accumulated in float64."""
-    return (a * b).flatten(1).sum(1, dtype=torch.float64)
+    """Per-channel dot products (C,) accumulated in float64, without a (C, H, W) temporary in float64."""
+    if a.dtype == torch.float64:
+        return torch.stack([torch.dot(a[c].reshape(-1), b[c].reshape(-1)) for c in range(a.shape[0])])
+    return torch.stack([(a[c] * b[c]).sum(dtype=torch.float64) for c in range(a.shape[0])])
+
+
+def _axpy_(y: torch.Tensor, a: torch.Tensor, x: torch.Tensor, sign: float = 1.0) -> None:
+    """y_c += sign * a_c x_c per channel, in place (no (C, H, W) temporary)."""
+    for c, ac in enumerate(a.tolist()):
+        y[c].add_(x[c], alpha=sign * ac)
 
 
 def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag: torch.Tensor | None = None,
@@ -118,7 +128,7 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
     preconditioner 1/diag(A). ``callback(iteration, rel_residuals)`` is called after every iteration.
     Returns (x, iterations, rel_residuals (list), converged).
     """
-    x = torch.zeros_like(b) if x0 is None else x0.to(b).clone()
+    x = torch.zeros_like(b) if x0 is None else x0.to(dtype=b.dtype, device=b.device, copy=True)
     r = b - apply(x) if x0 is not None else b.clone()
     bnorm = _dot(b, b).sqrt()
     bnorm = torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))   # b_c = 0: absolute residual
@@ -132,9 +142,8 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
         ap = apply(p)
         pap = _dot(p, ap)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
-        a = alpha.to(b.dtype).view(-1, 1, 1)
-        x.add_(a * p)
-        r.sub_(a * ap)
+        _axpy_(x, alpha, p)
+        _axpy_(r, alpha, ap, -1.0)
         del ap
         it += 1
         rel = _dot(r, r).sqrt() / bnorm
@@ -146,7 +155,8 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
         rz_new = _dot(r, z)
         beta = torch.where(rz > 0, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
         rz = rz_new
-        p.mul_(beta.to(b.dtype).view(-1, 1, 1)).add_(z)
+        for c, bc in enumerate(beta.tolist()):
+            p[c].mul_(bc).add_(z[c])
         del z
     return x, it, rel.tolist(), bool((rel <= tol).all())
 
@@ -215,7 +225,7 @@ def smooth(content, y, beta: float = 0.9999, normalize: bool = True, tol: float 
     op = SmoothingOperator(lap, weight, normalize)
     inv_diag = (1.0 / op.diagonal).to(vector_dtype) if preconditioner == "jacobi" else None
     b = y.to(vector_dtype)
-    x, it, rel, ok = batched_pcg(op, b, x0.to(vector_dtype), inv_diag, tol, maxiter,
+    x, it, rel, ok = batched_pcg(op, b, x0, inv_diag, tol, maxiter,
                                  None if callback is None else (lambda i, r: callback(0, i, r)))
     levels.append({"shape": (h, w), "step": "cg", "iterations": it, "seconds": time.perf_counter() - t_level})
     return SmoothingResult(x, it, rel, ok, levels, time.perf_counter() - t0)

@@ -99,11 +99,12 @@ def _source_index(out_size: int, in_size: int, start: int, stop: int, device):
     return lo, hi, frac
 
 
-def apply_coefficients(coef: torch.Tensor, content_full: torch.Tensor, band_rows: int = 256,
+def apply_coefficients(coef: torch.Tensor, content_full: torch.Tensor, band_rows: int = 32,
                        out_dtype=None) -> torch.Tensor:
     """out = A(x) I(x) + b(x) with (C, 4, h, w) coefficients upsampled bilinearly to the content's (H, W).
 
-    Computed in bands of ``band_rows`` output rows (in float64 inside a band) to bound memory."""
+    Computed in bands of ``band_rows`` output rows, in the wider of the content's dtype and out_dtype
+    (float32 content: float32 arithmetic, ~1e-7 relative), to bound memory."""
     if coef.dim() != 4 or coef.shape[1] != 4:
         raise ValueError(f"coef must have shape (C, 4, h, w), got {tuple(coef.shape)}")
     if content_full.dim() != 3 or content_full.shape[0] != 3:
@@ -112,20 +113,23 @@ def apply_coefficients(coef: torch.Tensor, content_full: torch.Tensor, band_rows
     H, W = content_full.shape[1:]
     out_dtype = out_dtype or content_full.dtype
     out = torch.empty(c, H, W, dtype=out_dtype, device=content_full.device)
-    coef = coef.to(torch.float64)
+    work = torch.promote_types(content_full.dtype, out_dtype)
+    coef = coef.to(work)
     xlo, xhi, xf = _source_index(W, w, 0, W, coef.device)
+    xf = xf.to(work)
     for y0 in range(0, H, band_rows):
         y1 = min(H, y0 + band_rows)
         ylo, yhi, yf = _source_index(H, h, y0, y1, coef.device)
+        yf = yf.to(work)
         rows = coef[:, :, ylo] * (1 - yf)[:, None] + coef[:, :, yhi] * yf[:, None]        # (C, 4, band, w)
         band = rows[..., xlo] * (1 - xf) + rows[..., xhi] * xf                           # (C, 4, band, W)
-        img = content_full[:, y0:y1].to(torch.float64)                                    # (3, band, W)
+        img = content_full[:, y0:y1].to(work)                                    # (3, band, W)
         out[:, y0:y1] = ((band[:, :3] * img[None]).sum(1) + band[:, 3]).to(out_dtype)
     return out
 
 
 def affine_upsample(content_full: torch.Tensor, content_small: torch.Tensor, result_small: torch.Tensor,
-                    radius: int = 1, eps: float = 1e-4, band_rows: int = 256, out_dtype=None) -> torch.Tensor:
+                    radius: int = 1, eps: float = 1e-4, band_rows: int = 32, out_dtype=None) -> torch.Tensor:
     """The working-size ``result_small`` carried to ``content_full``'s resolution (module docstring).
 
     content_small must be content_full resized to result_small's size. Returns (C, H, W) in
