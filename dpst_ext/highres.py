@@ -6,7 +6,8 @@
 2. dpst_ext.upsample.affine_upsample: per-window affine maps content_small -> result_small, upsampled and
    applied to content_full (exact for affine recolourings).
 3. dpst_ext.smoothing.smooth on the full-resolution content, warm-started at the upsampled result:
-   "exact" solves (I + w D^-1/2 M D^-1/2) r = y to a relative residual of 1e-6, "fast" to 1e-3
+   "exact" solves (I + (w/9) M) r = y (FastPhotoStyle's smoothing with D = 9 I: the same interior
+   strength, no border darkening; ``normalize`` picks another form) to a relative residual of 1e-6, "fast" to 1e-3
    (``tol`` overrides either), "off" skips it.
 """
 from __future__ import annotations
@@ -27,14 +28,15 @@ SMOOTHING_TOL = {"fast": 1e-3, "exact": 1e-6}
 
 def upscale_result(content_full, content_small, result_small, smoothing: str = "fast", beta: float = 0.9999,
                    tol: float | None = None, affine_eps: float = 1e-4, affine_radius: int = 1,
-                   maxiter: int = 5000, check_memory: bool = True, clamp: bool = True, callback=None,
+                   normalize="interior", maxiter: int = 5000, check_memory: bool = True, available: int | None = None, clamp: bool = True, callback=None,
                    report: dict | None = None) -> torch.Tensor:
     """The working-size ``result_small`` (3, h, w) at ``content_full``'s resolution (3, H, W), float32.
 
     content_small: content_full resized to (h, w) (the image the optimisation saw). Inputs are torch
     (3, H, W) or numpy (H, W, 3) (uint8 scaled to 0..1). smoothing: "off" | "fast" | "exact".
     callback(step, info): progress ("plan", "upsample", "smooth" with (iteration, residuals), "done").
-    report: if a dict, filled with timings, iterations and the memory plan.
+    report: if a dict, filled with timings, iterations and the memory plan. available: memory budget in bytes
+    for the plan (default: what the OS reports free); check_memory=False skips the plan.
     """
     if smoothing not in SMOOTHING_TOL and smoothing != "off":
         raise ValueError(f"smoothing must be 'off', 'fast' or 'exact', got {smoothing!r}")
@@ -48,7 +50,7 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
     h, w = content_full.shape[1:]
     info = report if report is not None else {}
     if check_memory:
-        plan = plan_highres(h, w, device=content_full.device, smoothing=smoothing,
+        plan = plan_highres(h, w, device=content_full.device, available=available, smoothing=smoothing,
                             working_pixels=content_small.shape[1] * content_small.shape[2])
         info["memory_estimate"] = plan.estimate
         info["memory_available"] = plan.available
@@ -63,7 +65,7 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
     if smoothing != "off":
         t = time.perf_counter()
         res = smooth(content_full, y, beta=beta, tol=SMOOTHING_TOL[smoothing] if tol is None else tol,
-                     maxiter=maxiter, x0=y, laplacian_dtype=torch.float32,
+                     normalize=normalize, maxiter=maxiter, x0=y, laplacian_dtype=torch.float32,
                      callback=None if callback is None else (lambda lv, i, r: callback("smooth", (i, r))))
         del y
         out = res.solution.to(torch.float32)

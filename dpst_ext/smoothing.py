@@ -13,6 +13,11 @@ with w = beta / (1 - beta) (beta = 0.9999: w = 9999) and S one of
   it is FastPhotoStyle's, and unlike diag(M) it never comes near 0 (diag(M)_ii ~ 0 where a pixel is the
   lone odd one out of its windows, which would blow up D^-1/2).
 * ``normalize=False``: S = M (the plain form; inside the image it is 9x stiffer than the normalised one).
+* ``normalize="interior"``: S = M / 9, i.e. D = 9 I, the interior value of FastPhotoStyle's D. Same
+  smoothing strength and conditioning as FastPhotoStyle inside the image, without its border effect:
+  with D = diag(n), D^-1/2 M D^-1/2 annihilates D^1/2 1, not constants, so a flat image comes out of
+  FastPhotoStyle's solve as ~sqrt(n_i / 9) on the 2-pixel border ring (corners at 1/3 of the interior;
+  tests/test_smoothing.py measures it). The high-resolution stage uses this form.
 
 The system is symmetric positive definite with eigenvalues in [1, 1 + 9w] (M is a sum of projections, at
 most 9 overlapping per pixel), so plain CG needs ~sqrt(kappa) ~ 100-300 iterations per decade of
@@ -64,8 +69,12 @@ def window_counts(height: int, width: int, dtype=torch.float64, device="cpu") ->
 class SmoothingOperator:
     """A = I + w S on (C, H, W) tensors, S = D^-1/2 M D^-1/2 (normalize) or M; M held matrix-free."""
 
-    def __init__(self, laplacian: MattingLaplacian, weight: float, normalize: bool = True):
+    def __init__(self, laplacian: MattingLaplacian, weight: float, normalize=True):
+        if normalize not in (True, False, "interior"):
+            raise ValueError(f"normalize must be True, False or 'interior', got {normalize!r}")
         self.laplacian = laplacian
+        if normalize == "interior":     # D = 9 I: a constant scale, folded into the weight
+            weight, normalize = weight / 9.0, False
         self.weight = float(weight)
         self.normalize = bool(normalize)
         lap_dtype, dev = laplacian.dtype, laplacian.device
@@ -167,12 +176,13 @@ def downsample2(t: torch.Tensor) -> torch.Tensor:
     return F.interpolate(t.unsqueeze(0), size=((h + 1) // 2, (w + 1) // 2), mode="area")[0]
 
 
-def smooth(content, y, beta: float = 0.9999, normalize: bool = True, tol: float = 1e-6, maxiter: int = 5000,
+def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, maxiter: int = 5000,
            preconditioner: str = "jacobi", x0=None, cascade_levels: int = 0, coarse_weight_scale: float = 0.25,
            eps: float = 1e-7, laplacian_dtype=None, vector_dtype=torch.float64, callback=None,
            laplacian: MattingLaplacian | None = None) -> SmoothingResult:
     """Solve (I + w S) r = y (module docstring) for y (C, H, W) given the content image (3, H, W).
 
+    normalize: True (FastPhotoStyle, D = window counts), "interior" (D = 9 I) or False (S = M).
     preconditioner: "jacobi" or "none". x0: warm start (C, H, W); default y itself when no cascade.
     cascade_levels: solve this many halvings first (coarsest first), each warm-starting the next finer
     level through local affine upsampling. coarse_weight_scale: w is multiplied by this per halving, so the
