@@ -44,7 +44,7 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
                            preconditioner: str = "none", working_pixels: int = 1024 * 768,
                            band_rows: int = 32, device="cpu") -> int:
     """Peak bytes of upscale_result at (height, width) (module docstring). The working-size fit
-    (float64, ~60 values per working pixel) is added as it is alive during the upsampling only."""
+    (float64, ~40 values per working pixel alive at once) is added as it is alive during the upsampling only."""
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     if smoothing not in ("off", "fast", "exact"):
@@ -53,7 +53,7 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
     s, v = _nbytes(laplacian_dtype), _nbytes(vector_dtype)
     content = 3 * 4 * n
     result = c * 4 * n
-    upsampling = 60 * 8 * working_pixels + 250 * band_rows * width
+    upsampling = 40 * 8 * working_pixels + 250 * band_rows * width
     if smoothing == "off":
         peak = content + result + upsampling
     else:
