@@ -1,0 +1,241 @@
+"""Closed-form photorealistic smoothing at full resolution, matrix-free (FastPhotoStyle, Li et al. 2018).
+
+    r = argmin_r  ||r - y||^2 + w * sum_c r_c^T S r_c,      i.e.   (I + w S) r_c = y_c  per channel,
+
+with w = beta / (1 - beta) (beta = 0.9999: w = 9999) and S one of
+
+* ``normalize=True`` (FastPhotoStyle's form):  S = D^-1/2 M D^-1/2,  D = diag(n_i).
+  FastPhotoStyle builds the matting *affinity* W_ij = sum_{k : i,j in w_k} (1 + z_i.z_j) / 9 (self-loops
+  included) and solves (I - beta D^-1/2 W D^-1/2) r = (1 - beta) y with D = diag(W 1), the affinity's
+  degree. Because sum_{j in w_k} z_j = 0, that degree is n_i, the number of 3x3 windows containing pixel i
+  (9 inside, 1..6 on the border), and W = diag(n) - M with M the matting Laplacian. Substituting and
+  dividing by (1 - beta) gives exactly (I + w D^-1/2 M D^-1/2) r = y with D = diag(n). We use that D:
+  it is FastPhotoStyle's, and unlike diag(M) it never comes near 0 (diag(M)_ii ~ 0 where a pixel is the
+  lone odd one out of its windows, which would blow up D^-1/2).
+* ``normalize=False``: S = M (the plain form; inside the image it is 9x stiffer than the normalised one).
+* ``normalize="interior"``: S = M / 9, i.e. D = 9 I, the interior value of FastPhotoStyle's D. Same
+  smoothing strength and conditioning as FastPhotoStyle inside the image, without its border effect:
+  with D = diag(n), D^-1/2 M D^-1/2 annihilates D^1/2 1, not constants, so a flat image comes out of
+  FastPhotoStyle's solve as ~sqrt(n_i / 9) on the 2-pixel border ring (corners at 1/3 of the interior;
+  tests/test_smoothing.py measures it). The high-resolution stage uses this form.
+
+The system is symmetric positive definite with eigenvalues in [1, 1 + 9w] (M is a sum of projections, at
+most 9 overlapping per pixel), so plain CG needs ~sqrt(kappa) ~ 100-300 iterations per decade of
+residual. It is solved by batched preconditioned CG over all channels at once (one matvec per iteration
+for C channels, per-channel alpha and beta), preconditioned by Jacobi (diag(I + w S) from the engine's
+diagonal) and warm-started either by the caller (x0) or by a coarse-to-fine cascade: solve the problem
+at half resolution, bring the solution up with the local affine upsampling of dpst_ext.upsample (so the
+warm start is locally affine in the *fine* content, i.e. already near M's null space, where the fine
+solution lives), then finish at full resolution.
+
+Precision: the matvec runs in the Laplacian's dtype (float32 halves its memory traffic); the CG vectors and
+dot products are float64 by default (``vector_dtype``), which is what lets float32 matvecs reach a 1e-6
+relative residual (see tests/test_smoothing.py and benchmarks/SMOOTHING.md for measured figures).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .laplacian import MattingLaplacian, as_image_tensor
+
+__all__ = ["SmoothingResult", "weight_from_beta", "window_counts", "SmoothingOperator", "batched_pcg",
+           "smooth", "downsample2"]
+
+
+def weight_from_beta(beta: float) -> float:
+    """w = beta / (1 - beta): FastPhotoStyle's beta = 0.9999 gives w = 9999."""
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must lie in [0, 1), got {beta}")
+    return beta / (1.0 - beta)
+
+
+def window_counts(height: int, width: int, dtype=torch.float64, device="cpu") -> torch.Tensor:
+    """n_i: how many 3x3 windows lying inside the image contain pixel i, as (H, W). This is the degree of
+    FastPhotoStyle's matting affinity (see the module docstring). 0 where no window fits (H or W < 3)."""
+    def along(n):
+        c = torch.zeros(n, dtype=dtype, device=device)
+        for s in range(3):  # window starting at s covers s..s+2 for s in 0..n-3
+            if n >= 3:
+                c[s:n - 2 + s] += 1
+        return c
+    return along(height)[:, None] * along(width)[None, :]
+
+
+class SmoothingOperator:
+    """A = I + w S on (C, H, W) tensors, S = D^-1/2 M D^-1/2 (normalize) or M; M held matrix-free."""
+
+    def __init__(self, laplacian: MattingLaplacian, weight: float, normalize=True):
+        if normalize not in (True, False, "interior"):
+            raise ValueError(f"normalize must be True, False or 'interior', got {normalize!r}")
+        self.laplacian = laplacian
+        if normalize == "interior":     # D = 9 I: a constant scale, folded into the weight
+            weight, normalize = weight / 9.0, False
+        self.weight = float(weight)
+        self.normalize = bool(normalize)
+        lap_dtype, dev = laplacian.dtype, laplacian.device
+        h, w = laplacian.height, laplacian.width
+        diag_m = laplacian.diagonal().to(torch.float64)
+        if self.normalize:
+            n = window_counts(h, w, torch.float64, dev)
+            # Pixels in no window (images under 3 px) have M's row = 0: any finite scale works.
+            self._scale = torch.where(n > 0, n, torch.ones_like(n)).rsqrt()       # D^-1/2, float64
+            self._scale_lap = self._scale.to(lap_dtype)
+            diag_s = diag_m * self._scale ** 2
+        else:
+            self._scale = self._scale_lap = None
+            diag_s = diag_m
+        self.diagonal = 1.0 + self.weight * diag_s                                  # diag(A) (H, W), float64
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype. In-place where possible:
+        the temporaries are two (C, H, W) tensors in the Laplacian's dtype (dpst_ext.memory counts them)."""
+        lap = self.laplacian
+        u = v.to(lap.dtype, copy=True)
+        if self.normalize:
+            u.mul_(self._scale_lap)
+        su = lap.matvec(u)
+        del u
+        if self.normalize:
+            su.mul_(self._scale_lap)
+        return torch.add(v, su, alpha=self.weight)
+
+
+@dataclass
+class SmoothingResult:
+    solution: torch.Tensor            # (C, H, W), the requested output dtype
+    iterations: int                   # CG iterations at full resolution
+    relative_residual: list           # per channel ||y - A r|| / ||y|| (recursive residual at exit)
+    converged: bool
+    levels: list = field(default_factory=list)   # per level, coarse first: dict(shape, iterations, seconds)
+    seconds: float = 0.0
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-channel dot products (C,) accumulated in float64, without a (C, H, W) temporary in float64."""
+    if a.dtype == torch.float64:
+        return torch.stack([torch.dot(a[c].reshape(-1), b[c].reshape(-1)) for c in range(a.shape[0])])
+    return torch.stack([(a[c] * b[c]).sum(dtype=torch.float64) for c in range(a.shape[0])])
+
+
+def _axpy_(y: torch.Tensor, a: torch.Tensor, x: torch.Tensor, sign: float = 1.0) -> None:
+    """y_c += sign * a_c x_c per channel, in place (no (C, H, W) temporary)."""
+    for c, ac in enumerate(a.tolist()):
+        y[c].add_(x[c], alpha=sign * ac)
+
+
+def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag: torch.Tensor | None = None,
+                tol: float = 1e-6, maxiter: int = 5000, callback=None):
+    """Preconditioned CG on every channel of b (C, H, W) at once, SPD operator ``apply``.
+
+    One ``apply`` per iteration serves all channels; alpha and beta are per channel. Stops when
+    ||b_c - A x_c|| <= tol ||b_c|| for every channel (recursive residual). ``inv_diag`` (H, W): Jacobi
+    preconditioner 1/diag(A). ``callback(iteration, rel_residuals)`` is called after every iteration.
+    Returns (x, iterations, rel_residuals (list), converged).
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.to(dtype=b.dtype, device=b.device, copy=True)
+    r = b - apply(x) if x0 is not None else b.clone()
+    bnorm = _dot(b, b).sqrt()
+    bnorm = torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))   # b_c = 0: absolute residual
+    prec = (lambda t: t) if inv_diag is None else (lambda t: t * inv_diag.to(t))
+    z = prec(r)
+    p = z.clone()
+    rz = _dot(r, z)
+    rel = _dot(r, r).sqrt() / bnorm
+    it = 0
+    while it < maxiter and bool((rel > tol).any()):
+        ap = apply(p)
+        pap = _dot(p, ap)
+        alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
+        _axpy_(x, alpha, p)
+        _axpy_(r, alpha, ap, -1.0)
+        del ap
+        it += 1
+        rel = _dot(r, r).sqrt() / bnorm
+        if callback is not None:
+            callback(it, rel.tolist())
+        if not bool((rel > tol).any()):
+            break
+        z = prec(r)
+        rz_new = _dot(r, z)
+        beta = torch.where(rz > 0, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
+        rz = rz_new
+        for c, bc in enumerate(beta.tolist()):
+            p[c].mul_(bc).add_(z[c])
+        del z
+    return x, it, rel.tolist(), bool((rel <= tol).all())
+
+
+def downsample2(t: torch.Tensor) -> torch.Tensor:
+    """Halve (C, H, W) by 2x2 averaging (area), odd sizes rounded up: the cascade's coarse grid."""
+    h, w = t.shape[-2:]
+    return F.interpolate(t.unsqueeze(0), size=((h + 1) // 2, (w + 1) // 2), mode="area")[0]
+
+
+def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, maxiter: int = 5000,
+           preconditioner: str = "jacobi", x0=None, cascade_levels: int = 0, coarse_weight_scale: float = 0.25,
+           eps: float = 1e-7, laplacian_dtype=None, vector_dtype=torch.float64, callback=None,
+           laplacian: MattingLaplacian | None = None) -> SmoothingResult:
+    """Solve (I + w S) r = y (module docstring) for y (C, H, W) given the content image (3, H, W).
+
+    normalize: True (FastPhotoStyle, D = window counts), "interior" (D = 9 I) or False (S = M).
+    preconditioner: "jacobi" or "none". x0: warm start (C, H, W); default y itself when no cascade.
+    cascade_levels: solve this many halvings first (coarsest first), each warm-starting the next finer
+    level through local affine upsampling. coarse_weight_scale: w is multiplied by this per halving, so the
+    coarse problem smooths over the same physical distance (w multiplies a second-difference operator,
+    which scales as h^-2 with the grid spacing). laplacian_dtype: dtype of the matvec (default: content's);
+    vector_dtype: dtype of the CG vectors and of the returned solution (default float64).
+    callback(level, iteration, rel_residuals): progress, level 0 = full resolution.
+    laplacian: a MattingLaplacian of ``content`` already built (eps, dtype as wanted), to reuse.
+    """
+    t0 = time.perf_counter()
+    content = as_image_tensor(content)
+    if laplacian_dtype is None:
+        laplacian_dtype = content.dtype
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor (C, H, W), got {type(y).__name__}")
+    if y.dim() != 3 or tuple(y.shape[1:]) != tuple(content.shape[1:]):
+        raise ValueError(f"y must have shape (C, H, W) with the content's H, W = {tuple(content.shape[1:])}, "
+                         f"got {tuple(y.shape)}")
+    if preconditioner not in ("jacobi", "none"):
+        raise ValueError(f"preconditioner must be 'jacobi' or 'none', got {preconditioner!r}")
+    if cascade_levels < 0:
+        raise ValueError(f"cascade_levels must be >= 0, got {cascade_levels}")
+    if tol <= 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    weight = weight_from_beta(beta)
+    h, w = content.shape[1:]
+    levels = []
+
+    if x0 is None and cascade_levels > 0 and min(h, w) >= 16:
+        from .upsample import affine_upsample  # local import: upsample does not need smoothing
+
+        content_c = downsample2(content.to(torch.float64)).to(content.dtype)
+        y_c = downsample2(y.to(torch.float64))
+        # The coarse problem's w = weight * scale, expressed through beta.
+        wc = weight * coarse_weight_scale
+        coarse = smooth(content_c, y_c, beta=wc / (1.0 + wc), normalize=normalize, tol=max(tol, 1e-4),
+                        maxiter=maxiter, preconditioner=preconditioner, cascade_levels=cascade_levels - 1,
+                        coarse_weight_scale=coarse_weight_scale, eps=eps, laplacian_dtype=laplacian_dtype,
+                        vector_dtype=vector_dtype,
+                        callback=None if callback is None else (lambda lv, i, r: callback(lv + 1, i, r)))
+        levels.extend(coarse.levels)
+        t_up = time.perf_counter()
+        x0 = affine_upsample(content, content_c, coarse.solution.to(torch.float64))
+        levels.append({"shape": (h, w), "step": "upsample", "seconds": time.perf_counter() - t_up})
+    if x0 is None:
+        x0 = y
+
+    t_level = time.perf_counter()
+    lap = laplacian if laplacian is not None else MattingLaplacian(content, eps, dtype=laplacian_dtype)
+    op = SmoothingOperator(lap, weight, normalize)
+    inv_diag = (1.0 / op.diagonal).to(vector_dtype) if preconditioner == "jacobi" else None
+    b = y.to(vector_dtype)
+    x, it, rel, ok = batched_pcg(op, b, x0, inv_diag, tol, maxiter,
+                                 None if callback is None else (lambda i, r: callback(0, i, r)))
+    levels.append({"shape": (h, w), "step": "cg", "iterations": it, "seconds": time.perf_counter() - t_level})
+    return SmoothingResult(x, it, rel, ok, levels, time.perf_counter() - t0)

@@ -1,0 +1,141 @@
+"""Local affine upsampling: carry a working-size result to the full-resolution content through the local
+affine colour model that the matting Laplacian is built on (Levin et al. 2008; He et al. 2010's guided
+filter; the DPST reference's "smooth local affine").
+
+1. Fit, at working size, for every (2r+1)^2 window k a map result ~= A_k content + b_k (A_k: C x 3),
+
+       A_k = argmin sum_{i in w_k} |p_i - A I_i - b|^2 + eps * n_k |A - A_0|^2,
+
+   a ridge toward A_0, the *global* least-squares affine map of the whole image (not toward 0, as the
+   guided filter does): then a result that is exactly a global affine recolouring p = A I + b is fitted
+   exactly by every window (A_k = (Sigma_k + eps)^-1 (Sigma_k A + eps A) = A), flat windows included.
+2. Average the coefficients of the windows covering each pixel (the guided filter's second step).
+3. Upsample the 4C coefficient fields bilinearly (pixel-centre aligned, as F.interpolate with
+   align_corners=False) and apply them to the full-resolution content: out_i = A(x_i) I_i + b(x_i).
+   Bilinear weights sum to 1, so constant coefficient fields stay constant: exactness carries to full size.
+
+Edges: the coefficients vary smoothly, and the output follows the *full-resolution* content's edges
+because the map is applied to it. Sharper edge handling is the job of the full-resolution matting
+smoothing that follows (dpst_ext.smoothing), which is edge-aware by construction.
+
+Step 3 runs in bands of output rows so full-resolution memory is the content, the output and one band.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["box_mean", "global_affine_fit", "fit_local_affine", "apply_coefficients", "affine_upsample"]
+
+
+def box_mean(t: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over the (2r+1)^2 window around each pixel of (K, H, W), the window clipped at the border."""
+    k = 2 * radius + 1
+    return F.avg_pool2d(t.unsqueeze(0), k, stride=1, padding=radius, count_include_pad=False)[0]
+
+
+def _check_pair(content, result, name_c="content", name_r="result"):
+    if not isinstance(content, torch.Tensor) or content.dim() != 3 or content.shape[0] != 3:
+        raise ValueError(f"{name_c} must be a (3, H, W) tensor, got "
+                         f"{tuple(content.shape) if isinstance(content, torch.Tensor) else type(content).__name__}")
+    if not isinstance(result, torch.Tensor) or result.dim() != 3 or tuple(result.shape[1:]) != tuple(content.shape[1:]):
+        raise ValueError(f"{name_r} must be a (C, H, W) tensor with {name_c}'s H, W = {tuple(content.shape[1:])}, "
+                         f"got {tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__}")
+
+
+def global_affine_fit(content: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+    """Least-squares (A, b) with result ~= A content + b over all pixels, as a (C, 4) float64 tensor [A | b].
+
+    QR-based least squares (not normal equations), so an exactly affine result is recovered to rounding;
+    rank-deficient content (e.g. grey) gets a minimum-norm solution."""
+    x = content.to(torch.float64).flatten(1).T                       # (N, 3)
+    x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)             # (N, 4)
+    p = result.to(torch.float64).flatten(1).T                        # (N, C)
+    sol = torch.linalg.lstsq(x, p, driver="gelsd").solution          # (4, C)
+    return sol.T.contiguous()
+
+
+def fit_local_affine(content: torch.Tensor, result: torch.Tensor, radius: int = 1, eps: float = 1e-4) -> torch.Tensor:
+    """Per-pixel affine coefficients (C, 4, H, W) float64 with result ~= A content + b locally (module
+    docstring, steps 1-2). ``eps`` is the ridge on the colour covariance (colours in 0..1)."""
+    _check_pair(content, result)
+    if radius < 1:
+        raise ValueError(f"radius must be >= 1, got {radius}")
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0 (the ridge keeps flat windows solvable), got {eps}")
+    img = content.to(torch.float64)
+    p = result.to(torch.float64)
+    c, h, w = p.shape
+    g = global_affine_fit(img, p)                                    # (C, 4)
+    a0 = g[:, :3]                                                    # (C, 3)
+
+    mu = box_mean(img, radius)                                       # (3, H, W)
+    pairs = [(a, b) for a in range(3) for b in range(a, 3)]
+    corr = box_mean(torch.stack([img[a] * img[b] for a, b in pairs]), radius)
+    sigma = img.new_empty(h, w, 3, 3)
+    for n, (a, b) in enumerate(pairs):
+        v = corr[n] - mu[a] * mu[b]
+        sigma[..., a, b] = v
+        sigma[..., b, a] = v
+    sigma += eps * torch.eye(3, dtype=torch.float64)
+    mean_p = box_mean(p, radius)                                     # (C, H, W)
+    corr_ip = box_mean((img[:, None] * p[None]).reshape(3 * c, h, w), radius).reshape(3, c, h, w)
+    cov_ip = corr_ip - mu[:, None] * mean_p[None]                    # (3, C, H, W)
+    rhs = cov_ip.permute(2, 3, 0, 1) + eps * a0.T                    # (H, W, 3, C)
+    a_k = torch.linalg.solve(sigma, rhs)                             # (H, W, 3, C) = A_k^T
+    a_k = a_k.permute(3, 2, 0, 1)                                    # (C, 3, H, W)
+    b_k = mean_p - (a_k * mu[None]).sum(1)                           # (C, H, W)
+    coef = torch.cat([a_k, b_k[:, None]], dim=1)                     # (C, 4, H, W)
+    return box_mean(coef.reshape(4 * c, h, w), radius).reshape(c, 4, h, w)
+
+
+def _source_index(out_size: int, in_size: int, start: int, stop: int, device):
+    """Bilinear taps for output positions start..stop-1 (half-pixel centres, clamped as F.interpolate)."""
+    pos = (torch.arange(start, stop, dtype=torch.float64, device=device) + 0.5) * (in_size / out_size) - 0.5
+    pos = pos.clamp(min=0.0)
+    lo = pos.floor().long().clamp(max=in_size - 1)
+    hi = (lo + 1).clamp(max=in_size - 1)
+    frac = pos - lo.to(torch.float64)
+    return lo, hi, frac
+
+
+def apply_coefficients(coef: torch.Tensor, content_full: torch.Tensor, band_rows: int = 32,
+                       out_dtype=None) -> torch.Tensor:
+    """out = A(x) I(x) + b(x) with (C, 4, h, w) coefficients upsampled bilinearly to the content's (H, W).
+
+    Computed in bands of ``band_rows`` output rows, in the wider of the content's dtype and out_dtype
+    (float32 content: float32 arithmetic, ~1e-7 relative), to bound memory."""
+    if coef.dim() != 4 or coef.shape[1] != 4:
+        raise ValueError(f"coef must have shape (C, 4, h, w), got {tuple(coef.shape)}")
+    if content_full.dim() != 3 or content_full.shape[0] != 3:
+        raise ValueError(f"content_full must have shape (3, H, W), got {tuple(content_full.shape)}")
+    c, _, h, w = coef.shape
+    H, W = content_full.shape[1:]
+    out_dtype = out_dtype or content_full.dtype
+    out = torch.empty(c, H, W, dtype=out_dtype, device=content_full.device)
+    work = torch.promote_types(content_full.dtype, out_dtype)
+    coef = coef.to(work)
+    xlo, xhi, xf = _source_index(W, w, 0, W, coef.device)
+    xf = xf.to(work)
+    for y0 in range(0, H, band_rows):
+        y1 = min(H, y0 + band_rows)
+        ylo, yhi, yf = _source_index(H, h, y0, y1, coef.device)
+        yf = yf.to(work)
+        rows = coef[:, :, ylo] * (1 - yf)[:, None] + coef[:, :, yhi] * yf[:, None]        # (C, 4, band, w)
+        band = rows[..., xlo] * (1 - xf) + rows[..., xhi] * xf                           # (C, 4, band, W)
+        img = content_full[:, y0:y1].to(work)                                    # (3, band, W)
+        out[:, y0:y1] = ((band[:, :3] * img[None]).sum(1) + band[:, 3]).to(out_dtype)
+    return out
+
+
+def affine_upsample(content_full: torch.Tensor, content_small: torch.Tensor, result_small: torch.Tensor,
+                    radius: int = 1, eps: float = 1e-4, band_rows: int = 32, out_dtype=None) -> torch.Tensor:
+    """The working-size ``result_small`` carried to ``content_full``'s resolution (module docstring).
+
+    content_small must be content_full resized to result_small's size. Returns (C, H, W) in
+    ``out_dtype`` (default content_full's dtype)."""
+    _check_pair(content_small, result_small, "content_small", "result_small")
+    if content_full.dim() != 3 or content_full.shape[0] != 3:
+        raise ValueError(f"content_full must have shape (3, H, W), got {tuple(content_full.shape)}")
+    coef = fit_local_affine(content_small, result_small, radius, eps)
+    return apply_coefficients(coef, content_full, band_rows, out_dtype)

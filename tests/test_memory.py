@@ -1,0 +1,72 @@
+"""The memory planner (dpst_ext.memory): estimates against the measured peak RSS of the real stage,
+refusals with the figures and what to change, before any work."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dpst_ext.memory import (BASELINE_BYTES, InsufficientMemoryError, available_bytes, estimate_highres_bytes,
+                             plan_highres)
+
+# Run upscale_result in a fresh interpreter and report its peak RSS. The stage is stopped after a few CG
+# iterations (maxiter): the peak is reached at the first product, later iterations allocate nothing new.
+_CHILD = r"""
+import json, resource, sys, torch
+import torch.nn.functional as F
+torch.set_num_threads(1)
+from dpst_ext.highres import upscale_result
+from dpst_ext.memory import estimate_highres_bytes
+h, w, smoothing = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+g = torch.Generator().manual_seed(0)
+small = torch.rand(3, h // 4, w // 4, generator=g)
+content = F.interpolate(small[None], size=(h, w), mode="bilinear")[0].contiguous()
+content += 0.02 * torch.rand(3, h, w, generator=g)
+upscale_result(content, F.interpolate(content[None], size=small.shape[1:], mode="area")[0], small ** 0.8,
+               smoothing=smoothing, maxiter=3, check_memory=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+est = estimate_highres_bytes(h, w, smoothing=smoothing, working_pixels=(h // 4) * (w // 4))
+print(json.dumps({"peak": peak, "estimate": est}))
+"""
+
+
+@pytest.mark.parametrize("h,w,smoothing", [(1000, 1000, "fast"), (1200, 1600, "exact"), (1600, 1600, "off")])
+def test_estimate_within_25_percent_of_measured_peak(h, w, smoothing):
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), smoothing], capture_output=True,
+                         text=True, check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    ratio = r["estimate"] / r["peak"]
+    print(f"\n{h}x{w} {smoothing}: estimate {r['estimate'] / 2**20:.0f} MiB, measured peak {r['peak'] / 2**20:.0f} MiB,"
+          f" ratio {ratio:.2f}")
+    assert 0.75 <= ratio <= 1.25
+
+
+def test_estimates_grow_with_size_and_options():
+    base = estimate_highres_bytes(3000, 4000, smoothing="fast")
+    assert estimate_highres_bytes(3000, 4000, smoothing="off") < base
+    assert estimate_highres_bytes(6000, 8000, smoothing="fast") > 3.5 * (base - BASELINE_BYTES)
+    assert estimate_highres_bytes(3000, 4000, smoothing="fast", laplacian_dtype=torch.float64) > base
+    assert estimate_highres_bytes(3000, 4000, smoothing="fast", preconditioner="jacobi") > base
+
+
+def test_refuses_with_estimate_available_and_what_to_change():
+    with pytest.raises(InsufficientMemoryError) as e:
+        plan_highres(8000, 6000, available=2 * 2**30, smoothing="exact")
+    msg = str(e.value)
+    assert "refusing to start" in msg and "6000x8000" in msg and "GiB available" in msg
+    assert "--max-size" in msg and "--smoothing off" in msg and "--working-size" in msg
+    # The suggested --max-size does fit.
+    side = int(msg.split("--max-size ")[1].split()[0])
+    plan = plan_highres(side, side * 6000 // 8000, available=2 * 2**30, smoothing="exact")
+    assert plan.fits
+
+
+def test_plan_passes_when_it_fits_and_reads_the_machine():
+    assert available_bytes() > 0
+    plan = plan_highres(1000, 1000, available=64 * 2**30, smoothing="fast")
+    assert plan.fits and plan.estimate < 64 * 2**30
+    with pytest.raises(ValueError, match="smoothing must be"):
+        estimate_highres_bytes(10, 10, smoothing="slow")
+    with pytest.raises(ValueError, match="height and width must be positive"):
+        estimate_highres_bytes(0, 10)
