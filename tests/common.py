@@ -59,3 +59,35 @@ def photo_crop(name: str, size: int) -> torch.Tensor:
 
 
 PHOTO_CROPS = ("astronaut_black", "rocket_sky", "hubble_dark", "coffee_saturated", "retina_border", "pasted")
+
+
+EMULATION_TIMEOUT_S = 120
+
+
+def emulated(fn, *args):
+    """fn(*args) in a daemon thread; fails (instead of hanging the suite) after EMULATION_TIMEOUT_S.
+
+    For the host-emulated CUDA kernels: a __syncthreads() not reached by every thread of a block hangs
+    the emulation, as it would hang a GPU.
+    """
+    import threading
+
+    import pytest
+
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as e:  # re-raised in the test's thread
+            result["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(EMULATION_TIMEOUT_S)
+    if t.is_alive():
+        pytest.fail(f"emulated kernel did not finish in {EMULATION_TIMEOUT_S} s "
+                    "(a __syncthreads not reached by all threads?)")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

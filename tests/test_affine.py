@@ -13,11 +13,11 @@ Tolerances (relative to the largest reference magnitude, see `scale` below), wit
   the 13 weighted sums of up to 961 taps in float32 and each weight carries its exponent's rounding
   (|exponent| up to ~87 times u32): measured 8.9e-7, tolerance 5e-6.
 """
-import threading
 
 import pytest
 import torch
 
+from common import emulated
 from dpst_ext import ops, postprocess
 from dpst_ext.samples import photo
 
@@ -29,29 +29,9 @@ try:
 except ImportError:  # pragma: no cover - the emulation build is part of every install
     pass
 
-TIMEOUT_S = 120
 FIT_TOL = {torch.float64: 1e-11, torch.float32: 3e-7}
 APPLY_TOL = {torch.float64: 1e-13, torch.float32: 5e-6}
 
-
-def emulated(fn, *args):
-    """fn(*args) in a daemon thread; fails (instead of hanging the suite) after TIMEOUT_S."""
-    result = {}
-
-    def run():
-        try:
-            result["value"] = fn(*args)
-        except BaseException as e:  # re-raised in the test's thread
-            result["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(TIMEOUT_S)
-    if t.is_alive():
-        pytest.fail(f"emulated kernel did not finish in {TIMEOUT_S} s (a __syncthreads not reached by all threads?)")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def stylised(content: torch.Tensor, seed: int) -> torch.Tensor:

@@ -9,44 +9,24 @@ pixels leave partial blocks, several blocks, and images smaller than one block.
 Emulated threads are std::threads, so images stay small. A __syncthreads that not every thread reaches
 hangs, as on a GPU: every emulated call runs under a timeout.
 """
-import threading
 
 import numpy as np
 import pytest
 import torch
 
 import dpst_ext._emu  # noqa: F401  (registers torch.ops.dpst_emu.*)
+from common import emulated
 from dpst_ext import ops
 from dpst_ext.reference import matting_laplacian_reference
 from dpst_ext.samples import photo
 
 EMU = torch.ops.dpst_emu
-TIMEOUT_S = 120
 
 # Block shapes: the emulation default (tiny, odd sizes exercise edges) and the GPU default.
 SMALL = (8, 4, 8, 4, 32)
 ODD = (5, 3, 3, 7, 17)  # non-power-of-two block sizes (block reductions, tile arithmetic)
 GPU = (32, 8, 16, 16, 256)  # LaunchShape{} in laplacian_kernels.cuh
 
-
-def emulated(fn, *args):
-    """fn(*args) in a daemon thread; fails (instead of hanging the suite) after TIMEOUT_S."""
-    result = {}
-
-    def run():
-        try:
-            result["value"] = fn(*args)
-        except BaseException as e:  # re-raised in the test's thread
-            result["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(TIMEOUT_S)
-    if t.is_alive():
-        pytest.fail(f"emulated kernel did not finish in {TIMEOUT_S} s (a __syncthreads not reached by all threads?)")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 @pytest.fixture(params=[SMALL, ODD], ids=["blocks8x4", "blocks-odd"])
