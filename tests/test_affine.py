@@ -21,13 +21,9 @@ from common import emulated
 from dpst_ext import ops, postprocess
 from dpst_ext.samples import photo
 
-EMU = None
-try:
-    import dpst_ext._emu  # noqa: F401  (registers torch.ops.dpst_emu.*)
+import dpst_ext._emu  # noqa: F401,E402  (registers torch.ops.dpst_emu.*; built by every install)
 
-    EMU = torch.ops.dpst_emu
-except ImportError:  # pragma: no cover - the emulation build is part of every install
-    pass
+EMU = torch.ops.dpst_emu
 
 FIT_TOL = {torch.float64: 1e-11, torch.float32: 3e-7}
 APPLY_TOL = {torch.float64: 1e-13, torch.float32: 5e-6}
@@ -206,7 +202,6 @@ def test_torch_compile_fullgraph():
 
 # ---- emulated CUDA kernels ------------------------------------------------------------------------
 
-needs_emu = pytest.mark.skipif(EMU is None, reason="dpst_ext._emu not built")
 
 # (fit_x, fit_y, bilateral_x, bilateral_y, shared_budget): the emulation default (tiny blocks, 8 KB so
 # that radius 3 spans several tap chunks), odd blocks with a budget so small that every chunk holds a
@@ -226,7 +221,6 @@ def affine_shape(request):
 EMU_SIZES = [(1, 1), (2, 5), (6, 9), (11, 7)]
 
 
-@needs_emu
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("size", EMU_SIZES, ids=[f"{h}x{w}" for h, w in EMU_SIZES])
 def test_emulated_kernels_match_reference_and_cpu(size, dtype, affine_shape):
@@ -244,7 +238,6 @@ def test_emulated_kernels_match_reference_and_cpu(size, dtype, affine_shape):
         assert rel(got, cpu.double(), scale) <= APPLY_TOL[dtype], radius
 
 
-@needs_emu
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_emulated_default_radius_on_a_photo_smaller_than_the_radius(dtype):
     """Radius 15 on a 12x14 photo: every tap chunk straddles the border; GPU and small block shapes."""
@@ -261,7 +254,6 @@ def test_emulated_default_radius_on_a_photo_smaller_than_the_radius(dtype):
         assert rel(got, want, scale) <= APPLY_TOL[dtype], shape
 
 
-@needs_emu
 def test_emulated_photo_float32_error_next_to_cpu():
     """A 20x30 photo crop at the default settings: the emulated kernels' float32 error vs the CPU op's."""
     content64 = photo("astronaut", long_side=120, dtype=torch.float64)[:, 30:50, 40:70]
@@ -277,7 +269,6 @@ def test_emulated_photo_float32_error_next_to_cpu():
     assert e_emu <= APPLY_TOL[torch.float32] and e_cpu <= APPLY_TOL[torch.float32]
 
 
-@needs_emu
 def test_emulated_empty_and_non_contiguous():
     for h, w in [(0, 4), (3, 0)]:
         c = torch.rand(3, h, w, dtype=torch.float64)
@@ -292,7 +283,6 @@ def test_emulated_empty_and_non_contiguous():
                                ops.bilateral_affine_apply(coeffs, content, 2, 0.1), rtol=0, atol=1e-12)
 
 
-@needs_emu
 def test_emulated_launch_shape_hook_rejects_bad_shapes():
     with pytest.raises(RuntimeError, match="block sizes must lie"):
         EMU.set_affine_launch_shape(0, 4, 8, 4, 8192)
