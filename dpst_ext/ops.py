@@ -8,7 +8,8 @@ import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.dpst.*)
 
-__all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss"]
+__all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss",
+           "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
 
 
 def window_stats(image: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -142,8 +143,6 @@ torch.library.register_autograd("dpst::photoreal_loss", _loss_backward, setup_co
 
 
 # ---- smooth local affine (post-processing; csrc/affine_math.h, definition dpst_ext/postprocess.py) --
-
-__all__ += ["local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
 
 def local_affine_fit(content: torch.Tensor, output: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     """Per-pixel least-squares 3x4 affine maps content -> output over 3x3 windows: (12, H, W)."""
