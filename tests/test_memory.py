@@ -33,12 +33,18 @@ print(json.dumps({"peak": peak, "estimate": est}))
 
 @pytest.mark.parametrize("h,w,smoothing", [(1000, 1000, "fast"), (1200, 1600, "exact"), (1600, 1600, "off")])
 def test_estimate_within_25_percent_of_measured_peak(h, w, smoothing):
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), smoothing], capture_output=True,
-                         text=True, check=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
-    ratio = r["estimate"] / r["peak"]
-    print(f"\n{h}x{w} {smoothing}: estimate {r['estimate'] / 2**20:.0f} MiB, measured peak {r['peak'] / 2**20:.0f} MiB,"
-          f" ratio {ratio:.2f}")
+    # The median of 3 fresh processes: one run's peak RSS was seen 50% above its usual value once in a
+    # full-suite run (allocator and page state outside our control), which says nothing of the planner.
+    runs = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), smoothing], capture_output=True,
+                             text=True, check=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    peak = sorted(r["peak"] for r in runs)[1]
+    estimate = runs[0]["estimate"]
+    ratio = estimate / peak
+    print(f"\n{h}x{w} {smoothing}: estimate {estimate / 2**20:.0f} MiB, measured peaks "
+          f"{[round(r['peak'] / 2**20) for r in runs]} MiB, ratio to the median {ratio:.2f}")
     assert 0.75 <= ratio <= 1.25
 
 
