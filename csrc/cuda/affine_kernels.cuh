@@ -21,29 +21,10 @@
 
 #include "../affine_math.h"
 #include "cuda_compat.cuh"
+#include "tiles.cuh"
 
 namespace dpst {
 namespace cuda {
-
-// Not shared with laplacian_kernels.cuh on purpose: that header defines a non-template __global__
-// function (sum_partials_kernel), so a second translation unit including it (affine_cuda.cu next to
-// laplacian_cuda.cu, affine_emu.cpp next to laplacian_emu.cpp) breaks the link with a duplicate symbol.
-inline unsigned affine_ceil_div(int64_t n, unsigned d) { return unsigned((n + d - 1) / d); }
-
-// Copies rows r0..r0+rows-1, columns c0..c0+cols-1 of planes 0..planes-1 of a planar (planes, h, w)
-// array into tile[planes][rows][cols], zero outside the array. Consecutive threads read consecutive
-// columns (coalesced). All threads of the block must call it.
-template <typename T>
-__device__ __forceinline__ void load_planes(T* tile, const T* __restrict__ src, int planes, int64_t h,
-                                            int64_t w, int64_t r0, int64_t c0, int rows, int cols) {
-  const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), nt = int(blockDim.x * blockDim.y);
-  const int per_plane = rows * cols, n = planes * per_plane;
-  for (int t = tid; t < n; t += nt) {
-    const int p = t / per_plane, r = (t % per_plane) / cols, c = t % cols;
-    const int64_t y = r0 + r, x = c0 + c;
-    tile[t] = (y >= 0 && y < h && x >= 0 && x < w) ? __ldg(src + (p * h + y) * w + x) : T(0);
-  }
-}
 
 // Block shapes and the bilateral tile's shared-memory budget. Defaults are for a real GPU; the
 // emulation tests pass small shapes and budgets so that tiny images leave partial blocks and the
@@ -76,8 +57,8 @@ __global__ void local_affine_fit_kernel(const T* __restrict__ content, const T* 
   SharedCarver carver{smem};
   T *img, *outp;
   fit_layout<T>(carver, TX, TY, img, outp);
-  load_planes(img, content, 3, H, W, y0 - 1, x0 - 1, PR, PC);
-  load_planes(outp, output, 3, H, W, y0 - 1, x0 - 1, PR, PC);
+  load_tile(img, content, 3, H, W, y0 - 1, x0 - 1, PR, PC);
+  load_tile(outp, output, 3, H, W, y0 - 1, x0 - 1, PR, PC);
   __syncthreads();
   const int64_t y = y0 + ty, x = x0 + tx;
   if (y >= H || x >= W) return;  // after the block's only __syncthreads
@@ -106,7 +87,7 @@ size_t fit_shared_bytes(const AffineLaunchShape& s) {
 template <typename T>
 void launch_local_affine_fit(const T* content, const T* output, T* coeffs, int64_t H, int64_t W,
                              double ridge, cudaStream_t stream, const AffineLaunchShape& s = {}) {
-  const dim3 block(s.fit_x, s.fit_y), grid(affine_ceil_div(W, s.fit_x), affine_ceil_div(H, s.fit_y));
+  const dim3 block(s.fit_x, s.fit_y), grid(ceil_div(W, s.fit_x), ceil_div(H, s.fit_y));
   DPST_LAUNCH(local_affine_fit_kernel<T>, grid, block, fit_shared_bytes<T>(s), stream, content, output,
               coeffs, H, W, ridge);
 }
@@ -173,8 +154,8 @@ __global__ void bilateral_affine_kernel(const T* __restrict__ coeffs, const T* _
     for (int cx = -radius; cx <= radius; cx += chunk_x) {
       if (x0 + cx + TC <= 0 || x0 + cx >= W) continue;
       __syncthreads();  // every thread is done with the previous tile
-      load_planes(guide, content, 3, H, W, y0 + cy, x0 + cx, TR, TC);
-      load_planes(coef, coeffs, kAffineCoeffs, H, W, y0 + cy, x0 + cx, TR, TC);
+      load_tile(guide, content, 3, H, W, y0 + cy, x0 + cx, TR, TC);
+      load_tile(coef, coeffs, kAffineCoeffs, H, W, y0 + cy, x0 + cx, TR, TC);
       __syncthreads();
       if (!inside) continue;
       const int ny = chunk_y < radius - cy + 1 ? chunk_y : radius - cy + 1;
@@ -211,7 +192,7 @@ template <typename T>
 void launch_bilateral_affine(const T* coeffs, const T* content, T* out, int64_t H, int64_t W,
                              int radius, double edge, cudaStream_t stream,
                              const AffineLaunchShape& s = {}) {
-  const dim3 block(s.bilateral_x, s.bilateral_y), grid(affine_ceil_div(W, s.bilateral_x), affine_ceil_div(H, s.bilateral_y));
+  const dim3 block(s.bilateral_x, s.bilateral_y), grid(ceil_div(W, s.bilateral_x), ceil_div(H, s.bilateral_y));
   const BilateralChunks ch = bilateral_chunks(radius, s.bilateral_x, s.bilateral_y, sizeof(T), s.shared_budget);
   const BilateralScales sc = bilateral_scales(radius, edge);
   DPST_LAUNCH(bilateral_affine_kernel<T>, grid, block, bilateral_shared_bytes<T>(s, ch), stream, coeffs,

@@ -20,6 +20,7 @@
 
 #include "../window_math.h"
 #include "cuda_compat.cuh"
+#include "tiles.cuh"
 
 namespace dpst {
 namespace cuda {
@@ -32,26 +33,9 @@ struct LaunchShape {
   unsigned threads = 256;                 // 1-D kernels (CSR, reductions)
 };
 
-inline unsigned ceil_div(int64_t n, unsigned d) { return unsigned((n + d - 1) / d); }
-
 // The 2-D kernels put tile rows on gridDim.y, which CUDA caps at 65535: the tallest image they take.
 inline int64_t max_image_rows(const LaunchShape& s) {
   return int64_t(65535) * (s.tile_y < s.matvec_y ? s.tile_y : s.matvec_y);
-}
-
-// Copies rows r0..r0+rows-1, columns c0..c0+cols-1 of planes 0..planes-1 of a planar (planes, h, w)
-// array into tile[planes][rows][cols], zero outside the array. Consecutive threads read consecutive
-// columns (coalesced). All threads of the block must call it.
-template <typename T>
-__device__ __forceinline__ void load_tile(T* tile, const T* __restrict__ src, int planes, int64_t h,
-                                          int64_t w, int64_t r0, int64_t c0, int rows, int cols) {
-  const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), nt = int(blockDim.x * blockDim.y);
-  const int per_plane = rows * cols, n = planes * per_plane;
-  for (int t = tid; t < n; t += nt) {
-    const int p = t / per_plane, r = (t % per_plane) / cols, c = t % cols;
-    const int64_t y = r0 + r, x = c0 + c;
-    tile[t] = (y >= 0 && y < h && x >= 0 && x < w) ? __ldg(src + (p * h + y) * w + x) : T(0);
-  }
 }
 
 // ---- window_stats: one thread per window; the block's image tile (with a 2-pixel halo) in smem ----
