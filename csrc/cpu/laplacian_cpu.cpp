@@ -1,8 +1,8 @@
 // CPU kernels of the matting-Laplacian engine. The maths per window is csrc/window_math.h; this file
 // only lays out loops over windows and pixels, parallelised over rows with at::parallel_for.
 //
-// Where L.v is computed: laplacian_matvec_cpu below (two phases per band of rows: per-window
-// coefficients (vbar, g) into a small band buffer, then a gather onto the band's pixels).
+// Where L.v is computed: laplacian_matvec_cpu -> matvec_channels below (per tile of rows x columns,
+// a ring of three window rows of coefficients (vbar, g) and a gather onto each pixel row).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
