@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=1e4,
                    help="lambda of the matting-Laplacian term (default 1e4)")
     t.add_argument("--no-smooth", action="store_true", help="skip the smooth local affine post-processing")
+    t.add_argument("--refine-posterization", action="store_true",
+                   help="after smoothing, put the content's fine detail back under a guided filter "
+                        "(out = GF(result) + content - GF(content), radius 8, eps 0.01) against banding")
     t.add_argument("--smooth-every", type=int, default=0, metavar="N",
                    help="smooth local affine previews every N stage-2 iterations (default 0: end only)")
     t.add_argument("--mask-mode", choices=["nearest", "reference"], default="nearest",
@@ -139,7 +142,7 @@ def _run_transfer(args) -> int:
     opts = TransferOptions(
         size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device, stage1_size=args.stage1_size,
         weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
-        smooth=not args.no_smooth, smooth_every=args.smooth_every, mask_mode=args.mask_mode,
+        smooth=not args.no_smooth, refine_posterization=args.refine_posterization, smooth_every=args.smooth_every, mask_mode=args.mask_mode,
         orphans=args.orphans, vgg_weights=args.vgg_weights, threads=args.threads)
     printer = _ProgressPrinter(sys.stderr, args.quiet)
 

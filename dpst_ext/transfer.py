@@ -26,6 +26,7 @@ from .image_io import load_image, resize_long_side, to_pil
 from .losses import STYLE_LAYERS, CONTENT_LAYER, DPSTObjective, LossWeights
 from .masks import MaskPair, parse_mask
 from .ops import smooth_local_affine
+from .postprocess import refine_posterization
 from .vgg import VGG19Features, deprocess, preprocess
 
 __all__ = ["transfer", "run_transfer", "TransferOptions", "TransferResult", "TransferInterrupted", "Progress",
@@ -46,6 +47,7 @@ class TransferOptions:
     smooth_radius: int = 15
     smooth_edge: float = 0.01
     smooth_ridge: float = 1e-3
+    refine_posterization: bool = False  # then the reference's guided-filter refinement (radius 8, eps 0.01)
     history_size: int = 100
     lr: float = 1.0
     line_search: str | None = None    # None (reference) or "strong_wolfe"
@@ -267,6 +269,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     t = time.perf_counter()
     try:
         result.image = smooth(x2) if opts.smooth else result.raw
+        if opts.refine_posterization:
+            result.image = refine_posterization(content_dev.float().cpu(), result.image).clamp(0, 1)
     except KeyboardInterrupt:
         raise TransferInterrupted(result.raw, 2, n2) from None
     timings["smooth"] = time.perf_counter() - t

@@ -47,7 +47,7 @@ def test_end_to_end_with_masks(images, tmp_path):
     s1 = tmp_path / "s1.png"
     r = run(["transfer", str(images / "content.png"), str(images / "style.jpg"), "-o", str(out),
              "--content-mask", str(images / "cmask.png"), "--style-mask", str(images / "smask.png"),
-             "--size", "32", "--iters", "3,2", "--save-stage1", str(s1)])
+             "--size", "32", "--iters", "3,2", "--save-stage1", str(s1), "--refine-posterization"])
     assert r.returncode == 0, r.stderr
     assert "stage 1: 3/3" in r.stderr and "stage 2: 2/2" in r.stderr and "it/s" in r.stderr and "ETA" in r.stderr
     with Image.open(out) as im:

@@ -109,3 +109,15 @@ def test_bad_options():
         run_transfer(img, img, init="zeros", iters=(1, 0))
     with pytest.raises(ValueError, match="size must be at least 16"):
         run_transfer(img, img, size=8)
+
+
+def test_refine_posterization_option(pair):
+    from dpst_ext.image_io import resize_long_side
+    from dpst_ext.postprocess import refine_posterization
+
+    c, s = pair
+    plain = run_transfer(c, s, size=SIZE, iters=(2, 2), seed=3, smooth_radius=2)
+    refined = run_transfer(c, s, size=SIZE, iters=(2, 2), seed=3, smooth_radius=2, refine_posterization=True)
+    expected = refine_posterization(resize_long_side(c, SIZE), plain.image).clamp(0, 1)
+    torch.testing.assert_close(refined.image, expected, rtol=0, atol=1e-6)
+    assert not torch.allclose(refined.image, plain.image, atol=1e-3)
