@@ -13,6 +13,7 @@ mean/std matching) and, with --ours DIR, our outputs (DIR/outN.png).
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 
@@ -80,8 +81,13 @@ def main(argv=None):
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--ours", type=Path, default=None, help="folder with our outputs outN.png")
     p.add_argument("--pairs", default=",".join(map(str, PAIRS)))
+    p.add_argument("--json", type=Path, default=None, help="also write the per-pair metrics here")
+    p.add_argument("--sheet", type=Path, default=None,
+                   help="also write a contact sheet (content | style | published | ours) of --sheet-pairs")
+    p.add_argument("--sheet-pairs", default="1,9,25,45")
     args = p.parse_args(argv)
-    rows = {}
+    rows, sheet_rows = {}, []
+    sheet_pairs = {int(x) for x in args.sheet_pairs.split(",")}
     for n in (int(x) for x in args.pairs.split(",")):
         d = args.data
         c = load_image(d / "input" / f"in{n}.png")
@@ -94,10 +100,30 @@ def main(argv=None):
                    "reinhard": reinhard(c, s)}
         if args.ours is not None and (args.ours / f"out{n}.png").is_file():
             outputs["ours"] = fit(load_image(args.ours / f"out{n}.png"), c.shape[1:])
+        if args.sheet is not None and n in sheet_pairs and "ours" in outputs:
+            from dpst_ext.demo import contact_sheet
+
+            sheet_rows.append(contact_sheet([c, s, outputs["published"], outputs["ours"]],
+                                            [f"pair {n}: content", "style", "published (reference release)", "ours"],
+                                            height=200))
         for name, o in outputs.items():
             rows.setdefault(name, []).append((n, photoreal_residual(c, o), style_distance(o, s, pair)))
             print(f"pair {n:2d} {name:9s} photoreal residual {rows[name][-1][1]:.5f}  style distance {rows[name][-1][2]:.2f}",
                   flush=True)
+    if sheet_rows:
+        from PIL import Image
+
+        from dpst_ext.image_io import save_image
+
+        sheet = Image.new("RGB", (max(r.width for r in sheet_rows), sum(r.height + 4 for r in sheet_rows)), "white")
+        y = 0
+        for r in sheet_rows:
+            sheet.paste(r, (0, y))
+            y += r.height + 4
+        save_image(sheet, args.sheet)
+    if args.json is not None:
+        args.json.write_text(json.dumps({name: [{"pair": n, "photoreal_residual": a, "style_distance": b}
+                                                for n, a, b in r] for name, r in rows.items()}, indent=1))
     print("average over pairs:")
     for name, r in rows.items():
         a = np.array([x[1:] for x in r])

@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="L-BFGS iterations of stage 1 and stage 2 (default 1000,1000)")
     t.add_argument("--stage1-size", type=_positive_int, default=None, metavar="PX",
                    help="coarse-to-fine: run stage 1 at this long side, then upsample (saves CPU time)")
-    t.add_argument("--init", choices=["noise", "content"], default="noise",
-                   help="stage 1 starts from noise (the reference) or from the content (fewer iterations needed)")
+    t.add_argument("--init", choices=["noise", "content", "colour"], default="noise",
+                   help="stage 1 starts from noise (the reference), from the content, or from the content "
+                        "recoloured per label towards the style (colour: fewest iterations needed)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
     t.add_argument("--seed", type=int, default=0, help="random seed of the initial image (default 0)")
     t.add_argument("--save-every", type=_positive_int, default=None, metavar="N",

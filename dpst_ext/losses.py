@@ -107,7 +107,7 @@ class DPSTObjective:
             raise ValueError(f"content masks are {tuple(masks.content.shape[1:])}, content {tuple(content.shape[1:])}")
         if tuple(masks.style.shape[1:]) != tuple(style.shape[1:]):
             raise ValueError(f"style masks are {tuple(masks.style.shape[1:])}, style {tuple(style.shape[1:])}")
-        self.content = content
+        self.content, self.style, self.masks = content, style, masks
         dev = content.device
         names = vgg.names
         c_masks = downsample_for_layers(masks.content.to(dev), names, _feature_sizes(names, *content.shape[1:]))

@@ -121,3 +121,54 @@ def test_refine_posterization_option(pair):
     expected = refine_posterization(resize_long_side(c, SIZE), plain.image).clamp(0, 1)
     torch.testing.assert_close(refined.image, expected, rtol=0, atol=1e-6)
     assert not torch.allclose(refined.image, plain.image, atol=1e-3)
+
+
+def _gauss(px):
+    mu = px.mean(1)
+    d = px - mu[:, None]
+    return mu, d @ d.T / px.shape[1]
+
+
+def test_colour_init_matches_per_label_colour_statistics():
+    from dpst_ext.masks import MaskPair
+    from dpst_ext.transfer import colour_transfer_init
+
+    g = torch.Generator().manual_seed(0)
+    # Colours well inside 0..1 so that no clamping interferes; content top/bottom = labels 0/1,
+    # style left/right = labels 0/1, each region with its own correlated colour distribution.
+    content = 0.45 + 0.1 * torch.rand(3, 20, 30, generator=g, dtype=torch.float64)
+    content[:, 10:] = content[:, 10:].flip(0) * 0.5 + 0.1
+    style = 0.4 + 0.05 * torch.randn(3, 24, 24, generator=g, dtype=torch.float64).clamp(-2, 2)
+    style[0, :, 12:] += 0.2 * style[1, :, 12:] - 0.1
+    style[2, :, :12] *= 0.5
+    cm = torch.zeros(2, 20, 30, dtype=torch.float64)
+    cm[0, :10], cm[1, 10:] = 1, 1
+    sm = torch.zeros(2, 24, 24, dtype=torch.float64)
+    sm[0, :, :12], sm[1, :, 12:] = 1, 1
+    out = colour_transfer_init(content, style, MaskPair(cm, sm, ["a", "b"]))
+    assert out.shape == content.shape and out.dtype == content.dtype
+    for k in range(2):
+        mo, co = _gauss(out.reshape(3, -1)[:, cm[k].reshape(-1) > 0])
+        ms, cs = _gauss(style.reshape(3, -1)[:, sm[k].reshape(-1) > 0])
+        torch.testing.assert_close(mo, ms, rtol=0, atol=1e-9)
+        # Gaussian optimal transport with the fits' ridge r = 1e-5 (scipy's sqrtm, independent of ours):
+        # A = C^-1/2 (C^1/2 S C^1/2)^1/2 C^-1/2 with C, S + r I, so cov(out) = A cov_content A.
+        from scipy.linalg import sqrtm
+
+        cc = _gauss(content.reshape(3, -1)[:, cm[k].reshape(-1) > 0])[1].numpy() + 1e-5 * np.eye(3)
+        r, ri = sqrtm(cc).real, np.linalg.inv(sqrtm(cc).real)
+        a = ri @ sqrtm(r @ (cs.numpy() + 1e-5 * np.eye(3)) @ r).real @ ri
+        torch.testing.assert_close(co, torch.from_numpy(a @ (cc - 1e-5 * np.eye(3)) @ a), rtol=0, atol=1e-12)
+        torch.testing.assert_close(co, cs, rtol=0, atol=2e-4)   # and so close to the style's own
+
+
+def test_colour_init_runs_in_the_pipeline(pair):
+    c, s = pair
+    res = run_transfer(c, s, size=SIZE, iters=(0, 0), init="colour", smooth=False, seed=2)
+    from dpst_ext.image_io import resize_long_side
+    from dpst_ext.masks import MaskPair
+    from dpst_ext.transfer import colour_transfer_init
+
+    cs, ss = resize_long_side(c, SIZE), resize_long_side(s, SIZE)
+    expected = colour_transfer_init(cs, ss, MaskPair.single(cs.shape[1:], ss.shape[1:]))
+    torch.testing.assert_close(res.image, expected, rtol=0, atol=2e-3)   # + the 1e-4 Caffe-space noise
