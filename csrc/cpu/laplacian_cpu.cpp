@@ -340,65 +340,79 @@ void csr_interior_row(const T* const slots[3], T* rows, int64_t xa, int64_t xb, 
   (csr_offset_row<T, Q / 5 - 2, Q % 5 - 2>(slots, rows + Q * kFieldStride, xa, xb, base), ...);
 }
 
-// Fixed-width CSR: row i = (y, x) holds the clamped 5x5 neighbourhood rows ry0..ry0+nh-1,
-// columns rx0..rx0+nw-1 (row-major, hence sorted); pixels sharing no window get explicit zeros.
-//
-// Interior pixels (2 <= y < H-2, 2 <= x < W-2) walk tiles like L.v: the whitened colours of each
-// window are computed once into a 3-row ring, each of the 25 entries of a row of pixels is gathered
-// in its own vectorised loop (structure of arrays), then transposed into the 25-wide CSR rows.
-template <typename T, typename index_t>
-void csr_kernel(const T* image, const T* stats, index_t* crow, index_t* col, T* val, int64_t H,
-                int64_t W) {
-  const int64_t hw = H - 2, ww = W - 2, N = H * W;
-  const int64_t width = csr_row_width(H, W);
-  const Planes<T> I{image, H, W}, S{stats, hw, ww};
-  at::parallel_for(0, N + 1, 1 << 16, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) crow[i] = index_t(i * width);
-  });
+// The tile walk shared by the CSR build and the diagonal. Tiles (row chunk x column strip) run in
+// parallel; each walks its pixel rows top to bottom. For a row with interior pixels (2 <= y < H-2,
+// columns [xa, xb) with 2 <= x < W-2: all 9 windows exist), the whitened colours of window rows
+// y-2, y-1, y sit in a 3-row ring (csr_window_row; the two rows shared with the previous pixel row
+// are kept) and interior(slots, y, xa, xb, base) is called with slots[d] = window row y - d. Every
+// other pixel of the tile goes to border(y, x).
+template <typename T, typename Interior, typename Border>
+void for_each_ring_row(const T* image, const T* stats, int64_t H, int64_t W, Interior interior,
+                       Border border) {
+  const int64_t ww = W - 2;
   const bool has_interior = H >= 5 && W >= 5;
   const Tiles t(H, W);
   constexpr int64_t L = kFieldStride;
   at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> ring, rows;
+    std::vector<T> ring(3 * 27 * L);
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
       const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
-      const int64_t base = x0 - 2;
-      const int64_t kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
-      // Interior columns of the tile.
-      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);
-      ring.resize(3 * 27 * L);
-      rows.resize(25 * L);
+      const int64_t base = x0 - 2, kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
+      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);  // interior columns
       int64_t filled = -1;  // last window row in the ring
       for (int64_t y = ya; y < yb; ++y) {
         const bool interior_row = has_interior && y >= 2 && y < H - 2 && xa < xb;
         if (interior_row) {
-          // Window rows y-2, y-1, y (all exist for an interior row); the ring keeps the two shared
-          // with the previous row.
           for (int64_t ky = filled == y - 1 ? y : y - 2; ky <= y; ++ky)
             csr_window_row(image, stats, ring.data() + (ky % 3) * 27 * L, H, W, ky, kxa, kxb, base);
           filled = y;
           const T* slots[3] = {ring.data() + (y % 3) * 27 * L, ring.data() + ((y + 2) % 3) * 27 * L,
                                ring.data() + ((y + 1) % 3) * 27 * L};  // window rows y, y-1, y-2
-          csr_interior_row(slots, rows.data(), xa, xb, base, std::make_integer_sequence<int, 25>());
-          for (int64_t x = xa; x < xb; ++x) {  // transpose into the 25-wide rows
-            const int64_t i = y * W + x;
-            index_t* ci = col + i * 25;
-            T* vi = val + i * 25;
-            for (int q = 0; q < 25; ++q) {
-              ci[q] = index_t(i + (q / 5 - 2) * W + q % 5 - 2);
-              vi[q] = rows[q * L + x - xa];
-            }
-          }
+          interior(slots, y, xa, xb, base);
         }
-        for (int64_t x = x0; x < x1; ++x) {
-          if (interior_row && x >= xa && x < xb) continue;
-          const int64_t i = y * W + x;
-          csr_row_generic(I, S, col + i * width, val + i * width, H, W, y, x);
-        }
+        for (int64_t x = x0; x < x1; ++x)
+          if (!(interior_row && x >= xa && x < xb)) border(y, x);
       }
     }
   });
+}
+
+// Fixed-width CSR: row i = (y, x) holds the clamped 5x5 neighbourhood rows ry0..ry0+nh-1,
+// columns rx0..rx0+nw-1 (row-major, hence sorted); pixels sharing no window get explicit zeros.
+//
+// Interior pixels: each of the 25 entries of a row of pixels is gathered from the ring of whitened
+// colours in its own vectorised loop (structure of arrays), then transposed into the 25-wide CSR
+// rows. Border pixels: csr_row_generic, by the definition.
+template <typename T, typename index_t>
+void csr_kernel(const T* image, const T* stats, index_t* crow, index_t* col, T* val, int64_t H,
+                int64_t W) {
+  const int64_t N = H * W, width = csr_row_width(H, W);
+  const Planes<T> I{image, H, W}, S{stats, H - 2, W - 2};
+  at::parallel_for(0, N + 1, 1 << 16, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) crow[i] = index_t(i * width);
+  });
+  constexpr int64_t L = kFieldStride;
+  for_each_ring_row(
+      image, stats, H, W,
+      [&](const T* const slots[3], int64_t y, int64_t xa, int64_t xb, int64_t base) {
+        thread_local std::vector<T> rows;  // 25 entry rows of the tile (one buffer per thread)
+        rows.resize(25 * L);
+        csr_interior_row(slots, rows.data(), xa, xb, base, std::make_integer_sequence<int, 25>());
+        for (int64_t x = xa; x < xb; ++x) {  // transpose into the 25-wide rows
+          const int64_t i = y * W + x;
+          index_t* ci = col + i * 25;
+          T* vi = val + i * 25;
+          for (int q = 0; q < 25; ++q) {
+            ci[q] = index_t(i + (q / 5 - 2) * W + q % 5 - 2);
+            vi[q] = rows[q * L + x - xa];
+          }
+        }
+      },
+      [&](int64_t y, int64_t x) {
+        const int64_t i = y * W + x;
+        csr_row_generic(I, S, col + i * width, val + i * width, H, W, y, x);
+      });
 }
 
 // diag(M)_i = sum over the windows k containing i of M^k_ii. Interior pixels reuse the CSR's ring
@@ -407,44 +421,22 @@ template <typename T>
 void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t W) {
   const int64_t hw = H - 2, ww = W - 2;
   const Planes<T> I{image, H, W}, S{stats, hw, ww};
-  auto by_definition = [&](int64_t y, int64_t x) {
-    T d = 0;
-    for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
-      for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
-        T mu[3], w[6], xi[3];
-        load_window(S, ky, kx, mu, w);
-        for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
-        d += window_entry(w, xi, xi, true);
-      }
-    out[y * W + x] = d;
-  };
-  const bool has_interior = H >= 5 && W >= 5;
-  const Tiles t(H, W);
-  constexpr int64_t L = kFieldStride;
-  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> ring;
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
-      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
-      const int64_t base = x0 - 2, kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
-      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);
-      ring.resize(3 * 27 * L);
-      int64_t filled = -1;
-      for (int64_t y = ya; y < yb; ++y) {
-        const bool interior_row = has_interior && y >= 2 && y < H - 2 && xa < xb;
-        if (interior_row) {
-          for (int64_t ky = filled == y - 1 ? y : y - 2; ky <= y; ++ky)
-            csr_window_row(image, stats, ring.data() + (ky % 3) * 27 * L, H, W, ky, kxa, kxb, base);
-          filled = y;
-          const T* slots[3] = {ring.data() + (y % 3) * 27 * L, ring.data() + ((y + 2) % 3) * 27 * L,
-                               ring.data() + ((y + 1) % 3) * 27 * L};
-          csr_offset_row<T, 0, 0>(slots, out + y * W + xa, xa, xb, base);
-        }
-        for (int64_t x = x0; x < x1; ++x)
-          if (!(interior_row && x >= xa && x < xb)) by_definition(y, x);
-      }
-    }
-  });
+  for_each_ring_row(
+      image, stats, H, W,
+      [&](const T* const slots[3], int64_t y, int64_t xa, int64_t xb, int64_t base) {
+        csr_offset_row<T, 0, 0>(slots, out + y * W + xa, xa, xb, base);
+      },
+      [&](int64_t y, int64_t x) {
+        T d = 0;
+        for (int64_t ky = std::max<int64_t>(y - 2, 0); ky <= std::min(y, hw - 1); ++ky)
+          for (int64_t kx = std::max<int64_t>(x - 2, 0); kx <= std::min(x, ww - 1); ++kx) {
+            T mu[3], w[6], xi[3];
+            load_window(S, ky, kx, mu, w);
+            for (int ch = 0; ch < 3; ++ch) xi[ch] = I(ch, y, x) - mu[ch];
+            d += window_entry(w, xi, xi, true);
+          }
+        out[y * W + x] = d;
+      });
 }
 
 template <typename T>
