@@ -21,9 +21,19 @@ from .memory import plan_highres
 from .smoothing import smooth
 from .upsample import affine_upsample
 
-__all__ = ["upscale_result", "SMOOTHING_TOL"]
+__all__ = ["upscale_result", "SMOOTHING_TOL", "HighresInterrupted"]
 
 SMOOTHING_TOL = {"fast": 1e-3, "exact": 1e-6}
+
+
+class HighresInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside upscale_result. ``image``: the best full-resolution output so far (the local affine
+    upsampling, clamped, when it had finished; else None); ``step``: "upsample" or "smooth";
+    ``iteration``: CG iterations done."""
+
+    def __init__(self, image, step: str, iteration: int = 0):
+        super().__init__(f"interrupted during the high-resolution {step} step")
+        self.image, self.step, self.iteration = image, step, iteration
 
 
 def upscale_result(content_full, content_small, result_small, smoothing: str = "fast", beta: float = 0.9999,
@@ -56,21 +66,34 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
         info["memory_available"] = plan.available
         if callback is not None:
             callback("plan", plan)
-    t = time.perf_counter()
-    y = affine_upsample(content_full, content_small, result_small, affine_radius, affine_eps, out_dtype=torch.float32)
-    info["upsample_seconds"] = time.perf_counter() - t
-    if callback is not None:
-        callback("upsample", info["upsample_seconds"])
-    out = y
-    if smoothing != "off":
+    y, step, done = None, "upsample", [0]
+
+    def on_cg(level, it, rel):
+        done[0] = it
+        if callback is not None:
+            callback("smooth", (it, rel))
+
+    try:
         t = time.perf_counter()
-        res = smooth(content_full, y, beta=beta, tol=SMOOTHING_TOL[smoothing] if tol is None else tol,
-                     normalize=normalize, maxiter=maxiter, x0=y, laplacian_dtype=torch.float32,
-                     callback=None if callback is None else (lambda lv, i, r: callback("smooth", (i, r))))
-        del y
-        out = res.solution.to(torch.float32)
-        info.update(smooth_seconds=time.perf_counter() - t, smooth_iterations=res.iterations,
-                    smooth_residual=res.relative_residual, smooth_converged=res.converged)
+        y = affine_upsample(content_full, content_small, result_small, affine_radius, affine_eps,
+                            out_dtype=torch.float32)
+        info["upsample_seconds"] = time.perf_counter() - t
+        if callback is not None:
+            callback("upsample", info["upsample_seconds"])
+        out = y
+        if smoothing != "off":
+            step = "smooth"
+            t = time.perf_counter()
+            res = smooth(content_full, y, beta=beta, tol=SMOOTHING_TOL[smoothing] if tol is None else tol,
+                         normalize=normalize, maxiter=maxiter, x0=y, laplacian_dtype=torch.float32,
+                         callback=on_cg)
+            out = res.solution.to(torch.float32)
+            info.update(smooth_seconds=time.perf_counter() - t, smooth_iterations=res.iterations,
+                        smooth_residual=res.relative_residual, smooth_converged=res.converged)
+    except KeyboardInterrupt:
+        # Once the upsampling is done it is a complete full-size image (the smoothing only refines it).
+        raise HighresInterrupted(None if y is None else y.clamp_(0.0, 1.0), step, done[0]) from None
+    del y
     if clamp:
         out.clamp_(0.0, 1.0)
     info["seconds"] = time.perf_counter() - t0
