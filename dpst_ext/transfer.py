@@ -214,6 +214,9 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                  callback: Callable[[Progress], None] | None = None, **kwargs) -> TransferResult:
     """The full method; returns a TransferResult. Options as TransferOptions fields (or ``options=``).
 
+    ``callback`` receives a Progress after each optimisation iteration and, when the output is upscaled,
+    a HighresProgress for each step of the full-size stage (check the type, or pass output_size="working").
+
     Raises TransferInterrupted (a KeyboardInterrupt) with the best image so far on Ctrl-C, and
     dpst_ext.memory.InsufficientMemoryError before any optimisation when the full-size output will not fit.
     """
