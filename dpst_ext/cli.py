@@ -1,10 +1,13 @@
 """The ``dpst`` command.
 
     dpst transfer CONTENT STYLE -o OUT [--content-mask M --style-mask M] [--size PX] [--iters N1,N2] ...
+                  [--output-size full|working] [--max-output PX] [--smoothing off|fast|exact]
 
-Progress goes to stderr (one line per stage, updated in place on a terminal). Ctrl-C writes the best
-image so far to OUT and exits with status 130. Bad input: a one-line message and exit status 2.
-Every output is written atomically (temporary file, then rename).
+The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
+--max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
+place on a terminal). Ctrl-C writes the best image so far to OUT and exits with status 130. Bad input,
+or a full-size output that will not fit in memory (checked before any work): a one-line message and
+exit status 2. Every output is written atomically (temporary file, then rename).
 """
 from __future__ import annotations
 
@@ -88,7 +91,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-stage1", default=None, metavar="PATH", help="also write stage 1's output")
     t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_output_arguments(t)
     return p
+
+
+def _gib(text: str):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, got {text!r}")
+    return v
+
+
+def _add_output_arguments(t):
+    g = t.add_argument_group("output resolution",
+                             "The optimisation runs at --size; the result is carried to the content's own size "
+                             "by local affine upsampling and the closed-form matting smoothing (dpst_ext.highres). "
+                             "The memory this needs is checked before any work.")
+    g.add_argument("--output-size", choices=["full", "working"], default="full",
+                   help="full: the content photo's own size (default); working: the --size result, as before")
+    g.add_argument("--max-output", type=_positive_int, default=None, metavar="PX",
+                   help="cap on the output's long side (the content is downscaled to it first)")
+    g.add_argument("--smoothing", choices=["off", "fast", "exact"], default="fast",
+                   help="full-resolution matting smoothing: off, fast (CG to a relative residual of 1e-3, "
+                        "default) or exact (1e-6)")
+    g.add_argument("--max-memory", type=_gib, default=None, metavar="GIB",
+                   help="memory the full-resolution step may use (default: what the OS reports available)")
 
 
 class _ProgressPrinter:
@@ -116,6 +146,30 @@ class _ProgressPrinter:
             self.stream.flush()
             self.last_print = now
 
+    def highres(self, p):
+        """Lines for the full-resolution step (transfer.HighresProgress)."""
+        if self.quiet:
+            return
+        size = f"{p.shape[1]}x{p.shape[0]}"
+        final = p.step != "smooth"
+        if p.step == "start":
+            line = f"full size {size}: local affine upsampling ..."
+        elif p.step == "upsample":
+            line = f"full size {size}: upsampled in {p.elapsed:.1f}s" + ("" if p.tol is None else ", smoothing ...")
+        elif p.step == "smooth":
+            line = (f"full size {size}: smoothing CG iteration {p.iteration} residual {p.residual:.2e} "
+                    f"(target {p.tol:.0e}) {p.elapsed:.0f}s")
+        else:
+            line = f"full size {size}: done in {p.elapsed:.1f}s"
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r" + line.ljust(70) + ("\n" if final else ""))
+            self.stream.flush()
+        elif final or now - self.last_print >= 10 or p.iteration == 1:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_print = now
+
 
 def _fail(msg: str) -> int:
     sys.stderr.write(f"dpst: error: {msg}\n")
@@ -126,7 +180,8 @@ def _run_transfer(args) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
     from .image_io import save_image
     from .losses import LossWeights
-    from .transfer import TransferInterrupted, TransferOptions, run_transfer
+    from .memory import InsufficientMemoryError
+    from .transfer import HighresProgress, TransferInterrupted, TransferOptions, run_transfer
 
     def show(message, category, filename, lineno, file=None, line=None):
         sys.stderr.write(f"dpst: warning: {message}\n")
@@ -145,9 +200,14 @@ def _run_transfer(args) -> int:
         weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
         smooth=not args.no_smooth, refine_posterization=args.refine_posterization, smooth_every=args.smooth_every, mask_mode=args.mask_mode,
         orphans=args.orphans, vgg_weights=args.vgg_weights, threads=args.threads)
+    opts.output_size, opts.max_output, opts.smoothing = args.output_size, args.max_output, args.smoothing
+    opts.memory_budget = None if args.max_memory is None else int(args.max_memory * 2**30)
     printer = _ProgressPrinter(sys.stderr, args.quiet)
 
     def callback(p):
+        if isinstance(p, HighresProgress):
+            printer.highres(p)
+            return
         printer(p)
         if args.save_every and p.iteration % args.save_every == 0:
             save_image(p.preview if p.preview is not None else p.image(), args.output)
@@ -159,6 +219,10 @@ def _run_transfer(args) -> int:
     except TransferInterrupted as e:
         if e.image is None:
             sys.stderr.write("\ndpst: interrupted before any image was computed; nothing written\n")
+        elif e.stage == "highres":
+            save_image(e.image, args.output)
+            sys.stderr.write(f"\ndpst: interrupted during the full-size step (CG iteration {e.iteration}); wrote "
+                             f"the result upsampled without smoothing to {args.output}\n")
         else:
             save_image(e.image, args.output)
             sys.stderr.write(f"\ndpst: interrupted (stage {e.stage}, iteration {e.iteration}); "
@@ -167,7 +231,7 @@ def _run_transfer(args) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\ndpst: interrupted during setup; nothing written\n")
         return EXIT_INTERRUPTED
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError, TypeError, InsufficientMemoryError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     save_image(result.image, args.output)
     if args.save_stage1 and result.stage1 is not None:
@@ -176,8 +240,17 @@ def _run_transfer(args) -> int:
         t = result.timings
         sys.stderr.write(f"dpst: wrote {args.output} ({result.image.shape[2]}x{result.image.shape[1]}) in "
                          f"{time.perf_counter() - t0:.1f}s (stage 1 {t.get('stage1', 0):.1f}s, stage 2 "
-                         f"{t.get('stage2', 0):.1f}s, smooth {t.get('smooth', 0):.1f}s)\n")
+                         f"{t.get('stage2', 0):.1f}s, smooth {t.get('smooth', 0):.1f}s" + _highres_summary(result) + ")\n")
     return 0
+
+
+def _highres_summary(result) -> str:
+    if not result.highres:
+        return ""
+    h = result.highres
+    its = f", {h['smooth_iterations']} CG iterations" if "smooth_iterations" in h else ""
+    return (f", full size from {result.working.shape[2]}x{result.working.shape[1]}: upsample "
+            f"{h.get('upsample_seconds', 0):.1f}s, smoothing {h.get('smooth_seconds', 0):.1f}s{its}")
 
 
 def main(argv=None) -> int:

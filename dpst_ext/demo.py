@@ -115,7 +115,8 @@ def main(argv=None) -> int:
                   f"ETA {(pr.total - pr.iteration) / rate if rate else 0:.0f}s", flush=True)
 
     res = run_transfer(content, style, size=args.size, stage1_size=args.stage1_size, iters=(n1, n2), seed=0,
-                       init="content", smooth_every=0, callback=progress)
+                       init="content", smooth_every=0, callback=progress,
+                       output_size="working")  # the demo's budget covers the optimisation only
     save_image(res.image, out / "demo_result.png")
     save_image(contact_sheet([content, style, res.stage1, res.image],
                              ["content", "style", f"stage 1 ({args.stage1_size} px)", "result"]),

@@ -117,10 +117,10 @@ def plan_highres(height: int, width: int, device="cpu", available: int | None = 
         max_px = (plan.available - (BASELINE_BYTES if torch.device(device).type == "cpu" else 0)) / per_px
         if max_px > 0:
             side = int((max_px * max(height, width) / min(height, width)) ** 0.5)
-            hints.append(f"cap the output size (--max-size {side} keeps the long side within this budget)")
+            hints.append(f"cap the output size (--max-output {side} / max_output={side} fits this budget)")
         if plan.smoothing != "off":
             off = estimate_highres_bytes(height, width, device=device, **{**options, "smoothing": "off"})
             hints.append(f"turn the full-resolution smoothing off (--smoothing off: about {off / GiB:.2f} GiB)")
-        hints.append("or reduce the working size (--working-size), which bounds the optimisation's memory")
+        hints.append("or keep the working-size result (--output-size working)")
         raise InsufficientMemoryError("refusing to start: " + plan.message() + "; " + "; ".join(hints) + ".")
     return plan

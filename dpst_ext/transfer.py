@@ -11,9 +11,16 @@ We drive torch's L-BFGS one iteration per ``step`` (its state persists between c
 same optimiser as one long call) to report progress, keep the best image and stop cleanly.
 The published images are the smooth local affine of the stage-2 output; it is applied every
 ``smooth_every`` iterations of stage 2 (for previews, as the reference saved them) and at the end.
+
+Output resolution: the optimisation runs at the working size (``size``, the long side), and by default
+the result is carried to the content photo's own size (``output_size="full"``, capped by ``max_output``)
+by dpst_ext.highres.upscale_result: local affine upsampling, then the closed-form matting smoothing
+(``smoothing`` "off" | "fast" | "exact"). The memory plan of that stage runs before any optimisation and
+raises dpst_ext.memory.InsufficientMemoryError at once if it will not fit.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,15 +29,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .highres import SMOOTHING_TOL, upscale_result
 from .image_io import load_image, resize_long_side, to_pil
 from .losses import STYLE_LAYERS, CONTENT_LAYER, DPSTObjective, LossWeights
 from .masks import MaskPair, parse_mask
+from .memory import MemoryPlan, plan_highres
 from .ops import smooth_local_affine
 from .postprocess import refine_posterization
 from .vgg import VGG19Features, deprocess, preprocess
 
 __all__ = ["transfer", "run_transfer", "TransferOptions", "TransferResult", "TransferInterrupted", "Progress",
-           "resolve_device", "colour_transfer_init"]
+           "HighresProgress", "resolve_device", "colour_transfer_init"]
 
 INITS = ("noise", "content", "colour")
 
@@ -62,6 +71,11 @@ class TransferOptions:
     style_layers: tuple = STYLE_LAYERS
     content_layer: str = CONTENT_LAYER
     threads: int | None = None
+    # Output resolution (dpst_ext.highres; module docstring).
+    output_size: str = "full"         # "full": the content photo's own size (capped by max_output); "working"
+    max_output: int | None = None     # cap on the output's long side: the content is downscaled to it first
+    smoothing: str = "fast"           # full-resolution smoothing: "off", "fast" or "exact" (highres.SMOOTHING_TOL)
+    memory_budget: int | None = None  # bytes the high-resolution stage may use (default: what the OS reports)
 
 
 @dataclass
@@ -79,10 +93,25 @@ class Progress:
 
 
 @dataclass
+class HighresProgress:
+    """What a progress callback receives during the full-resolution step (after the optimisation)."""
+
+    step: str             # "start", "upsample" (done), "smooth" (one CG iteration), "done"
+    iteration: int        # CG iterations so far ("smooth")
+    residual: float       # largest relative residual over the channels ("smooth"), else nan
+    tol: float | None     # the smoothing's target residual (None: smoothing off)
+    elapsed: float        # seconds since the full-resolution step started
+    shape: tuple          # (H, W) of the output
+    stage: str = "highres"
+
+
+@dataclass
 class TransferResult:
-    image: torch.Tensor                  # final RGB 0..1 (3, H, W), CPU float32
+    image: torch.Tensor                  # final RGB 0..1 (3, H, W), CPU float32, at the output size
     stage1: torch.Tensor | None          # stage-1 output
     raw: torch.Tensor | None             # stage-2 output before smooth local affine
+    working: torch.Tensor | None = None  # final image at the working size (== image when no upscaling)
+    highres: dict = field(default_factory=dict)  # the full-resolution step's plan, iterations, seconds
     losses: dict = field(default_factory=dict)   # per stage: list of total losses per iteration
     timings: dict = field(default_factory=dict)  # seconds per phase
     orphans: dict = field(default_factory=dict)
@@ -92,7 +121,9 @@ class TransferResult:
 
 
 class TransferInterrupted(KeyboardInterrupt):
-    """Raised on Ctrl-C during optimisation; ``image`` is the best output so far (RGB 0..1, CPU)."""
+    """Raised on Ctrl-C; ``image`` is the best output so far (RGB 0..1, CPU). ``stage`` is 1 or 2 during the
+    optimisation (``image`` at the working size) or "highres" (``image`` at the output size: the upsampling
+    without smoothing; ``iteration`` counts CG iterations)."""
 
     def __init__(self, image: torch.Tensor | None, stage: int, iteration: int):
         super().__init__(f"interrupted in stage {stage} at iteration {iteration}")
@@ -229,9 +260,14 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                  callback: Callable[[Progress], None] | None = None, **kwargs) -> TransferResult:
     """The full method; returns a TransferResult. Options as TransferOptions fields (or ``options=``).
 
-    Raises TransferInterrupted (a KeyboardInterrupt) with the best image so far on Ctrl-C.
+    ``callback`` receives a Progress after each optimisation iteration and, when the output is upscaled,
+    a HighresProgress for each step of the full-size stage (check the type, or pass output_size="working").
+
+    Raises TransferInterrupted (a KeyboardInterrupt) with the best image so far on Ctrl-C, and
+    dpst_ext.memory.InsufficientMemoryError before any optimisation when the full-size output will not fit.
     """
-    opts = options or TransferOptions()
+    # A copy: the caller's options are not changed by kwargs or by the working-size cap below.
+    opts = dataclasses.replace(options) if options is not None else TransferOptions()
     for k, v in kwargs.items():
         if not hasattr(opts, k):
             raise TypeError(f"unknown option {k!r}; options are {sorted(TransferOptions.__dataclass_fields__)}")
@@ -245,6 +281,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         raise ValueError(f"init must be one of {', '.join(INITS)}, got {opts.init!r}")
     if opts.size is not None and opts.size < 16:
         raise ValueError(f"size must be at least 16 px (VGG pools 4 times), got {opts.size}")
+    _check_output_options(opts)
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     device = resolve_device(opts.device)
@@ -255,7 +292,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     style_full = load_image(style, "style")
     masks_full = _prepare_masks(content_mask, style_mask, tuple(content_full.shape[1:]),
                                 tuple(style_full.shape[1:]), opts)
-    content_img = resize_long_side(content_full, opts.size)
+    content_full, content_img, plan = _plan_output(content_full, opts, device)
     style_img = resize_long_side(style_full, opts.size)
     vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer))), weights=opts.vgg_weights).to(device)
     timings["setup"] = time.perf_counter() - t0
@@ -320,8 +357,80 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     except KeyboardInterrupt:
         raise TransferInterrupted(result.raw, 2, n2) from None
     timings["smooth"] = time.perf_counter() - t
+    result.working = result.image
     result.timings = timings
+    if plan is not None:
+        # Free the optimisation's memory (VGG, objectives, full-size style) before the full-size step.
+        del vgg, obj1, obj2, best, x1, x2, style_full, style_img
+        result.image = _upscale(content_full.to(device), content_img.to(device), result.working.to(device),
+                                opts, plan, callback, result)
     return result
+
+
+# ---- Output resolution (dpst_ext.highres) -------------------------------------------------------------
+
+def _check_output_options(opts: TransferOptions):
+    if opts.output_size not in ("full", "working"):
+        raise ValueError(f"output_size must be 'full' or 'working', got {opts.output_size!r}")
+    if opts.smoothing not in ("off", *SMOOTHING_TOL):
+        raise ValueError(f"smoothing must be 'off', 'fast' or 'exact', got {opts.smoothing!r}")
+    if opts.max_output is not None and opts.max_output < 16:
+        raise ValueError(f"max_output must be at least 16 px, got {opts.max_output}")
+    if opts.memory_budget is not None and opts.memory_budget <= 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {opts.memory_budget}")
+
+
+def _plan_output(content_full: torch.Tensor, opts: TransferOptions, device):
+    """(content at the output size, content at the working size, memory plan or None when the output is the
+    working-size image). Sets opts.size to the working long side actually used: with a full-size output it
+    never exceeds the output's (optimising above the output size is wasted work). Raises
+    InsufficientMemoryError before any optimisation when the full-size step will not fit."""
+    if opts.output_size == "working":
+        return content_full, resize_long_side(content_full, opts.size), None
+    if opts.max_output is not None and max(content_full.shape[1:]) > opts.max_output:
+        content_full = resize_long_side(content_full, opts.max_output)
+    full_side = max(content_full.shape[1:])
+    if opts.size is None or opts.size > full_side:
+        opts.size = full_side
+    content_img = resize_long_side(content_full, opts.size)
+    (h, w), (hs, ws) = content_full.shape[1:], content_img.shape[1:]
+    if (h, w) == (hs, ws):
+        return content_full, content_img, None
+    explicit = opts.memory_budget is not None
+    plan = plan_highres(h, w, device=device, available=opts.memory_budget, safety=1.0 if explicit else 0.9,
+                        smoothing=opts.smoothing, working_pixels=hs * ws)
+    return content_full, content_img, plan
+
+
+def _upscale(content_full, content_small, working, opts: TransferOptions, plan: MemoryPlan, callback,
+             result: TransferResult) -> torch.Tensor:
+    """The working-size result at the output size (highres.upscale_result); Ctrl-C raises TransferInterrupted
+    with the upsampling without smoothing (or, if the upsampling itself was interrupted, bicubic)."""
+    from .highres import HighresInterrupted
+
+    tol = SMOOTHING_TOL.get(opts.smoothing)
+    shape = tuple(content_full.shape[1:])
+    start = time.perf_counter()
+
+    def report(step, info):
+        if callback is None or step == "plan":
+            return
+        it, res = (info[0], max(info[1])) if step == "smooth" else (0, math.nan)
+        callback(HighresProgress(step, it, res, tol, time.perf_counter() - start, shape))
+
+    rep = {"memory_estimate": plan.estimate, "memory_available": plan.available}
+    try:
+        report("start", None)
+        out = upscale_result(content_full, content_small, working, smoothing=opts.smoothing, check_memory=False,
+                             callback=report, report=rep)
+    except KeyboardInterrupt as e:
+        # HighresInterrupted carries the upsampling once it is done; before that, bicubic (instant).
+        image = e.image if isinstance(e, HighresInterrupted) and e.image is not None else _resize(working, shape)
+        raise TransferInterrupted(image.float().cpu(), "highres", getattr(e, "iteration", 0)) from None
+    result.highres = rep
+    result.timings.update(upsample=rep.get("upsample_seconds", 0.0), smoothing=rep.get("smooth_seconds", 0.0),
+                          highres=time.perf_counter() - start)
+    return out.cpu()
 
 
 def transfer(content, style, content_mask=None, style_mask=None, *, return_tensor: bool = False, callback=None,
@@ -329,7 +438,8 @@ def transfer(content, style, content_mask=None, style_mask=None, *, return_tenso
     """Deep Photo Style Transfer of ``style`` onto ``content``; returns a PIL image (or a (3, H, W) tensor).
 
     Images and masks may be paths, PIL images, numpy arrays or tensors. Options: see TransferOptions
-    (size, iters, weights, seed, device, stage1_size, smooth, ...).
+    (size, iters, weights, seed, device, stage1_size, smooth, output_size, max_output, smoothing, ...).
+    The output has the content's own size unless output_size="working" (or max_output caps it).
     """
     res = run_transfer(content, style, content_mask, style_mask, callback=callback, **options)
     return res.image if return_tensor else res.pil()

@@ -51,7 +51,7 @@ def test_end_to_end_with_masks(images, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "stage 1: 3/3" in r.stderr and "stage 2: 2/2" in r.stderr and "it/s" in r.stderr and "ETA" in r.stderr
     with Image.open(out) as im:
-        assert im.format == "PNG" and im.size == (32, 24) and im.mode == "RGB"
+        assert im.format == "PNG" and im.size == (48, 36) and im.mode == "RGB"  # the content's own size
     assert s1.is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave no temp files
 

@@ -61,9 +61,9 @@ def test_refuses_with_estimate_available_and_what_to_change():
         plan_highres(8000, 6000, available=2 * 2**30, smoothing="exact")
     msg = str(e.value)
     assert "refusing to start" in msg and "6000x8000" in msg and "GiB available" in msg
-    assert "--max-size" in msg and "--smoothing off" in msg and "--working-size" in msg
-    # The suggested --max-size does fit.
-    side = int(msg.split("--max-size ")[1].split()[0])
+    assert "--max-output" in msg and "--smoothing off" in msg and "--output-size working" in msg
+    # The suggested --max-output does fit.
+    side = int(msg.split("--max-output ")[1].split()[0])
     plan = plan_highres(side, side * 6000 // 8000, available=2 * 2**30, smoothing="exact")
     assert plan.fits
 

@@ -81,8 +81,8 @@ def test_api_round_trip_accepts_pil_numpy_tensor(pair):
     c_pil = Image.fromarray((c.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     s_np = (s.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     out = dpst_ext.transfer(c_pil, s_np, size=32, iters=(2, 2), smooth_radius=2)
-    assert isinstance(out, Image.Image) and out.size == (32, 22) and out.mode == "RGB"
-    t = dpst_ext.transfer(c, s, size=32, iters=(2, 0), return_tensor=True, smooth=False)
+    assert isinstance(out, Image.Image) and out.size == (SIZE, 27) and out.mode == "RGB"  # the content's size
+    t = dpst_ext.transfer(c, s, size=32, iters=(2, 0), return_tensor=True, smooth=False, output_size="working")
     assert t.shape == (3, 22, 32) and 0 <= float(t.min()) and float(t.max()) <= 1
 
 
