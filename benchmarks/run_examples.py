@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from dpst_ext.highres import upscale_result
-from dpst_ext.image_io import load_image, resize_long_side, save_image
+from dpst_ext.image_io import load_image, save_image
 from dpst_ext.transfer import run_transfer
 
 from quality import DEFAULT_DATA, PAIRS
@@ -48,15 +47,13 @@ def main(argv=None):
         content = load_image(d / "input" / f"in{n}.png")
         res = run_transfer(content, d / "style" / f"tar{n}.png", d / "segmentation" / f"in{n}.png",
                            d / "segmentation" / f"tar{n}.png", size=args.size, stage1_size=args.stage1_size,
-                           iters=iters, init=args.init, smooth_every=0, seed=0)
-        t_opt = time.perf_counter() - t0
-        t = time.perf_counter()
-        full = upscale_result(content, resize_long_side(content, args.size), res.image, smoothing=args.smoothing)
-        t_up = time.perf_counter() - t
+                           iters=iters, init=args.init, smooth_every=0, seed=0, smoothing=args.smoothing)
+        full = res.image
+        t_opt, t_up = res.timings["stage1"] + res.timings["stage2"], res.timings.get("highres", 0.0)
         save_image(full, args.out / f"out{n}.png")
         save_image(res.stage1, args.out / f"stage1_{n}.png")
         log[str(n)] = {"options": vars(args) | {"data": str(d), "out": str(args.out)}, "seconds": {
-            **{k: round(v, 2) for k, v in res.timings.items()}, "upscale": round(t_up, 2),
+            **{k: round(v, 2) for k, v in res.timings.items()},
             "total": round(time.perf_counter() - t0, 2)},
             "final_loss": {k: v[-1] for k, v in res.losses.items() if v}}
         log_path.write_text(json.dumps(log, indent=1))
