@@ -254,18 +254,31 @@ def _guided_coefficients(guide: torch.Tensor, p: torch.Tensor, radius: int, eps:
     return _box_mean(coef.reshape(4 * k, h, w), radius).reshape(k, 4, h, w)
 
 
-def _majority_clean(labels: torch.Tensor, k: int, window: int = 5, rounds: int = 8) -> torch.Tensor:
-    """Give a pixel whose label holds under half of its ``window``^2 neighbourhood the neighbourhood's
-    majority label (the parser unlabels such pixels: thin anti-aliasing lines), until none is left."""
+def _majority_clean(labels: torch.Tensor, k: int, window: int = 5, rounds: int = 64) -> torch.Tensor:
+    """Labels the mask parser reads back unchanged: no labelled pixel whose label holds under half of its
+    ``window``^2 neighbourhood (the parser unlabels those, taking them for anti-aliasing lines).
+
+    Such pixels take the neighbourhood's majority label, repeatedly (a thin line erodes by a pixel or
+    two per round: 26 rounds on pair 5 of the examples); if some still oscillate after ``rounds``, they
+    are unlabelled (-1), repeatedly, which must end as labels only ever become -1."""
+    def support_of(lab):
+        # The parser's own arithmetic (float32 average pooling, window clipped at the border), so that
+        # "under half" is decided identically, ties at exactly 0.5 included.
+        onehot = torch.stack([lab == i for i in range(k)]).to(torch.float32)
+        support = box_mean(onehot, window // 2)
+        own = support.gather(0, lab.clamp(min=0)[None])[0]
+        return support, (lab >= 0) & (own < 0.5)
+
     for _ in range(rounds):
-        onehot = F.one_hot(labels, k).permute(2, 0, 1).to(torch.float64)
-        support = _box_mean(onehot, window // 2)
-        own = support.gather(0, labels[None])[0]
-        bad = own < 0.5
+        support, bad = support_of(labels)
         if not bool(bad.any()):
-            break
+            return labels
         labels = torch.where(bad, _argmax0(support), labels)
-    return labels
+    while True:
+        _, bad = support_of(labels)
+        if not bool(bad.any()):
+            return labels
+        labels = torch.where(bad, -1, labels)
 
 
 def _soft_full(full: torch.Tensor, work: torch.Tensor, grid_labels: torch.Tensor, k: int, radius: int, eps: float):
@@ -291,7 +304,7 @@ def _shared_argmax(softs: list[torch.Tensor], k: int) -> list[torch.Tensor]:
             if dead:
                 masked[dead] = -float("inf")
             labels.append(_majority_clean(_argmax0(masked), k))
-        present = sorted(set(labels[0].unique().tolist()) & set(labels[1].unique().tolist()))
+        present = sorted((set(labels[0].unique().tolist()) & set(labels[1].unique().tolist())) - {-1})
         if present == alive:
             break
         alive = present or [0]
@@ -299,7 +312,7 @@ def _shared_argmax(softs: list[torch.Tensor], k: int) -> list[torch.Tensor]:
             return [torch.zeros_like(lab) for lab in labels]
     lut = torch.zeros(k, dtype=torch.int64)
     lut[torch.tensor(alive)] = torch.arange(len(alive))
-    return [lut[lab] for lab in labels]
+    return [torch.where(lab >= 0, lut[lab.clamp(min=0)], -1) for lab in labels]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,7 +340,8 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     computed; ``min_area``: smallest area fraction a label may cover in either image; ``radius``/``eps``:
     guided filter at working size (radius 0: bilinear soft maps, no edge awareness).
     Returns (content_labels (Hc, Wc), style_labels (Hs, Ws)), int64 palette indices 0..K-1 at each
-    photo's own size, the same K labels present in both (fewer than ``k`` if merged for ``min_area``).
+    photo's own size, the same K labels present in both (fewer than ``k`` if merged for ``min_area``);
+    rarely, a few pixels of an oscillating thin line are -1 (no label; see _majority_clean).
     With ``return_info``, a third element: {"k": K, "scores": {K tried: silhouette}}.
     """
     _check_k(k, k_range)

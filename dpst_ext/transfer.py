@@ -124,6 +124,8 @@ def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _auto_wanted(content_mask, style_mask, opts: TransferOptions) -> bool:
     if content_mask is not None or style_mask is not None:
+        if opts.auto_masks or opts.segmenter is not None:
+            raise ValueError("auto_masks / segmenter compute the masks: do not also give content_mask/style_mask")
         return False
     if opts.segmenter is not None:
         return True

@@ -210,6 +210,8 @@ def test_transfer_uses_segmenter(tmp_path):
     assert torch.equal(res.content_labels, seg(c)) and torch.equal(res.style_labels, seg(s))
     res = run_transfer(c, s, size=32, iters=(1, 1), auto_masks=False, smooth=False)
     assert res.content_labels is None
+    with pytest.raises(ValueError, match="do not also give content_mask"):
+        run_transfer(c, s, labels_to_image(tc), labels_to_image(ts), size=32, iters=(1, 1), auto_masks=True)
 
 
 def test_cli_auto_masks_writes_masks(tmp_path):
