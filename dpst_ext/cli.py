@@ -1,6 +1,7 @@
 """The ``dpst`` command.
 
     dpst transfer CONTENT STYLE -o OUT [--content-mask M --style-mask M] [--size PX] [--iters N1,N2] ...
+    dpst transfer CONTENT STYLE -o OUT --auto-masks   # also writes OUT_content_mask.png, OUT_style_mask.png
 
 Progress goes to stderr (one line per stage, updated in place on a terminal). Ctrl-C writes the best
 image so far to OUT and exits with status 130. Bad input: a one-line message and exit status 2.
