@@ -22,11 +22,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .automask import AUTO_LAYERS
 from .image_io import load_image, resize_long_side, to_pil
 from .losses import STYLE_LAYERS, CONTENT_LAYER, DPSTObjective, LossWeights
 from .masks import MaskPair, parse_mask
 from .ops import smooth_local_affine
-from .automask import AUTO_LAYERS
 from .vgg import VGG19Features, deprocess, preprocess
 
 # Automatic masks when none are given (TransferOptions.auto_masks=None). Off until measured better than
@@ -122,6 +122,16 @@ def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(img[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
 
 
+def _prepare_masks(content_mask, style_mask, content_hw, style_hw, opts: TransferOptions) -> MaskPair:
+    if content_mask is None and style_mask is None:
+        return MaskPair.single(content_hw, style_hw)
+    if content_mask is None or style_mask is None:
+        raise ValueError("give both content_mask and style_mask, or neither")
+    cl = parse_mask(content_mask, content_hw, opts.mask_mode, opts.mask_threshold, name="content mask")
+    sl = parse_mask(style_mask, style_hw, opts.mask_mode, opts.mask_threshold, name="style mask")
+    return MaskPair.from_labels(cl, sl, orphans=opts.orphans)
+
+
 def _auto_wanted(content_mask, style_mask, opts: TransferOptions) -> bool:
     if content_mask is not None or style_mask is not None:
         if opts.auto_masks or opts.segmenter is not None:
@@ -139,16 +149,6 @@ def _auto_labels(content, style, vgg, opts: TransferOptions):
     if opts.segmenter is not None:
         return segmenter_masks(content, style, opts.segmenter, opts.segmenter_mapping)
     return auto_masks(content, style, k=opts.auto_k, seed=opts.seed, vgg=vgg)
-
-
-def _prepare_masks(content_mask, style_mask, content_hw, style_hw, opts: TransferOptions) -> MaskPair:
-    if content_mask is None and style_mask is None:
-        return MaskPair.single(content_hw, style_hw)
-    if content_mask is None or style_mask is None:
-        raise ValueError("give both content_mask and style_mask, or neither")
-    cl = parse_mask(content_mask, content_hw, opts.mask_mode, opts.mask_threshold, name="content mask")
-    sl = parse_mask(style_mask, style_hw, opts.mask_mode, opts.mask_threshold, name="style mask")
-    return MaskPair.from_labels(cl, sl, orphans=opts.orphans)
 
 
 class _Best:
