@@ -191,8 +191,11 @@ def report(paths: list[Path]) -> str:
                      f"ratio of the summed improvements. Auto-mask time / run time = {am / mean['auto']['time_s']:.1%}.")
     if machines:
         lines.append("")
-        lines.append("machine: " + "; ".join(f"{m.get('threads')} thread(s), load {m.get('load_at_start')} -> "
-                                             f"{m.get('load_at_end')}" for m in machines))
+        def load(v):
+            return f"{v[0]:.1f}" if v else "?"
+        lines.append("processes (1-min load average at start -> end): " + "; ".join(
+            f"{m.get('threads')} thread(s), load {load(m.get('load_at_start'))} -> {load(m.get('load_at_end'))}"
+            for m in machines))
     return "\n".join(lines)
 
 
