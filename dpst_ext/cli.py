@@ -2,6 +2,7 @@
 
     dpst transfer CONTENT STYLE -o OUT [--content-mask M --style-mask M] [--size PX] [--iters N1,N2] ...
                   [--output-size full|working] [--max-output PX] [--smoothing off|fast|exact]
+    dpst transfer CONTENT STYLE -o OUT --auto-masks   # also writes OUT_content_mask.png, OUT_style_mask.png
 
 The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
 --max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
@@ -91,8 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-stage1", default=None, metavar="PATH", help="also write stage 1's output")
     t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    # Automatic masks (issue 6).
+    t.add_argument("--auto-masks", action=argparse.BooleanOptionalAction, default=None,
+                   help="without --content-mask/--style-mask: co-segment content and style into shared labels "
+                        "and save them beside OUTPUT as OUT_content_mask.png / OUT_style_mask.png "
+                        "(repaint and pass back with --content-mask/--style-mask); default: off (one label)")
+    t.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
+                   help="number of automatic labels (default: chosen in 2..6)")
     _add_output_arguments(t)
     return p
+
+
+def mask_paths(output: str) -> tuple[str, str]:
+    """Where automatic masks are saved for OUTPUT: OUT_content_mask.png and OUT_style_mask.png beside it."""
+    root, _ = os.path.splitext(output)
+    return root + "_content_mask.png", root + "_style_mask.png"
 
 
 def _gib(text: str):
@@ -191,6 +205,8 @@ def _run_transfer(args) -> int:
         path = getattr(args, name)
         if path is not None and not os.path.isfile(path):
             return _fail(f"{name.replace('_', ' ')} file not found: {path}")
+    if args.auto_masks and (args.content_mask or args.style_mask):
+        return _fail("--auto-masks computes the masks: do not also give --content-mask/--style-mask")
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
         return _fail(f"output folder does not exist: {out_dir}")
@@ -202,6 +218,7 @@ def _run_transfer(args) -> int:
         orphans=args.orphans, vgg_weights=args.vgg_weights, threads=args.threads)
     opts.output_size, opts.max_output, opts.smoothing = args.output_size, args.max_output, args.smoothing
     opts.memory_budget = None if args.max_memory is None else int(args.max_memory * 2**30)
+    opts.auto_masks, opts.auto_k = args.auto_masks, args.auto_k
     printer = _ProgressPrinter(sys.stderr, args.quiet)
 
     def callback(p):
@@ -234,6 +251,13 @@ def _run_transfer(args) -> int:
     except (FileNotFoundError, ValueError, TypeError, InsufficientMemoryError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     save_image(result.image, args.output)
+    if result.content_labels is not None:
+        from .automask import save_masks
+
+        cm, sm = save_masks(result.content_labels, result.style_labels, *mask_paths(args.output))
+        if not args.quiet:
+            sys.stderr.write(f"dpst: automatic masks ({len(result.content_labels.unique())} labels) written to "
+                             f"{cm} and {sm}\n")
     if args.save_stage1 and result.stage1 is not None:
         save_image(result.stage1, args.save_stage1)
     if not args.quiet:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .highres import SMOOTHING_TOL, upscale_result
+from .automask import AUTO_LAYERS
 from .image_io import load_image, resize_long_side, to_pil
 from .losses import STYLE_LAYERS, CONTENT_LAYER, DPSTObjective, LossWeights
 from .masks import MaskPair, parse_mask
@@ -37,6 +38,10 @@ from .memory import MemoryPlan, plan_highres
 from .ops import smooth_local_affine
 from .postprocess import refine_posterization
 from .vgg import VGG19Features, deprocess, preprocess
+
+# Automatic masks when none are given (TransferOptions.auto_masks=None). Off until measured better than
+# one label on the example pairs (benchmarks/AUTOMASK.md).
+AUTO_MASKS_DEFAULT = False
 
 __all__ = ["transfer", "run_transfer", "TransferOptions", "TransferResult", "TransferInterrupted", "Progress",
            "HighresProgress", "resolve_device", "colour_transfer_init"]
@@ -76,6 +81,11 @@ class TransferOptions:
     max_output: int | None = None     # cap on the output's long side: the content is downscaled to it first
     smoothing: str = "fast"           # full-resolution smoothing: "off", "fast" or "exact" (highres.SMOOTHING_TOL)
     memory_budget: int | None = None  # bytes the high-resolution stage may use (default: what the OS reports)
+    # Automatic masks (issue 6, dpst_ext/automask.py), used when no masks are given.
+    auto_masks: bool | None = None    # None: AUTO_MASKS_DEFAULT; True: co-segment; False: one label
+    segmenter: Callable | None = None  # image (3, H, W) -> (H, W) class map, instead of co-segmentation
+    segmenter_mapping: dict | None = None  # {segmenter class: group} merged into one label each
+    auto_k: int | None = None         # number of auto labels (None: chosen in 2..6)
 
 
 @dataclass
@@ -115,6 +125,8 @@ class TransferResult:
     losses: dict = field(default_factory=dict)   # per stage: list of total losses per iteration
     timings: dict = field(default_factory=dict)  # seconds per phase
     orphans: dict = field(default_factory=dict)
+    content_labels: torch.Tensor | None = None  # automatic masks (palette indices), when computed
+    style_labels: torch.Tensor | None = None
 
     def pil(self):
         return to_pil(self.image)
@@ -195,6 +207,25 @@ def _prepare_masks(content_mask, style_mask, content_hw, style_hw, opts: Transfe
     cl = parse_mask(content_mask, content_hw, opts.mask_mode, opts.mask_threshold, name="content mask")
     sl = parse_mask(style_mask, style_hw, opts.mask_mode, opts.mask_threshold, name="style mask")
     return MaskPair.from_labels(cl, sl, orphans=opts.orphans)
+
+
+def _auto_wanted(content_mask, style_mask, opts: TransferOptions) -> bool:
+    if content_mask is not None or style_mask is not None:
+        if opts.auto_masks or opts.segmenter is not None:
+            raise ValueError("auto_masks / segmenter compute the masks: do not also give content_mask/style_mask")
+        return False
+    if opts.segmenter is not None:
+        return True
+    return AUTO_MASKS_DEFAULT if opts.auto_masks is None else bool(opts.auto_masks)
+
+
+def _auto_labels(content, style, vgg, opts: TransferOptions):
+    """Label pair (palette indices) from the user's segmenter or from co-segmentation."""
+    from .automask import auto_masks, segmenter_masks
+
+    if opts.segmenter is not None:
+        return segmenter_masks(content, style, opts.segmenter, opts.segmenter_mapping)
+    return auto_masks(content, style, k=opts.auto_k, seed=opts.seed, vgg=vgg)
 
 
 class _Best:
@@ -294,8 +325,15 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                                 tuple(style_full.shape[1:]), opts)
     content_full, content_img, plan = _plan_output(content_full, opts, device)
     style_img = resize_long_side(style_full, opts.size)
-    vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer))), weights=opts.vgg_weights).to(device)
+    vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer, *AUTO_LAYERS))),
+                        weights=opts.vgg_weights).to(device)
     timings["setup"] = time.perf_counter() - t0
+    auto_labels = None
+    if _auto_wanted(content_mask, style_mask, opts):
+        t = time.perf_counter()
+        auto_labels = _auto_labels(content_full, style_full, vgg, opts)
+        masks_full = MaskPair.from_labels(*auto_labels, orphans=opts.orphans)
+        timings["auto_masks"] = time.perf_counter() - t
 
     def objective_at(long_side):
         c = resize_long_side(content_full, long_side) if long_side != opts.size else content_img
@@ -307,6 +345,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     gen = torch.Generator().manual_seed(int(opts.seed))
     best = _Best()
     result = TransferResult(content_img, None, None, orphans=dict(masks_full.orphans))
+    if auto_labels is not None:
+        result.content_labels, result.style_labels = auto_labels
 
     # Stage 1: segmented neural style from near-constant noise (optionally at a coarser size).
     t = time.perf_counter()

@@ -1,0 +1,242 @@
+"""Automatic masks on the paper's example pairs (issue 6): agreement with the hand-painted masks, K, time,
+and (``--transfer``) style transfer with hand masks, auto masks and no masks.
+
+    OMP_NUM_THREADS=1 python benchmarks/automask.py [--pairs 1,5,9] [--out benchmarks/automask_results.json]
+    OMP_NUM_THREADS=1 nohup python benchmarks/automask.py --transfer --out R.json > log 2>&1 &
+
+* IoU: labels of content and style together (the labels are shared), hand pixels with no label ignored;
+  the best one-to-one matching of auto to hand labels (scipy linear_sum_assignment on IoU), mean over
+  max(K_auto, K_hand) labels: an unmatched label of either side counts as IoU 0, so both over- and
+  under-segmenting cost. "one label" is the same score for a single label covering everything.
+* Transfer (small configuration: size 256, init content, iters 150,100, 1 thread): photorealism
+  residual and style distance of benchmarks/quality.py; the style distance is always evaluated with
+  the HAND masks (its definition) at the output's size. Results are written after every run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import DEFAULT_DATA, PAIRS, photoreal_residual, style_distance  # noqa: E402
+
+from dpst_ext.automask import AUTO_LAYERS, auto_masks, labels_to_image, save_masks  # noqa: E402
+from dpst_ext.image_io import load_image, resize_long_side  # noqa: E402
+from dpst_ext.masks import MaskPair, parse_mask, resize_labels, _drop_specks  # noqa: E402
+from dpst_ext.vgg import VGG19Features  # noqa: E402
+
+
+def hand_labels(data: Path, n: int):
+    c = load_image(data / "input" / f"in{n}.png")
+    s = load_image(data / "style" / f"tar{n}.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hc = parse_mask(data / "segmentation" / f"in{n}.png", tuple(c.shape[1:]))
+        hs = parse_mask(data / "segmentation" / f"tar{n}.png", tuple(s.shape[1:]))
+    # The same speck removal the transfer applies (MaskPair.from_labels): anti-aliasing leftovers.
+    return c, s, _drop_specks(hc, 1e-3), _drop_specks(hs, 1e-3)
+
+
+def matched_iou(auto_c, auto_s, hand_c, hand_s) -> tuple[float, list[float]]:
+    """Mean IoU after the best one-to-one matching, over max(K_auto, K_hand) labels (see module doc)."""
+    a = torch.cat([auto_c.reshape(-1), auto_s.reshape(-1)])
+    h = torch.cat([hand_c.reshape(-1), hand_s.reshape(-1)])
+    valid = h >= 0
+    a, h = a[valid], h[valid]
+    # Auto pixels with no label (rare: see automask._majority_clean) match no hand label.
+    ai, hi = torch.unique(a[a >= 0]).tolist(), torch.unique(h).tolist()
+    iou = np.zeros((len(ai), len(hi)))
+    for i, x in enumerate(ai):
+        ma = a == x
+        for j, y in enumerate(hi):
+            mh = h == y
+            iou[i, j] = float((ma & mh).sum()) / float((ma | mh).sum())
+    r, c = linear_sum_assignment(-iou)
+    matched = sorted((float(iou[i, j]) for i, j in zip(r, c)), reverse=True)
+    return float(sum(matched) / max(len(ai), len(hi))), matched
+
+
+def load_state(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_state(path: Path, state: dict):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
+def masks_section(data, pairs, vgg, state, out, repeats=3):
+    rows = state.setdefault("masks", {})
+    for n in pairs:
+        c, s, hc, hs = hand_labels(data, n)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            ac, as_, info = auto_masks(c, s, vgg=vgg, return_info=True)
+            times.append(time.perf_counter() - t)
+        miou, matched = matched_iou(ac, as_, hc, hs)
+        with tempfile.TemporaryDirectory() as tmp:  # the written masks read back as the same labels
+            pc, ps = save_masks(ac, as_, Path(tmp) / "c.png", Path(tmp) / "s.png")
+            round_trip = bool(torch.equal(parse_mask(pc, tuple(ac.shape)), ac) and
+                              torch.equal(parse_mask(ps, tuple(as_.shape)), as_))
+        one, _ = matched_iou(torch.zeros_like(ac), torch.zeros_like(as_), hc, hs)
+        k_hand = len(set(torch.unique(hc[hc >= 0]).tolist()) | set(torch.unique(hs[hs >= 0]).tolist()))
+        rows[str(n)] = {"iou": miou, "matched": matched, "iou_one_label": one, "k": info["k"], "k_hand": k_hand,
+                        "scores": info["scores"], "time_s": float(np.median(times)),
+                        "round_trip": round_trip, "unlabelled_px": int((ac < 0).sum() + (as_ < 0).sum()),
+                        "load": os.getloadavg()[0]}
+        print(f"pair {n:2d}: mean IoU {miou:.3f} (one label {one:.3f}) K {info['k']} (hand {k_hand}) "
+              f"{np.median(times):.2f}s round trip {round_trip}", flush=True)
+        write_state(out, state)
+
+
+def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("hand", "auto", "none")):
+    from dpst_ext.transfer import run_transfer
+
+    rows = state.setdefault("transfer", {})
+    for n in pairs:
+        c, s, hc, hs = hand_labels(data, n)
+        for mode in modes:
+            key = f"{n}/{mode}"
+            if key in rows:
+                continue
+            kw = {}
+            if mode == "hand":
+                kw = {"content_mask": labels_to_image(hc), "style_mask": labels_to_image(hs)}
+            opts = dict(size=size, iters=iters, init="content", threads=1, smooth_every=0,
+                        auto_masks=(mode == "auto"))
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = run_transfer(c, s, **kw, **opts)
+            total = time.perf_counter() - t
+            o = res.image
+            oh, ow = o.shape[1:]
+            c_small = resize_long_side(c, size)
+            s_small = resize_long_side(s, size)
+            # The metric's labelling: hand masks at the output's (and the style's working) size.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pair = MaskPair.from_labels(resize_labels(hc, (oh, ow)), resize_labels(hs, tuple(s_small.shape[1:])),
+                                            warn=False)
+            rows[key] = {"photoreal": photoreal_residual(c_small, o), "style": style_distance(o, s_small, pair),
+                         "time_s": total, "timings": res.timings,
+                         "k": len(torch.unique(res.content_labels)) if res.content_labels is not None else None}
+            if save_dir is not None:
+                save_dir.mkdir(parents=True, exist_ok=True)
+                res.pil().save(save_dir / f"out{n}_{mode}.png")
+            r = rows[key]
+            print(f"pair {n:2d} {mode:4s}: photoreal {r['photoreal']:.5f} style {r['style']:.2f} "
+                  f"time {total:.1f}s (auto masks {res.timings.get('auto_masks', 0):.2f}s)", flush=True)
+            write_state(out, state)
+
+
+def report(paths: list[Path]) -> str:
+    """Markdown tables from one or more result files (the transfer runs may be split over processes)."""
+    masks, runs, machines = {}, {}, []
+    for path in paths:
+        st = load_state(path)
+        masks.update(st.get("masks", {}))
+        runs.update(st.get("transfer", {}))
+        if "machine" in st:
+            machines.append(st["machine"])
+    lines = []
+    if masks:
+        lines += ["| pair | mean IoU auto | mean IoU one label | K auto | K hand | auto-mask time (s) |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for n in sorted(masks, key=int):
+            m = masks[n]
+            lines.append(f"| {n} | {m['iou']:.3f} | {m['iou_one_label']:.3f} | {m['k']} | {m['k_hand']} | "
+                         f"{m['time_s']:.2f} |")
+        a = list(masks.values())
+        lines.append(f"| mean | {np.mean([m['iou'] for m in a]):.3f} | {np.mean([m['iou_one_label'] for m in a]):.3f} "
+                     f"| {np.mean([m['k'] for m in a]):.1f} | {np.mean([m['k_hand'] for m in a]):.1f} | "
+                     f"{np.median([m['time_s'] for m in a]):.2f} (median) |")
+        lines.append("")
+    pairs = sorted({k.split("/")[0] for k in runs}, key=int)
+    full = [n for n in pairs if all(f"{n}/{m}" in runs for m in ("hand", "auto", "none"))]
+    if full:
+        lines += ["| pair | photoreal hand | auto | none | style dist. hand | auto | none | recovered | run time (s) | "
+                  "auto-mask time (s) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        rec_num = rec_den = 0.0
+        for n in full:
+            h, a, o = (runs[f"{n}/{m}"] for m in ("hand", "auto", "none"))
+            gain_h, gain_a = o["style"] - h["style"], o["style"] - a["style"]
+            rec_num, rec_den = rec_num + gain_a, rec_den + gain_h
+            rec = f"{gain_a / gain_h:.2f}" if abs(gain_h) > 1e-9 else "n/a"
+            lines.append(f"| {n} | {h['photoreal']:.5f} | {a['photoreal']:.5f} | {o['photoreal']:.5f} | "
+                         f"{h['style']:.2f} | {a['style']:.2f} | {o['style']:.2f} | {rec} | {a['time_s']:.0f} | "
+                         f"{a['timings'].get('auto_masks', 0):.2f} |")
+        mean = {m: {q: np.mean([runs[f"{n}/{m}"][q] for n in full]) for q in ("photoreal", "style", "time_s")}
+                for m in ("hand", "auto", "none")}
+        am = np.mean([runs[f"{n}/auto"]["timings"].get("auto_masks", 0) for n in full])
+        lines.append(f"| mean ({len(full)}) | {mean['hand']['photoreal']:.5f} | {mean['auto']['photoreal']:.5f} | "
+                     f"{mean['none']['photoreal']:.5f} | {mean['hand']['style']:.2f} | {mean['auto']['style']:.2f} | "
+                     f"{mean['none']['style']:.2f} | {rec_num / rec_den if rec_den else float('nan'):.2f} | "
+                     f"{mean['auto']['time_s']:.0f} | {am:.2f} |")
+        lines.append("")
+        lines.append(f"recovered = (style none - style auto) / (style none - style hand) per pair; the mean row: the "
+                     f"ratio of the summed improvements. Auto-mask time / run time = {am / mean['auto']['time_s']:.1%}.")
+    if machines:
+        lines.append("")
+        def load(v):
+            return f"{v[0]:.1f}" if v else "?"
+        lines.append("processes (1-min load average at start -> end): " + "; ".join(
+            f"{m.get('threads')} thread(s), load {load(m.get('load_at_start'))} -> {load(m.get('load_at_end'))}"
+            for m in machines))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--pairs", default=",".join(map(str, PAIRS)))
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "automask_results.json")
+    p.add_argument("--transfer", action="store_true", help="also run the style-transfer comparison")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--iters", default="150,100")
+    p.add_argument("--save-dir", type=Path, default=None, help="write the transfer outputs here")
+    p.add_argument("--modes", default="hand,auto,none", help="transfer runs per pair (default hand,auto,none)")
+    p.add_argument("--repeats", type=int, default=3, help="timed auto-mask runs per pair (median)")
+    p.add_argument("--skip-masks", action="store_true", help="skip the IoU section (transfer only)")
+    p.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="only print Markdown tables from these result files")
+    args = p.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return
+    if not args.data.is_dir():
+        sys.exit(f"data folder not found: {args.data}")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    pairs = [int(x) for x in args.pairs.split(",")]
+    state = load_state(args.out)
+    state["machine"] = {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                        "load_at_start": os.getloadavg(), "torch": torch.__version__}
+    vgg = VGG19Features(AUTO_LAYERS)
+    if not args.skip_masks:
+        masks_section(args.data, pairs, vgg, state, args.out, args.repeats)
+        ious = [state["masks"][str(n)]["iou"] for n in pairs]
+        ones = [state["masks"][str(n)]["iou_one_label"] for n in pairs]
+        print(f"mean IoU over {len(pairs)} pairs: {np.mean(ious):.3f} (one label: {np.mean(ones):.3f})")
+    if args.transfer:
+        iters = tuple(int(x) for x in args.iters.split(","))
+        transfer_section(args.data, pairs, state, args.out, args.size, iters, args.save_dir,
+                         tuple(args.modes.split(",")))
+    state["machine"]["load_at_end"] = os.getloadavg()
+    write_state(args.out, state)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Automatic masks (dpst_ext/automask.py): synthetic scenes with known regions, shared labels, determinism,
+the PNG round trip, the user-segmenter hook, argument errors and the CLI's --auto-masks."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.optimize import linear_sum_assignment
+
+from dpst_ext.automask import AUTO_LAYERS, auto_masks, labels_to_image, save_masks, segmenter_masks
+from dpst_ext.masks import parse_mask
+from dpst_ext.vgg import VGG19Features
+
+WORK = 128  # working size for the tests: a 32 x 24 feature grid, enough for these scenes and fast
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return VGG19Features(AUTO_LAYERS)
+
+
+def _smooth_noise(rng, h, w, cell):
+    """Band-limited noise in 0..1: random values on a coarse grid, upsampled bilinearly."""
+    g = torch.from_numpy(rng.random((1, 1, h // cell + 2, w // cell + 2))).float()
+    return torch.nn.functional.interpolate(g, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _region_texture(rng, kind, h, w):
+    """(h, w, 3) float 0..1 texture of a region kind with its own colour statistics."""
+    if kind == "sky":      # smooth, bright blue, a vertical gradient
+        t = np.linspace(0, 1, h)[:, None] * np.ones((1, w))
+        base = np.stack([0.35 + 0.2 * t, 0.55 + 0.15 * t, 0.9 + 0.05 * t], -1)
+        return base + rng.normal(0, 0.01, (h, w, 3))
+    if kind == "grass":    # green, fine high-contrast texture
+        n = _smooth_noise(rng, h, w, 2) + 0.5 * rng.random((h, w))
+        return np.stack([0.15 + 0.2 * n, 0.35 + 0.35 * n, 0.1 + 0.1 * n], -1)
+    if kind == "brick":    # red-brown, regular pattern
+        y, x = np.mgrid[0:h, 0:w]
+        mortar = ((y % 8) < 2) | (((x + 8 * ((y // 8) % 2)) % 16) < 2)
+        b = np.where(mortar, 0.8, 0.0)[..., None]
+        return np.array([0.6, 0.25, 0.15]) * (1 - b) + 0.8 * b + rng.normal(0, 0.03, (h, w, 3))
+    raise ValueError(kind)
+
+
+def scene(rng, h, w, kinds, borders, wobble=3.0):
+    """Horizontal bands of region ``kinds`` split at fractions ``borders`` (wavy): image (3, H, W), labels."""
+    y = np.arange(h)[:, None]
+    x = np.arange(w)[None]
+    labels = np.zeros((h, w), np.int64)
+    for i, f in enumerate(borders):
+        edge = f * h + wobble * np.sin(x / 7.0 + i)
+        labels[y >= edge] = i + 1
+    img = np.zeros((h, w, 3))
+    for i, kind in enumerate(kinds):
+        img[labels == i] = _region_texture(rng, kind, h, w)[labels == i]
+    return torch.from_numpy(np.clip(img, 0, 1).transpose(2, 0, 1)).float(), torch.from_numpy(labels)
+
+
+def matched_iou(pred_c, pred_s, true_c, true_s) -> float:
+    """Mean IoU after the best one-to-one matching, over max(K_pred, K_true) labels, both images together."""
+    a = torch.cat([pred_c.reshape(-1), pred_s.reshape(-1)])
+    b = torch.cat([true_c.reshape(-1), true_s.reshape(-1)])
+    ai, bi = torch.unique(a).tolist(), torch.unique(b).tolist()
+    iou = np.array([[float(((a == i) & (b == j)).sum()) / float(((a == i) | (b == j)).sum()) for j in bi] for i in ai])
+    r, c = linear_sum_assignment(-iou)
+    return float(iou[r, c].sum() / max(len(ai), len(bi)))
+
+
+def two_region_pair():
+    rng = np.random.default_rng(0)
+    c, tc = scene(rng, 72, 96, ["sky", "grass"], [0.4])
+    s, ts = scene(rng, 80, 100, ["sky", "grass"], [0.6])
+    # The style differs in global colour, as a style photo does: warmer and darker.
+    s = (s * torch.tensor([1.1, 0.9, 0.75]).view(3, 1, 1)).clamp(0, 1)
+    return c, s, tc, ts
+
+
+def three_region_pair():
+    rng = np.random.default_rng(1)
+    c, tc = scene(rng, 96, 96, ["sky", "brick", "grass"], [0.3, 0.65])
+    s, ts = scene(rng, 90, 120, ["sky", "brick", "grass"], [0.45, 0.7])
+    return c, s, tc, ts
+
+
+def test_two_regions_recovered(vgg):
+    c, s, tc, ts = two_region_pair()
+    cl, sl, info = auto_masks(c, s, vgg=vgg, work_size=WORK, return_info=True)
+    assert info["k"] == 2, info
+    assert cl.shape == tc.shape and sl.shape == ts.shape
+    assert matched_iou(cl, sl, tc, ts) > 0.9
+    assert int(cl[0, 0]) == 0  # the top-most label (the sky) is the first palette colour (blue)
+
+
+def test_three_regions_recovered(vgg):
+    c, s, tc, ts = three_region_pair()
+    cl, sl, info = auto_masks(c, s, vgg=vgg, work_size=WORK, return_info=True)
+    assert info["k"] == 3, info
+    assert matched_iou(cl, sl, tc, ts) > 0.85
+
+
+@pytest.mark.parametrize("k", [None, 2, 4, 6])
+def test_label_sets_match(vgg, k):
+    # Unrelated noise photos: whatever the clustering does, every label exists in both images.
+    g = torch.Generator().manual_seed(3)
+    c = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 16, generator=g), size=(60, 80), mode="bilinear")[0]
+    s = torch.rand(3, 70, 50, generator=g)
+    cl, sl = auto_masks(c, s, k=k, vgg=vgg, work_size=64, min_area=0.05)
+    ids_c, ids_s = set(cl.unique().tolist()), set(sl.unique().tolist())
+    assert ids_c == ids_s and ids_c == set(range(len(ids_c)))
+    for labels in (cl, sl):
+        counts = torch.bincount(labels.reshape(-1))
+        assert counts.min() > 0
+
+
+def test_small_labels_merged(vgg):
+    c, s, tc, ts = two_region_pair()
+    cl, sl = auto_masks(c, s, k=6, vgg=vgg, work_size=WORK, min_area=0.2)
+    for labels in (cl, sl):
+        # Merging is decided on the feature grid; the refined full-size areas stay close to it.
+        assert torch.bincount(labels.reshape(-1)).min() / labels.numel() > 0.15
+
+
+def test_deterministic_with_seed(vgg):
+    c, s, _, _ = three_region_pair()
+    a = auto_masks(c, s, k=4, seed=5, vgg=vgg, work_size=WORK)
+    b = auto_masks(c, s, k=4, seed=5, vgg=vgg, work_size=WORK)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_png_round_trip(vgg, tmp_path):
+    c, s, _, _ = three_region_pair()
+    cl, sl = auto_masks(c, s, vgg=vgg, work_size=WORK)
+    pc, ps = save_masks(cl, sl, tmp_path / "c.png", tmp_path / "s.png")
+    assert torch.equal(parse_mask(pc, tuple(cl.shape)), cl)
+    assert torch.equal(parse_mask(ps, tuple(sl.shape)), sl)
+    # Every palette colour and "no label" survive too (blocks wider than the parser's thin-line rule).
+    labels = torch.arange(-1, 9).repeat_interleave(6)[None].expand(8, -1)
+    labels_to_image(labels).save(tmp_path / "all.png")
+    assert torch.equal(parse_mask(tmp_path / "all.png"), labels)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cleaned_labels_survive_the_parser():
+    from dpst_ext.automask import _majority_clean
+    from dpst_ext.masks import _drop_thin
+
+    # Organic regions with a few 3-way junctions (argmax of 3 smooth random fields), plus specks and a
+    # 1-px line. (Junction-dense maps lose more: a junction's centre has no majority label under any
+    # labelling, and unlabelling it lowers its neighbours' support; see _majority_clean.)
+    g = torch.Generator().manual_seed(0)
+    fields = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 5, generator=g), size=(192, 240), mode="bicubic")[0]
+    labels = fields.argmax(0)
+    labels[torch.rand(192, 240, generator=g) < 0.02] = 2
+    labels[40, :] = 1
+    assert not torch.equal(_drop_thin(labels), labels)
+    out = _majority_clean(labels, 4)
+    assert torch.equal(_drop_thin(out), out)
+    assert (out >= 0).float().mean() > 0.99
+
+
+def test_segmenter_hook_with_mapping():
+    c = torch.rand(3, 20, 30)
+    s = torch.rand(3, 24, 16)
+
+    def segmenter(img):  # a 4-class "scene parser": 7 and 8 are two kinds of water, 3 is sky, 5 clutter
+        h, w = img.shape[1:]
+        m = np.full((h, w), 3, np.int32)
+        m[h // 2:] = 7 if w == 30 else 8
+        m[-2:] = 5
+        return m
+
+    cl, sl = segmenter_masks(c, s, segmenter, mapping={7: "water", 8: "water", 5: None})
+    assert cl.shape == (20, 30) and sl.shape == (24, 16)
+    # Groups in order: mapping's ("water" -> 0), then unmapped classes by id (3 -> 1); class 5 unlabelled.
+    assert int(cl[0, 0]) == 1 and int(cl[12, 0]) == 0 and int(cl[-1, 0]) == -1
+    assert int(sl[0, 0]) == 1 and int(sl[15, 0]) == 0 and int(sl[-1, 0]) == -1
+    # Without a mapping every class is its own label.
+    cl, sl = segmenter_masks(c, s, segmenter)
+    assert set(cl.unique().tolist()) == {0, 1, 2} and set(sl.unique().tolist()) == {0, 1, 3}
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"k": 0}, ValueError, "k must be None"),
+    ({"k": 10}, ValueError, "k must be None"),
+    ({"k": 2.5}, ValueError, "k must be None"),
+    ({"k_range": (3, 12)}, ValueError, "k_range"),
+    ({"min_area": 0.7}, ValueError, "min_area"),
+    ({"work_size": 8}, ValueError, "work_size"),
+    ({"weights": {"colour": 1.0}}, ValueError, "weights keys"),
+])
+def test_bad_arguments_are_named(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        auto_masks(torch.rand(3, 20, 20), torch.rand(3, 20, 20), **kwargs)
+
+
+def test_vgg_without_the_layers_is_refused():
+    with pytest.raises(ValueError, match="vgg must be a VGG19Features computing"):
+        auto_masks(torch.rand(3, 20, 20), torch.rand(3, 20, 20), vgg=VGG19Features(["relu1_1"]))
+
+
+@pytest.mark.parametrize("segmenter,error,message", [
+    (lambda img: np.zeros((5, 5), np.int64), ValueError, r"segmenter output for the content must have the image's shape"),
+    (lambda img: np.zeros(img.shape[1:], np.float32), TypeError, "integer label map"),
+    (lambda img: [[0]], TypeError, "numpy array or torch tensor"),
+    ("not callable", TypeError, "segmenter must be a callable"),
+])
+def test_bad_segmenter_is_named(segmenter, error, message):
+    with pytest.raises(error, match=message):
+        segmenter_masks(torch.rand(3, 10, 12), torch.rand(3, 10, 12), segmenter)
+
+
+def test_too_many_segmenter_groups():
+    seg = lambda img: torch.arange(120).reshape(10, 12)  # noqa: E731
+    with pytest.raises(ValueError, match="at most 9"):
+        segmenter_masks(torch.rand(3, 10, 12), torch.rand(3, 10, 12), seg)
+
+
+def test_transfer_uses_segmenter(tmp_path):
+    from dpst_ext.transfer import run_transfer
+
+    c, s, tc, ts = two_region_pair()
+    seg = lambda img: (torch.arange(img.shape[1])[:, None] >= img.shape[1] // 2).expand(img.shape[1:]).long()  # noqa: E731
+    res = run_transfer(c, s, size=32, iters=(1, 1), segmenter=seg, smooth=False)
+    assert torch.equal(res.content_labels, seg(c)) and torch.equal(res.style_labels, seg(s))
+    res = run_transfer(c, s, size=32, iters=(1, 1), auto_masks=False, smooth=False)
+    assert res.content_labels is None
+    with pytest.raises(ValueError, match="do not also give content_mask"):
+        run_transfer(c, s, labels_to_image(tc), labels_to_image(ts), size=32, iters=(1, 1), auto_masks=True)
+
+
+def test_cli_auto_masks_writes_masks(tmp_path):
+    c, s, _, _ = two_region_pair()
+    Image.fromarray((c.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "c.png")
+    Image.fromarray((s.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "s.png")
+    out = tmp_path / "out.png"
+    cmd = [sys.executable, "-m", "dpst_ext.cli", "transfer", str(tmp_path / "c.png"), str(tmp_path / "s.png"),
+           "-o", str(out), "--size", "32", "--iters", "1,1", "--auto-masks", "--auto-k", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cm, sm = tmp_path / "out_content_mask.png", tmp_path / "out_style_mask.png"
+    assert out.is_file() and cm.is_file() and sm.is_file()
+    lc, ls = parse_mask(cm, (72, 96)), parse_mask(sm, (80, 100))
+    assert set(lc.unique().tolist()) == set(ls.unique().tolist()) == {0, 1}
+    # Both mask options and --auto-masks contradict each other: a one-line error.
+    r = subprocess.run(cmd + ["--content-mask", str(cm), "--style-mask", str(sm)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "--auto-masks" in r.stderr
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dpst_examples"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"example pairs not found at {SHARED}")
+def test_example_pair_agrees_with_hand_masks(vgg):
+    from dpst_ext.image_io import load_image
+
+    c = load_image(SHARED / "input" / "in5.png")
+    s = load_image(SHARED / "style" / "tar5.png")
+    hc = parse_mask(SHARED / "segmentation" / "in5.png", tuple(c.shape[1:]))
+    hs = parse_mask(SHARED / "segmentation" / "tar5.png", tuple(s.shape[1:]))
+    cl, sl = auto_masks(c, s, vgg=vgg)
+    valid_c, valid_s = hc >= 0, hs >= 0
+    assert matched_iou(cl[valid_c], sl[valid_s], hc[valid_c], hs[valid_s]) > 0.7
