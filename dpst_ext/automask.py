@@ -43,7 +43,7 @@ from PIL import Image
 
 from .image_io import load_image, resize_long_side, save_image
 from .masks import NAMES, PALETTE, resize_labels
-from .upsample import apply_coefficients, box_mean
+from .upsample import apply_coefficients, box_mean, guided_coefficients
 
 __all__ = ["auto_masks", "segmenter_masks", "save_masks", "labels_to_image", "rgb_to_lab", "joint_kmeans",
            "AUTO_LAYERS", "K_RANGE"]
@@ -208,19 +208,6 @@ def _silhouette(x: torch.Tensor, labels: torch.Tensor, sample: torch.Tensor) -> 
 # Edge-aware refinement
 
 
-def _box_mean(t: torch.Tensor, radius: int) -> torch.Tensor:
-    """upsample.box_mean (window clipped at the border) by integral images: cost independent of radius."""
-    k, h, w = t.shape
-    ii = F.pad(t.cumsum(1).cumsum(2), (1, 0, 1, 0))                 # (K, h+1, w+1)
-    y0 = (torch.arange(h) - radius).clamp(min=0)
-    y1 = (torch.arange(h) + radius + 1).clamp(max=h)
-    x0 = (torch.arange(w) - radius).clamp(min=0)
-    x1 = (torch.arange(w) + radius + 1).clamp(max=w)
-    s = ii[:, y1][:, :, x1] - ii[:, y0][:, :, x1] - ii[:, y1][:, :, x0] + ii[:, y0][:, :, x0]
-    area = ((y1 - y0)[:, None] * (x1 - x0)[None]).to(t.dtype)
-    return s / area
-
-
 def _argmax0(t: torch.Tensor) -> torch.Tensor:
     """argmax over the first dim of (K, H, W) (a loop over K: several times faster than a strided argmax)."""
     best, idx = t[0].clone(), torch.zeros(t.shape[1:], dtype=torch.int64)
@@ -229,29 +216,6 @@ def _argmax0(t: torch.Tensor) -> torch.Tensor:
         best = torch.where(better, t[k], best)
         idx[better] = k
     return idx
-
-
-def _guided_coefficients(guide: torch.Tensor, p: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """Colour guided filter (He et al. 2010) coefficients (K, 4, h, w): q = A I + b fitted per window with
-    ridge ``eps`` towards A = 0, then averaged over the windows covering each pixel."""
-    img, p = guide.double(), p.double()
-    k, h, w = p.shape
-    mu = _box_mean(img, radius)
-    pairs = [(a, b) for a in range(3) for b in range(a, 3)]
-    corr = _box_mean(torch.stack([img[a] * img[b] for a, b in pairs]), radius)
-    sigma = img.new_empty(h, w, 3, 3)
-    for n, (a, b) in enumerate(pairs):
-        v = corr[n] - mu[a] * mu[b]
-        sigma[..., a, b] = v
-        sigma[..., b, a] = v
-    sigma += eps * torch.eye(3, dtype=torch.float64)
-    mean_p = _box_mean(p, radius)
-    corr_ip = _box_mean((img[:, None] * p[None]).reshape(3 * k, h, w), radius).reshape(3, k, h, w)
-    cov_ip = (corr_ip - mu[:, None] * mean_p[None]).permute(2, 3, 0, 1)   # (h, w, 3, K)
-    a_k = torch.linalg.solve(sigma, cov_ip).permute(3, 2, 0, 1)           # (K, 3, h, w)
-    b_k = mean_p - (a_k * mu[None]).sum(1)
-    coef = torch.cat([a_k, b_k[:, None]], dim=1)
-    return _box_mean(coef.reshape(4 * k, h, w), radius).reshape(k, 4, h, w)
 
 
 def _majority_clean(labels: torch.Tensor, k: int, window: int = 5, rounds: int = 64) -> torch.Tensor:
@@ -286,7 +250,7 @@ def _soft_full(full: torch.Tensor, work: torch.Tensor, grid_labels: torch.Tensor
     onehot = F.one_hot(grid_labels, k).permute(2, 0, 1)[None].to(torch.float32)
     soft = F.interpolate(onehot, size=tuple(work.shape[1:]), mode="bilinear", align_corners=False)[0]
     if radius > 0:
-        coef = _guided_coefficients(work, soft, radius, eps)
+        coef = guided_coefficients(work, soft, radius, eps)
         return apply_coefficients(coef, full.to(torch.float32))
     return F.interpolate(soft[None], size=tuple(full.shape[1:]), mode="bilinear", align_corners=False)[0]
 

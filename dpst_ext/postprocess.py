@@ -21,6 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .upsample import box_mean, guided_coefficients  # noqa: F401  (box_mean re-exported)
+
 __all__ = ["smooth_local_affine", "local_affine_coefficients", "joint_bilateral", "apply_affine", "box_mean",
            "guided_filter", "refine_posterization"]
 
@@ -110,25 +112,6 @@ def smooth_local_affine(content: torch.Tensor, output: torch.Tensor, radius: int
 
 # ---- posterisation refinement (the reference's later addition) -----------------------------------------
 
-def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over the (2r+1)^2 window around each pixel, clipped at the border. x: (C, H, W).
-
-    Cumulative sums along each axis: O(1) per pixel whatever the radius (a 17x17 pooling would cost 289
-    reads per pixel). Use float64 for large images: the sums lose ~log2(H W) bits in float32.
-    """
-    def along(t, dim):
-        n = t.shape[dim]
-        c = F.pad(t.cumsum(dim), (0, 0, 1, 0) if dim == 1 else (1, 0))          # c[i] = sum of t[:i]
-        idx = torch.arange(n, device=t.device)
-        hi = (idx + radius + 1).clamp(max=n)
-        lo = (idx - radius).clamp(min=0)
-        count = (hi - lo).to(t.dtype)
-        shape = [1, n, 1] if dim == 1 else [1, 1, n]
-        return (c.index_select(dim, hi) - c.index_select(dim, lo)) / count.reshape(shape)
-
-    return along(along(x, 1), 2)
-
-
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int = 8, eps: float = 0.01) -> torch.Tensor:
     """He, Sun, Tang's guided filter with a colour guide (3, H, W) of src (C, H, W), computed in float64.
 
@@ -143,19 +126,8 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int = 8, eps: 
                          f"got {tuple(src.shape)}")
     if radius < 1 or eps <= 0:
         raise ValueError(f"radius must be >= 1 and eps > 0, got radius={radius}, eps={eps}")
-    I, p = guide.double(), src.double()
-    h, w = I.shape[1:]
-    c = p.shape[0]
-    mu = box_mean(I, radius)                                             # (3, H, W)
-    mp = box_mean(p, radius)                                             # (C, H, W)
-    cov = box_mean((I[:, None] * I[None]).reshape(9, h, w), radius).reshape(3, 3, h, w) - mu[:, None] * mu[None]
-    cip = box_mean((I[:, None] * p[None]).reshape(3 * c, h, w), radius).reshape(3, c, h, w) - mu[:, None] * mp[None]
-    sigma = cov.permute(2, 3, 0, 1) + eps * torch.eye(3, dtype=I.dtype, device=I.device)   # (H, W, 3, 3)
-    a = torch.linalg.solve(sigma, cip.permute(2, 3, 0, 1))               # (H, W, 3, C)
-    a = a.permute(2, 3, 0, 1)                                            # (3, C, H, W)
-    b = mp - (a * mu[:, None]).sum(0)                                    # (C, H, W)
-    ma = box_mean(a.reshape(3 * c, h, w), radius).reshape(3, c, h, w)
-    return ((ma * I[:, None]).sum(0) + box_mean(b, radius)).to(src.dtype)
+    coef = guided_coefficients(guide, src, radius, eps)                  # (C, 4, H, W) float64
+    return ((coef[:, :3] * guide.double()[None]).sum(1) + coef[:, 3]).to(src.dtype)
 
 
 def refine_posterization(content: torch.Tensor, output: torch.Tensor, radius: int = 8,

@@ -25,13 +25,52 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["box_mean", "global_affine_fit", "fit_local_affine", "apply_coefficients", "affine_upsample"]
+__all__ = ["box_mean", "guided_coefficients", "global_affine_fit", "fit_local_affine", "apply_coefficients", "affine_upsample"]
 
 
 def box_mean(t: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over the (2r+1)^2 window around each pixel of (K, H, W), the window clipped at the border."""
-    k = 2 * radius + 1
-    return F.avg_pool2d(t.unsqueeze(0), k, stride=1, padding=radius, count_include_pad=False)[0]
+    """Mean over the (2r+1)^2 window around each pixel of (K, H, W), the window clipped at the border.
+
+    Cumulative sums along each axis: O(1) per pixel whatever the radius. Use float64 for large images:
+    the running sums lose ~log2(H W) bits in float32.
+    """
+    def along(x, dim):
+        n = x.shape[dim]
+        c = F.pad(x.cumsum(dim), (0, 0, 1, 0) if dim == 1 else (1, 0))     # c[i] = sum of x[:i]
+        idx = torch.arange(n, device=x.device)
+        hi, lo = (idx + radius + 1).clamp(max=n), (idx - radius).clamp(min=0)
+        count = (hi - lo).to(x.dtype).reshape([1, n, 1] if dim == 1 else [1, 1, n])
+        return (c.index_select(dim, hi) - c.index_select(dim, lo)) / count
+
+    return along(along(t, 1), 2)
+
+
+def guided_coefficients(guide: torch.Tensor, p: torch.Tensor, radius: int, eps: float,
+                        prior: torch.Tensor | None = None) -> torch.Tensor:
+    """He et al.'s colour guided filter coefficients (C, 4, H, W) in float64: per (2r+1)^2 window k,
+    A_k = (Sigma_k + eps I)^-1 (cov_k(I, p) + eps A_0), b_k = mean_k(p) - A_k mean_k(I), then averaged over
+    the windows covering each pixel. ``prior`` A_0 (C, 3) is the ridge's target (None: 0, the guided filter).
+    The filtered image is (coef[:, :3] * I).sum(1) + coef[:, 3]."""
+    img, p = guide.to(torch.float64), p.to(torch.float64)
+    c, h, w = p.shape
+    mu = box_mean(img, radius)                                       # (3, H, W)
+    pairs = [(a, b) for a in range(3) for b in range(a, 3)]
+    corr = box_mean(torch.stack([img[a] * img[b] for a, b in pairs]), radius)
+    sigma = img.new_empty(h, w, 3, 3)
+    for n, (a, b) in enumerate(pairs):
+        v = corr[n] - mu[a] * mu[b]
+        sigma[..., a, b] = v
+        sigma[..., b, a] = v
+    sigma += eps * torch.eye(3, dtype=torch.float64, device=img.device)
+    mean_p = box_mean(p, radius)                                     # (C, H, W)
+    corr_ip = box_mean((img[:, None] * p[None]).reshape(3 * c, h, w), radius).reshape(3, c, h, w)
+    rhs = (corr_ip - mu[:, None] * mean_p[None]).permute(2, 3, 0, 1)  # (H, W, 3, C)
+    if prior is not None:
+        rhs = rhs + eps * prior.T
+    a_k = torch.linalg.solve(sigma, rhs).permute(3, 2, 0, 1)         # (C, 3, H, W)
+    b_k = mean_p - (a_k * mu[None]).sum(1)                           # (C, H, W)
+    coef = torch.cat([a_k, b_k[:, None]], dim=1)                     # (C, 4, H, W)
+    return box_mean(coef.reshape(4 * c, h, w), radius).reshape(c, 4, h, w)
 
 
 def _check_pair(content, result, name_c="content", name_r="result"):
@@ -63,30 +102,8 @@ def fit_local_affine(content: torch.Tensor, result: torch.Tensor, radius: int = 
         raise ValueError(f"radius must be >= 1, got {radius}")
     if eps <= 0:
         raise ValueError(f"eps must be > 0 (the ridge keeps flat windows solvable), got {eps}")
-    img = content.to(torch.float64)
-    p = result.to(torch.float64)
-    c, h, w = p.shape
-    g = global_affine_fit(img, p)                                    # (C, 4)
-    a0 = g[:, :3]                                                    # (C, 3)
-
-    mu = box_mean(img, radius)                                       # (3, H, W)
-    pairs = [(a, b) for a in range(3) for b in range(a, 3)]
-    corr = box_mean(torch.stack([img[a] * img[b] for a, b in pairs]), radius)
-    sigma = img.new_empty(h, w, 3, 3)
-    for n, (a, b) in enumerate(pairs):
-        v = corr[n] - mu[a] * mu[b]
-        sigma[..., a, b] = v
-        sigma[..., b, a] = v
-    sigma += eps * torch.eye(3, dtype=torch.float64)
-    mean_p = box_mean(p, radius)                                     # (C, H, W)
-    corr_ip = box_mean((img[:, None] * p[None]).reshape(3 * c, h, w), radius).reshape(3, c, h, w)
-    cov_ip = corr_ip - mu[:, None] * mean_p[None]                    # (3, C, H, W)
-    rhs = cov_ip.permute(2, 3, 0, 1) + eps * a0.T                    # (H, W, 3, C)
-    a_k = torch.linalg.solve(sigma, rhs)                             # (H, W, 3, C) = A_k^T
-    a_k = a_k.permute(3, 2, 0, 1)                                    # (C, 3, H, W)
-    b_k = mean_p - (a_k * mu[None]).sum(1)                           # (C, H, W)
-    coef = torch.cat([a_k, b_k[:, None]], dim=1)                     # (C, 4, H, W)
-    return box_mean(coef.reshape(4 * c, h, w), radius).reshape(c, 4, h, w)
+    a0 = global_affine_fit(content, result)[:, :3]                   # (C, 3): the ridge's target
+    return guided_coefficients(content, result, radius, eps, prior=a0)
 
 
 def _source_index(out_size: int, in_size: int, start: int, stop: int, device):
