@@ -174,7 +174,7 @@ def colour_transfer_init(content: torch.Tensor, style: torch.Tensor, masks: Mask
         n = wgt.sum()
         mu = (px * wgt).sum(1) / n
         d = px - mu[:, None]
-        return mu, (d * wgt) @ d.T / n + 1e-5 * torch.eye(3, dtype=torch.float64)
+        return mu, (d * wgt) @ d.T / n + 1e-5 * torch.eye(3, dtype=torch.float64, device=px.device)
 
     def sqrtm(a, inverse=False):
         e, v = torch.linalg.eigh(a)
