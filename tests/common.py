@@ -18,6 +18,10 @@ Tolerances are relative to max|reference| and follow from the dtype and the prob
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
@@ -91,3 +95,12 @@ def emulated(fn, *args):
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+# The `dpst` command in a subprocess (CLI tests): 2 torch threads, 300 s limit.
+CMD = [sys.executable, "-m", "dpst_ext.cli"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
+
+
+def run_cli(args, **kw):
+    return subprocess.run(CMD + args, capture_output=True, text=True, env=ENV, timeout=300, **kw)

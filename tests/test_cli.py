@@ -1,8 +1,6 @@
 """The dpst command end to end (subprocesses), bad inputs, Ctrl-C, and image loading edge cases."""
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,12 +10,8 @@ from PIL import Image
 
 from dpst_ext.image_io import load_image, save_image
 
-CMD = [sys.executable, "-m", "dpst_ext.cli"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
+from common import CMD, ENV, run_cli as run
 
-
-def run(args, **kw):
-    return subprocess.run(CMD + args, capture_output=True, text=True, env=ENV, timeout=300, **kw)
 
 
 @pytest.fixture(scope="module")

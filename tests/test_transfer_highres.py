@@ -1,7 +1,6 @@
 """Full-resolution output of `dpst transfer` / run_transfer (dpst_ext.highres wired in): the content's own
 size by default, --max-output, --smoothing, the memory plan refusing before any optimisation, Ctrl-C
 during the full-size step, and affine exactness through the whole command."""
-import os
 import signal
 import subprocess
 import sys
@@ -18,14 +17,10 @@ from dpst_ext.memory import InsufficientMemoryError
 from dpst_ext.transfer import HighresProgress, TransferInterrupted, run_transfer
 from dpst_ext.upsample import affine_upsample
 
+from common import CMD, ENV, run_cli as run
+
 transfer_mod = sys.modules["dpst_ext.transfer"]   # the package's `transfer` attribute is the function
 
-CMD = [sys.executable, "-m", "dpst_ext.cli"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
-
-
-def run(args, **kw):
-    return subprocess.run(CMD + args, capture_output=True, text=True, env=ENV, timeout=300, **kw)
 
 
 @pytest.fixture(scope="module")
