@@ -2,9 +2,10 @@
 dpst_ext.smoothing (matrix-free batched CG) against scipy's CG on the assembled sparse system.
 
     python benchmarks/bench_smoothing.py --mp 1 4 [--threads 2] [--tol 1e-6] [--no-scipy] [--repeat 1]
+        [--precond none multigrid]
 
-Every solve runs in its own subprocess so its peak RSS (ru_maxrss, whole process, interpreter included)
-is its own. y is a "stylised" target: a colour transform of the photo computed at 1/4 size and upsampled
+Every solve runs in its own subprocess so its peak RSS (VmHWM, whole process, interpreter included) is
+its own. y is a "stylised" target: a colour transform of the photo computed at 1/4 size and upsampled
 bicubically (the blocky, haloed input that the smoothing exists to clean). Times include building the
 operator (window statistics, or the sparse matrix). Solutions are compared in float64 (relative l2).
 Results are printed as one JSON line per run and a table; solutions go to --out (default /tmp).
@@ -30,6 +31,15 @@ import time
 import numpy as np
 
 
+def peak_rss() -> int:
+    """Peak resident set of this process in bytes (VmHWM; ru_maxrss can carry a parent's peak across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def target(mp: float):
     import torch
     import torch.nn.functional as F
@@ -48,12 +58,16 @@ def target(mp: float):
 def child(args):
     import torch
 
+    from dpst_ext.memory import reuse_freed_memory
+
     torch.set_num_threads(args.threads)
+    if not args.mmap:
+        reuse_freed_memory()   # as `dpst transfer` does
     from dpst_ext.smoothing import smooth, weight_from_beta, window_counts
 
     img, y = target(args.mp)
     h, w = img.shape[1:]
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss0 = peak_rss()
     t0 = time.perf_counter()
     info = {"solver": args.child, "mp": args.mp, "shape": [h, w], "threads": args.threads, "tol": args.tol}
     if args.child == "ours":
@@ -87,7 +101,7 @@ def child(args):
         sol = np.stack(sols)
         info["iterations"] = its
     info["seconds"] = time.perf_counter() - t0
-    info["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+    info["peak_rss_gib"] = peak_rss() / 2**30
     info["rss_before_gib"] = rss0 / 2**30
     path = os.path.join(args.out, f"smooth_{args.child}_{args.mp}_{args.dtype}_{args.precond}_{args.cascade}.npy")
     np.save(path, sol.astype(np.float64))
@@ -114,7 +128,10 @@ def end_to_end_child(args):
     import torch.nn.functional as F
     from PIL import Image
 
+    from dpst_ext.memory import reuse_freed_memory
+
     torch.set_num_threads(args.threads)
+    reuse_freed_memory()
     from dpst_ext import MattingLaplacian
     from dpst_ext.highres import upscale_result
 
@@ -135,7 +152,7 @@ def end_to_end_child(args):
         out = upscale_result(full, small, result_small, smoothing=args.variant, report=rep)
         info.update({k: v for k, v in rep.items() if k != "smooth_residual"})
     info["seconds"] = time.perf_counter() - t0
-    info["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+    info["peak_rss_gib"] = peak_rss() / 2**30
     down = F.interpolate(out[None].double(), size=(hs, ws), mode="area")[0]
     mse = ((down - result_small) ** 2).mean().item()
     info["psnr_db"] = 10 * np.log10(1.0 / mse)
@@ -150,9 +167,10 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--precond", default="none", choices=["none", "jacobi"])
+    p.add_argument("--precond", nargs="+", default=["none", "multigrid"], choices=["none", "jacobi", "multigrid"])
     p.add_argument("--cascade", type=int, default=0)
     p.add_argument("--no-scipy", action="store_true")
+    p.add_argument("--mmap", action="store_true", help="keep glibc's default mmap threshold (see memory.py)")
     p.add_argument("--repeat", type=int, default=1, help="runs of ours per size (median reported)")
     p.add_argument("--out", default="/tmp")
     p.add_argument("--end-to-end", metavar="PHOTO")
@@ -170,33 +188,38 @@ def main():
             print(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip(), flush=True)
         return
     if args.child:
-        args.mp = args.mp[0]
+        args.mp, args.precond = args.mp[0], args.precond[0]
         child(args)
         return
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "OPENBLAS_NUM_THREADS": str(args.threads)}
     rows = []
     for mp in args.mp:
-        for solver in ["ours"] * args.repeat + ([] if args.no_scipy else ["scipy"]):
+        runs = [("ours", pre) for pre in args.precond for _ in range(args.repeat)]
+        for solver, pre in runs + ([] if args.no_scipy else [("scipy", "none")]):
             cmd = [sys.executable, __file__, "--child", solver, "--mp", str(mp), "--threads", str(args.threads),
-                   "--tol", str(args.tol), "--dtype", args.dtype, "--precond", args.precond,
-                   "--cascade", str(args.cascade), "--out", args.out]
+                   "--tol", str(args.tol), "--dtype", args.dtype, "--precond", pre,
+                   "--cascade", str(args.cascade), "--out", args.out] + (["--mmap"] if args.mmap else [])
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print(f"\n{'MP':>4} {'solver':>6} {'seconds':>8} {'peak GiB':>8} {'iterations':>16}  rel. diff to scipy")
+    print(f"\n{'MP':>4} {'solver':>16} {'seconds':>8} {'peak GiB':>8} {'iterations':>16}  rel. diff to scipy")
     for mp in args.mp:
         group = [r for r in rows if r["mp"] == mp]
         ref = next((np.load(r["solution"]) for r in group if r["solver"] == "scipy"), None)
-        ours = sorted((r for r in group if r["solver"] == "ours"), key=lambda r: r["seconds"])
-        shown = ([ours[len(ours) // 2]] if ours else []) + [r for r in group if r["solver"] == "scipy"]
-        for r in shown:
+        shown = []
+        for pre in args.precond:   # the median run of each preconditioner
+            ours = sorted((r for r in group if r["solver"] == "ours" and r["precond"] == pre),
+                          key=lambda r: r["seconds"])
+            shown += [ours[len(ours) // 2]] if ours else []
+        for r in shown + [r for r in group if r["solver"] == "scipy"]:
             diff = ""
             if ref is not None and r["solver"] == "ours":
                 s = np.load(r["solution"])
                 diff = f"{np.linalg.norm(s - ref) / np.linalg.norm(ref):.1e}"
-            print(f"{mp:>4} {r['solver']:>6} {r['seconds']:>8.1f} {r['peak_rss_gib']:>8.2f} {str(r['iterations']):>16}  {diff}")
+            name = r["solver"] if r["solver"] == "scipy" else f"ours {r['precond']}"
+            print(f"{mp:>4} {name:>16} {r['seconds']:>8.1f} {r['peak_rss_gib']:>8.2f} {str(r['iterations']):>16}  {diff}")
 
 
 if __name__ == "__main__":

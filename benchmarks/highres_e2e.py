@@ -32,9 +32,11 @@ def run(args):
     import torch
 
     from dpst_ext.image_io import load_image, save_image
+    from dpst_ext.memory import reuse_freed_memory
     from dpst_ext.transfer import HighresProgress, run_transfer
 
     torch.set_num_threads(args.threads)
+    reuse_freed_memory()   # as `dpst transfer` does
     n1, n2 = (int(n) for n in args.iters.split(","))
     os.makedirs(args.out, exist_ok=True)
     last = [0.0]

@@ -7,6 +7,8 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     upsampled result y (content dtype)                 C * 4
     Laplacian: image copy in its dtype + stats         3 * s (0 if the content already is) + 9 * s
     operator: D^-1/2 (float64 + Laplacian dtype), diag(A) (float64), Jacobi 1/diag (v)   8 + s + 8 (+ v)
+    multigrid preconditioner (if chosen), measured                    100
+    heap fragmentation once reuse_freed_memory() is in effect (the CLI), measured   40
     CG: b, x, r, p                                     4 * C * v
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
@@ -25,14 +27,49 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MemoryPlan", "estimate_highres_bytes", "available_bytes", "plan_highres", "InsufficientMemoryError"]
+__all__ = ["MemoryPlan", "estimate_highres_bytes", "available_bytes", "plan_highres", "InsufficientMemoryError",
+           "reuse_freed_memory"]
 
 BASELINE_BYTES = 350 * 2**20   # Python + torch + dpst_ext imported (CPU RSS; measured 0.33-0.36 GB)
+MULTIGRID_BYTES_PER_PIXEL = 100   # preconditioner="multigrid": basis, smoother, cycle temporaries (measured)
+HEAP_REUSE_BYTES_PER_PIXEL = 40   # after reuse_freed_memory(): heap fragmentation (measured 35-70 B/px)
+_heap_reuse = False               # set by reuse_freed_memory()
 GiB = 2**30
 
 
 class InsufficientMemoryError(MemoryError):
     """Raised by plan_highres before any work when the estimate exceeds the available memory."""
+
+
+def reuse_freed_memory(threshold: int = 2**30) -> bool:
+    """Let glibc serve tensors up to ``threshold`` bytes from its heap and keep freed memory for reuse.
+
+    torch's CPU allocator does not cache: every new tensor is a malloc, and glibc hands blocks above its
+    mmap threshold (adaptive, at most 32 MiB by default) straight to mmap, so each image-sized temporary
+    (48 MB for a 4 MP, 3-channel float32 image) is fresh pages the kernel faults in and zeroes, and returns
+    on free. Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (mallopt) makes those allocations reuse the
+    heap. Measured at 4 MP, 2 threads: a CG iteration of the smoothing 0.21 -> 0.13 s, a multigrid cycle
+    0.62 -> 0.30 s (benchmarks/SMOOTHING.md). The price is memory: freed blocks do not always fit the next
+    request, so the peak grows (+0.28 GiB at 4 MP, ~70 B/px; ~35 B/px at 2 MP), and the process keeps its
+    peak heap until exit; estimate_highres_bytes adds HEAP_REUSE_BYTES_PER_PIXEL once this has been called. Process-wide,
+    so the CLI calls it and library code does not. Returns False where there is no glibc (a no-op).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    global _heap_reuse
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    value = min(int(threshold), 2**31 - 1)
+    _heap_reuse = bool(mallopt(m_mmap_threshold, value)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+    return _heap_reuse
 
 
 def _nbytes(dtype) -> int:
@@ -42,9 +79,10 @@ def _nbytes(dtype) -> int:
 def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing: str = "fast",
                            laplacian_dtype=torch.float32, vector_dtype=torch.float64,
                            preconditioner: str = "none", working_pixels: int = 1024 * 768,
-                           band_rows: int = 32, device="cpu") -> int:
+                           band_rows: int = 32, device="cpu", heap_reuse: bool | None = None) -> int:
     """Peak bytes of upscale_result at (height, width) (module docstring). The working-size fit
-    (float64, ~40 values per working pixel alive at once) is added as it is alive during the upsampling only."""
+    (float64, ~40 values per working pixel alive at once) is added as it is alive during the upsampling only.
+    heap_reuse: whether reuse_freed_memory() is in effect (default: whether it has been called here)."""
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     if smoothing not in ("off", "fast", "exact"):
@@ -59,9 +97,13 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
     else:
         lap = (0 if s == 4 else 3 * s) * n + 9 * s * n
         operator = (8 + s + 8 + (v if preconditioner == "jacobi" else 0)) * n
+        if preconditioner == "multigrid":
+            operator += MULTIGRID_BYTES_PER_PIXEL * n
         cg = 4 * c * v * n
         product = (c * s + c * v) * n
         slack = 60 * n
+        if _heap_reuse if heap_reuse is None else heap_reuse:
+            slack += HEAP_REUSE_BYTES_PER_PIXEL * n
         peak = content + result + lap + operator + cg + product + slack
     base = BASELINE_BYTES if torch.device(device).type == "cpu" else 0
     return int(peak + base)

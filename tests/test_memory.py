@@ -17,36 +17,41 @@ import json, sys, torch
 import torch.nn.functional as F
 torch.set_num_threads(1)
 from dpst_ext.highres import upscale_result
-from dpst_ext.memory import estimate_highres_bytes
-h, w, smoothing = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+from dpst_ext.memory import estimate_highres_bytes, reuse_freed_memory
+h, w, smoothing, pre, reuse = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+if reuse:
+    assert reuse_freed_memory()   # as the CLI does
 g = torch.Generator().manual_seed(0)
 small = torch.rand(3, h // 4, w // 4, generator=g)
 content = F.interpolate(small[None], size=(h, w), mode="bilinear")[0].contiguous()
 content += 0.02 * torch.rand(3, h, w, generator=g)
 upscale_result(content, F.interpolate(content[None], size=small.shape[1:], mode="area")[0], small ** 0.8,
-               smoothing=smoothing, maxiter=3, check_memory=False)
+               smoothing=smoothing, maxiter=3, check_memory=False, preconditioner=pre)
 # VmHWM, the peak RSS of this process's own address space. Not ru_maxrss: Linux carries the hiwater mark
 # of the address space replaced at exec into it, and a child started by vfork/posix_spawn replaces the
 # parent's, so ru_maxrss reports at least the pytest process's size (seen: 639 MiB for a 390 MiB stage).
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) * 1024
-est = estimate_highres_bytes(h, w, smoothing=smoothing, working_pixels=(h // 4) * (w // 4))
+est = estimate_highres_bytes(h, w, smoothing=smoothing, working_pixels=(h // 4) * (w // 4), preconditioner=pre)
 print(json.dumps({"peak": peak, "estimate": est}))
 """
 
 
-@pytest.mark.parametrize("h,w,smoothing", [(1000, 1000, "fast"), (1200, 1600, "exact"), (1600, 1600, "off")])
-def test_estimate_within_25_percent_of_measured_peak(h, w, smoothing):
+@pytest.mark.parametrize("h,w,smoothing,pre,reuse", [
+    (1000, 1000, "fast", "none", False), (1200, 1600, "exact", "none", False), (1600, 1600, "off", "none", False),
+    (1200, 1600, "fast", "none", True),                   # what the CLI runs (reuse_freed_memory)
+    (1200, 1600, "exact", "multigrid", True)])
+def test_estimate_within_25_percent_of_measured_peak(h, w, smoothing, pre, reuse):
     # The median of 3 fresh processes: one run's peak RSS was seen 50% above its usual value once in a
     # full-suite run (allocator and page state outside our control), which says nothing of the planner.
     runs = []
     for _ in range(3):
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), smoothing], capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), smoothing, pre, str(int(reuse))],
+                             capture_output=True, text=True, check=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
     peak = sorted(r["peak"] for r in runs)[1]
     estimate = runs[0]["estimate"]
     ratio = estimate / peak
-    print(f"\n{h}x{w} {smoothing}: estimate {estimate / 2**20:.0f} MiB, measured peaks "
+    print(f"\n{h}x{w} {smoothing} {pre} reuse={reuse}: estimate {estimate / 2**20:.0f} MiB, measured peaks "
           f"{[round(r['peak'] / 2**20) for r in runs]} MiB, ratio to the median {ratio:.2f}")
     assert 0.75 <= ratio <= 1.25
 
@@ -57,6 +62,33 @@ def test_estimates_grow_with_size_and_options():
     assert estimate_highres_bytes(6000, 8000, smoothing="fast") > 3.5 * (base - BASELINE_BYTES)
     assert estimate_highres_bytes(3000, 4000, smoothing="fast", laplacian_dtype=torch.float64) > base
     assert estimate_highres_bytes(3000, 4000, smoothing="fast", preconditioner="jacobi") > base
+    assert estimate_highres_bytes(3000, 4000, smoothing="fast", preconditioner="multigrid") > base
+    assert estimate_highres_bytes(3000, 4000, smoothing="fast", heap_reuse=True) > \
+        estimate_highres_bytes(3000, 4000, smoothing="fast", heap_reuse=False)
+
+
+_REUSE_CHILD = r"""
+import sys, torch
+from dpst_ext.memory import reuse_freed_memory
+if sys.argv[1] == "1":
+    assert reuse_freed_memory()
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) * 1024
+t = torch.ones(64, 2**20)          # 256 MiB, above glibc's default mmap ceiling (32 MiB)
+before = rss()
+del t
+print(before - rss())
+"""
+
+
+def test_reuse_freed_memory_keeps_large_blocks_in_the_heap():
+    # By default a freed 256 MiB tensor goes back to the OS at once (munmap); after reuse_freed_memory() it
+    # stays in the heap for the next allocation (what makes image-sized temporaries cheap).
+    freed = {}
+    for flag in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", _REUSE_CHILD, flag], capture_output=True, text=True, check=True)
+        freed[flag] = int(out.stdout.strip().splitlines()[-1])
+    assert freed["0"] >= 200 * 2**20 and freed["1"] <= 16 * 2**20, freed
 
 
 def test_refuses_with_estimate_available_and_what_to_change():
