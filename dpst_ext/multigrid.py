@@ -31,8 +31,9 @@ hence a fixed symmetric positive definite preconditioner for CG. Fields at coars
 (h, w, k, C) so that the block stencil is one batched matrix product per level.
 
 Measured (benchmarks/SMOOTHING.md, 2 threads): CG iterations 4x fewer and flat in the size (68 at 1 and
-4 MP to 1e-3, against 307 and 280), but a cycle costs ~3 plain iterations (two fine products and several
-image-sized element-wise passes), so the solve is only 1.1-1.3x faster. Device-agnostic torch.
+4 MP to 1e-3, against 307 and 280), but a preconditioned iteration costs ~3 plain ones (two fine
+products and several image-sized element-wise passes), so the solve is only 1.1-1.3x faster.
+Device-agnostic torch.
 """
 from __future__ import annotations
 
