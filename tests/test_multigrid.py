@@ -2,9 +2,10 @@
 matrices: P and P^T, the Galerkin operator by probing, the l1 smoother bound, and the preconditioned CG
 against a sparse direct solve.
 
-Measured (float64): P^T = P's adjoint to 1e-15, probed P^T A P = assembled to ~1e-12 relative, the
-preconditioner symmetric to ~1e-16 with the spectrum of B A in (0, 1]; CG iterations to 1e-8 on a 40x40
-photo crop: ~25 with the preconditioner against ~600 without (printed with -s).
+Measured (float64, this session's debugging runs and the prints of -s): P^T = P's adjoint exactly, probed
+P^T A P = assembled to ~4e-16 relative (tolerance 1e-10), the preconditioner symmetric to ~1e-16 with the
+spectrum of B A in (0, 1]; CG iterations to 1e-8 on 40x40 photo crops: 35-36 with the preconditioner
+against 410-571 without.
 """
 import numpy as np
 import pytest
