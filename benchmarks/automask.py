@@ -4,11 +4,16 @@ and (``--transfer``) style transfer with hand masks, auto masks and no masks.
     OMP_NUM_THREADS=1 python benchmarks/automask.py [--pairs 1,5,9] [--out benchmarks/automask_results.json]
     OMP_NUM_THREADS=1 nohup python benchmarks/automask.py --transfer --out R.json > log 2>&1 &
 
-* IoU: labels of content and style together (the labels are shared), hand pixels with no label ignored;
-  the best one-to-one matching of auto to hand labels (scipy linear_sum_assignment on IoU), mean over
-  max(K_auto, K_hand) labels: an unmatched label of either side counts as IoU 0, so both over- and
-  under-segmenting cost. "one label" is the same score for a single label covering everything.
-* Transfer (small configuration: size 256, init content, iters 150,100, 1 thread): photorealism
+* Agreement with the hand masks (dpst_ext.automask.agreement): mean IoU after the best one-to-one
+  matching (over max(K_auto, K_hand) labels, so over-segmenting costs), purity (pixels inside their
+  auto label's majority hand label) and consistency (auto labels meaning the same hand label in both
+  photos). "one label" is the IoU of a single label covering everything.
+* Proxy (``--proxy``, seconds per pair, no optimisation): the content recoloured by per-label Lab
+  mean/std matching to the style under a labelling, scored by the style distance below (hand masks);
+  "recovered" as in the transfer section. It ranked variants of the method (see AUTOMASK.md); the
+  claims rest on the transfer section.
+* Transfer (small configuration: size 256, init content, iters 150,100, 1 thread, output at the working
+  size; AUTOMASK.md's runs used --size 192 --iters 100,60): photorealism
   residual and style distance of benchmarks/quality.py; the style distance is always evaluated with
   the HAND masks (its definition) at the output's size. Results are written after every run.
 """
@@ -26,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DEFAULT_DATA, PAIRS, photoreal_residual, style_distance  # noqa: E402
+from quality import DEFAULT_DATA, PAIRS, lab, photoreal_residual, style_distance  # noqa: E402
 
-from dpst_ext.automask import AUTO_LAYERS, auto_masks, labels_to_image, save_masks  # noqa: E402
+from dpst_ext.automask import AUTO_LAYERS, agreement, auto_masks, labels_to_image, save_masks  # noqa: E402
 from dpst_ext.image_io import load_image, resize_long_side  # noqa: E402
 from dpst_ext.masks import MaskPair, parse_mask, resize_labels, _drop_specks  # noqa: E402
 from dpst_ext.vgg import VGG19Features  # noqa: E402
@@ -48,25 +52,6 @@ def hand_labels(data: Path, n: int):
     return c, s, _drop_specks(hc, 1e-3), _drop_specks(hs, 1e-3)
 
 
-def matched_iou(auto_c, auto_s, hand_c, hand_s) -> tuple[float, list[float]]:
-    """Mean IoU after the best one-to-one matching, over max(K_auto, K_hand) labels (see module doc)."""
-    a = torch.cat([auto_c.reshape(-1), auto_s.reshape(-1)])
-    h = torch.cat([hand_c.reshape(-1), hand_s.reshape(-1)])
-    valid = h >= 0
-    a, h = a[valid], h[valid]
-    # Auto pixels with no label (rare: see automask._majority_clean) match no hand label.
-    ai, hi = torch.unique(a[a >= 0]).tolist(), torch.unique(h).tolist()
-    iou = np.zeros((len(ai), len(hi)))
-    for i, x in enumerate(ai):
-        ma = a == x
-        for j, y in enumerate(hi):
-            mh = h == y
-            iou[i, j] = float((ma & mh).sum()) / float((ma | mh).sum())
-    r, c = linear_sum_assignment(-iou)
-    matched = sorted((float(iou[i, j]) for i, j in zip(r, c)), reverse=True)
-    return float(sum(matched) / max(len(ai), len(hi))), matched
-
-
 def load_state(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -77,29 +62,70 @@ def write_state(path: Path, state: dict):
     os.replace(tmp, path)
 
 
-def masks_section(data, pairs, vgg, state, out, repeats=3):
+def masks_section(data, pairs, vgg, state, out, repeats=3, **auto_kwargs):
     rows = state.setdefault("masks", {})
     for n in pairs:
         c, s, hc, hs = hand_labels(data, n)
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            ac, as_, info = auto_masks(c, s, vgg=vgg, return_info=True)
+            ac, as_, info = auto_masks(c, s, vgg=vgg, return_info=True, **auto_kwargs)
             times.append(time.perf_counter() - t)
-        miou, matched = matched_iou(ac, as_, hc, hs)
+        agree = agreement(ac, as_, hc, hs)
         with tempfile.TemporaryDirectory() as tmp:  # the written masks read back as the same labels
             pc, ps = save_masks(ac, as_, Path(tmp) / "c.png", Path(tmp) / "s.png")
             round_trip = bool(torch.equal(parse_mask(pc, tuple(ac.shape)), ac) and
                               torch.equal(parse_mask(ps, tuple(as_.shape)), as_))
-        one, _ = matched_iou(torch.zeros_like(ac), torch.zeros_like(as_), hc, hs)
+        one = agreement(torch.zeros_like(ac), torch.zeros_like(as_), hc, hs)["iou"]
         k_hand = len(set(torch.unique(hc[hc >= 0]).tolist()) | set(torch.unique(hs[hs >= 0]).tolist()))
-        rows[str(n)] = {"iou": miou, "matched": matched, "iou_one_label": one, "k": info["k"], "k_hand": k_hand,
-                        "scores": info["scores"], "time_s": float(np.median(times)),
+        rows[str(n)] = {**agree, "iou_one_label": one, "k": info["k"], "k_hand": k_hand,
+                        "clustered": info["clustered"], "after_small": info["after_small"],
+                        "time_s": float(np.median(times)),
                         "round_trip": round_trip, "unlabelled_px": int((ac < 0).sum() + (as_ < 0).sum()),
                         "load": os.getloadavg()[0]}
-        print(f"pair {n:2d}: mean IoU {miou:.3f} (one label {one:.3f}) K {info['k']} (hand {k_hand}) "
+        print(f"pair {n:2d}: mean IoU {agree['iou']:.3f} (one label {one:.3f}) purity {agree['purity']:.3f} "
+              f"consistent {agree['consistent']:.3f} K {info['k']} (hand {k_hand}) "
               f"{np.median(times):.2f}s round trip {round_trip}", flush=True)
         write_state(out, state)
+
+
+def _label_recolour(content, style, lc, ls):
+    """Per-label Lab mean/std matching of ``content`` to ``style`` (labels at the images' sizes; content
+    pixels whose label is -1 or absent from the style are matched to the whole style)."""
+    from skimage.color import lab2rgb
+
+    a, b = lab(content), lab(style)
+    out = a.copy()
+    lc, ls = lc.numpy(), ls.numpy()
+    for k in np.unique(lc):
+        src = a[lc == k]
+        tgt = b[ls == k] if k >= 0 and (ls == k).sum() > 10 else b.reshape(-1, 3)
+        out[lc == k] = (src - src.mean(0)) / (src.std(0) + 1e-6) * tgt.std(0) + tgt.mean(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # out-of-gamut Lab values are clipped
+        return torch.from_numpy(lab2rgb(out).transpose(2, 0, 1)).float()
+
+
+def proxy_section(data, pairs, vgg, state, out, size=256, **auto_kwargs):
+    rows = state.setdefault("proxy", {})
+    for n in pairs:
+        c, s, hc, hs = hand_labels(data, n)
+        cs, ss = resize_long_side(c, size), resize_long_side(s, size)
+        hcs, hss = resize_labels(hc, tuple(cs.shape[1:])), resize_labels(hs, tuple(ss.shape[1:]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            metric = MaskPair.from_labels(hcs, hss, warn=False)
+        ac, as_ = auto_masks(c, s, vgg=vgg, **auto_kwargs)
+        score = {name: style_distance(_label_recolour(cs, ss, lc, ls), ss, metric) for name, (lc, ls) in {
+            "hand": (hcs, hss), "none": (torch.zeros_like(hcs), torch.zeros_like(hss)),
+            "auto": (resize_labels(ac, tuple(cs.shape[1:])), resize_labels(as_, tuple(ss.shape[1:])))}.items()}
+        rows[str(n)] = score
+        print(f"pair {n:2d} proxy style distance: hand {score['hand']:.2f} auto {score['auto']:.2f} "
+              f"none {score['none']:.2f}", flush=True)
+        write_state(out, state)
+    gain_h = sum(rows[str(n)]["none"] - rows[str(n)]["hand"] for n in pairs)
+    gain_a = sum(rows[str(n)]["none"] - rows[str(n)]["auto"] for n in pairs)
+    print(f"proxy: auto masks recover {gain_a / gain_h:.3f} of the hand masks' gain over {len(pairs)} pairs")
 
 
 def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("hand", "auto", "none")):
@@ -115,8 +141,9 @@ def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("han
             kw = {}
             if mode == "hand":
                 kw = {"content_mask": labels_to_image(hc), "style_mask": labels_to_image(hs)}
+            # Output at the working size: the metrics compare it with the content at that size.
             opts = dict(size=size, iters=iters, init="content", threads=1, smooth_every=0,
-                        auto_masks=(mode == "auto"))
+                        auto_masks=(mode == "auto"), output_size="working")
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -154,15 +181,16 @@ def report(paths: list[Path]) -> str:
             machines.append(st["machine"])
     lines = []
     if masks:
-        lines += ["| pair | mean IoU auto | mean IoU one label | K auto | K hand | auto-mask time (s) |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| pair | mean IoU auto | mean IoU one label | purity | consistent | K auto | K hand | "
+                  "auto-mask time (s) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n in sorted(masks, key=int):
             m = masks[n]
-            lines.append(f"| {n} | {m['iou']:.3f} | {m['iou_one_label']:.3f} | {m['k']} | {m['k_hand']} | "
-                         f"{m['time_s']:.2f} |")
+            lines.append(f"| {n} | {m['iou']:.3f} | {m['iou_one_label']:.3f} | {m['purity']:.3f} | "
+                         f"{m['consistent']:.3f} | {m['k']} | {m['k_hand']} | {m['time_s']:.2f} |")
         a = list(masks.values())
-        lines.append(f"| mean | {np.mean([m['iou'] for m in a]):.3f} | {np.mean([m['iou_one_label'] for m in a]):.3f} "
-                     f"| {np.mean([m['k'] for m in a]):.1f} | {np.mean([m['k_hand'] for m in a]):.1f} | "
+        mean = {q: np.mean([m[q] for m in a]) for q in ("iou", "iou_one_label", "purity", "consistent", "k", "k_hand")}
+        lines.append(f"| mean | {mean['iou']:.3f} | {mean['iou_one_label']:.3f} | {mean['purity']:.3f} | "
+                     f"{mean['consistent']:.3f} | {mean['k']:.1f} | {mean['k_hand']:.1f} | "
                      f"{np.median([m['time_s'] for m in a]):.2f} (median) |")
         lines.append("")
     pairs = sorted({k.split("/")[0] for k in runs}, key=int)
@@ -205,6 +233,8 @@ def main(argv=None):
     p.add_argument("--pairs", default=",".join(map(str, PAIRS)))
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "automask_results.json")
     p.add_argument("--transfer", action="store_true", help="also run the style-transfer comparison")
+    p.add_argument("--proxy", action="store_true", help="also run the per-label recolouring proxy")
+    p.add_argument("--auto-kwargs", default="{}", help="JSON of auto_masks keyword arguments (IoU and proxy)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--iters", default="150,100")
     p.add_argument("--save-dir", type=Path, default=None, help="write the transfer outputs here")
@@ -226,10 +256,12 @@ def main(argv=None):
                         "load_at_start": os.getloadavg(), "torch": torch.__version__}
     vgg = VGG19Features(AUTO_LAYERS)
     if not args.skip_masks:
-        masks_section(args.data, pairs, vgg, state, args.out, args.repeats)
+        masks_section(args.data, pairs, vgg, state, args.out, args.repeats, **json.loads(args.auto_kwargs))
         ious = [state["masks"][str(n)]["iou"] for n in pairs]
         ones = [state["masks"][str(n)]["iou_one_label"] for n in pairs]
         print(f"mean IoU over {len(pairs)} pairs: {np.mean(ious):.3f} (one label: {np.mean(ones):.3f})")
+    if args.proxy:
+        proxy_section(args.data, pairs, vgg, state, args.out, **json.loads(args.auto_kwargs))
     if args.transfer:
         iters = tuple(int(x) for x in args.iters.split(","))
         transfer_section(args.data, pairs, state, args.out, args.size, iters, args.save_dir,

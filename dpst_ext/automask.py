@@ -6,23 +6,27 @@
 
 How (``auto_masks``):
 
-1. Features on a coarse grid (1/4 of a working size, ``work_size`` long side): VGG-19 relu3_1 and
-   relu4_1 (upsampled to relu3_1's grid), the Lab colour averaged over each grid cell, and the
-   (x, y) position in 0..1. Each block is centred over both images and scaled to unit mean squared
-   norm, then weighted (``weights``): the distance mixes mid-level texture, semantics, colour and a
-   weak layout prior. Lab is centred per image (``colour_per_image``) because the style photo
-   usually differs from the content in global colour by design; otherwise clusters split by image.
-2. Joint k-means (k-means++ seeding from a seeded torch.Generator, best of ``restarts``): one set of
-   centroids for the points of both images, so a label means the same thing in both.
-3. Labels covering under ``min_area`` of either image cannot carry a style (or have no target): the
-   smallest is merged into the cluster of the nearest centroid, repeatedly; every label left exists
-   in both images.
-4. K (``k=None``): the K in ``k_range`` whose clustering (after merging) has the highest mean
-   silhouette on a fixed subsample of grid points, s = (b - a) / max(a, b) with a the mean distance
-   to the own cluster, b to the nearest other cluster. It rewards compact, separated clusters and,
-   unlike the k-means cost, does not fall monotonically with K. Near-ties go to the smaller K: the
-   smallest K within SILHOUETTE_TOLERANCE of the best score is taken.
-5. Edge-aware boundaries: soft label maps on the grid (one-hot, upsampled to the working image) are
+1. Features on a coarse grid (1/4 of a working size, ``work_size`` long side): VGG-19 relu3_1, relu4_1
+   and relu5_1 (upsampled to relu3_1's grid), the (x, y) position in 0..1, and the Lab colour averaged
+   over each grid cell. Each block is centred, reduced to 16 principal components and scaled to unit
+   mean squared norm, then weighted (``weights``, DEFAULT_WEIGHTS).
+2. Joint k-means over the points of both photos (``joint_kmeans``) in which a label's centroid is
+   shared by the two photos in the VGG and position blocks (what a region is and where it lies) but
+   has one Lab colour per photo: colour delimits regions inside each photo, yet cannot say which region
+   of the style corresponds to which region of the content, since restyling a photo changes its
+   colours by design (pair 1 of the examples: a sunlit town against a black silhouetted skyline).
+   k-means++ seeds and the first assignment use the shared blocks only; best of ``restarts`` by
+   inertia, from a seeded torch.Generator.
+3. How many labels (``k=None``): as many as both photos can support. K_MAX (8) labels are clustered;
+   the smallest label under ``min_area`` of either photo is merged into the nearest centroid's,
+   repeatedly (it could not carry a style, or would have no target), so every label left exists in
+   both photos; then the two labels closest in mean colour are merged while they differ by less than
+   ``merge_delta`` (10 Lab units) in the content AND in the style, as they would carry the same style.
+   A label splitting a region is harmless to the transfer (the two parts get the style's matching
+   parts); a label straddling two regions of different colour is what hurts. On the 15 example pairs,
+   the recovered share of the hand masks' gain rose with K (benchmarks/AUTOMASK.md), and the
+   silhouette criterion of the first version (K in 2..6) recovered far less.
+4. Edge-aware boundaries: soft label maps on the grid (one-hot, upsampled to the working image) are
    filtered by a colour guided filter (He et al. 2010) whose local affine coefficients are fitted at
    working size and applied to the full-resolution photo (dpst_ext.upsample), then argmax; a
    majority filter finally removes lines under 3 px, which the mask parser would drop. A label the
@@ -46,18 +50,25 @@ from .masks import NAMES, PALETTE, resize_labels
 from .upsample import apply_coefficients, box_mean, guided_coefficients
 
 __all__ = ["auto_masks", "segmenter_masks", "save_masks", "labels_to_image", "rgb_to_lab", "joint_kmeans",
-           "AUTO_LAYERS", "K_RANGE"]
+           "agreement", "AUTO_LAYERS", "K_MAX"]
 
-AUTO_LAYERS = ("relu3_1", "relu4_1")
-K_RANGE = (2, 6)
+AUTO_LAYERS = ("relu3_1", "relu4_1", "relu5_1")
+# Labels clustered before merging (k=None): the most labels both photos can support, see auto_masks.
+# The proxy of benchmarks/AUTOMASK.md on the 15 example pairs (position weight 4, three seeds): the share
+# of the hand masks' style-distance gain recovered rose with K, 0.72-0.74 at 6, 0.78-0.83 at 7 and
+# 0.80-0.87 at 8; choosing K by silhouette recovered 0.21-0.66. (Palette: 9 colours.)
+K_MAX = 8
 # Weights of the feature blocks in the squared distance (each block normalised to unit mean squared norm).
-# Mean IoU with the hand masks of the 15 example pairs (benchmarks/automask.py): position 0.25 -> 0.457,
-# 0.5 -> 0.477; Lab 2 -> 0.447; without relu3_1 -> 0.453 (before the near-tie rule for K).
-DEFAULT_WEIGHTS = {"relu3_1": 1.0, "relu4_1": 1.0, "lab": 1.0, "position": 0.5}
-# K: the smallest K whose silhouette is within this of the best. Silhouettes of neighbouring K often
-# differ by less than the subsample's noise (~0.01); the extra label then mostly splits a region along
-# a gradient or its border band (measured on the synthetic two-region scene of tests/test_automask.py).
-SILHOUETTE_TOLERANCE = 0.02
+# Shared blocks (one centroid per label for both photos) say what and where a region is; "lab" has a
+# centroid per label AND per photo (PER_PHOTO): colour delimits regions inside a photo but cannot match
+# them across photos, because a style photo differs in colour by design. Position 4 (proxy at K=6, one
+# seed: position 1 -> 0.52, 2 -> 0.61, 3 -> 0.85, 5 -> 0.78): the example pairs share a layout far more
+# reliably than VGG features tell regions apart.
+DEFAULT_WEIGHTS = {"relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0, "position": 4.0, "lab": 1.0}
+PER_PHOTO = ("lab",)
+# Two labels whose mean Lab colours differ by less than this in the content AND in the style would carry
+# the same style: they are merged (a smooth sky cut into blocks by the position term becomes one label).
+MERGE_DELTA = 10.0
 # Colour of "no label" in a written mask: at least 0.56 from every palette colour, so the parser
 # (threshold 0.3) reads it back as unlabelled.
 UNLABELLED_RGB = (0.5, 0.25, 0.0)
@@ -85,27 +96,28 @@ def _grid_features(img: torch.Tensor, vgg, work_size: int) -> tuple[dict, tuple[
     x = resize_long_side(img, work_size)
     with torch.no_grad():
         feats = vgg(x[None])
-    f3 = feats["relu3_1"]
-    gh, gw = f3.shape[-2:]
-    f4 = F.interpolate(feats["relu4_1"], size=(gh, gw), mode="bilinear", align_corners=False)
-    lab = F.interpolate(rgb_to_lab(x)[None], size=(gh, gw), mode="bilinear", align_corners=False, antialias=True)
-    yy, xx = torch.meshgrid((torch.arange(gh) + 0.5) / gh, (torch.arange(gw) + 0.5) / gw, indexing="ij")
+    gh, gw = feats["relu3_1"].shape[-2:]
+    grid = lambda t: F.interpolate(t, size=(gh, gw), mode="bilinear", align_corners=False)  # noqa: E731
     flat = lambda t: t[0].flatten(1).T.contiguous()  # noqa: E731  (1, C, h, w) -> (h*w, C)
-    blocks = {"relu3_1": flat(f3), "relu4_1": flat(f4), "lab": flat(lab),
-              "position": torch.stack([xx, yy]).flatten(1).T.contiguous()}
+    blocks = {name: flat(grid(feats[name])) for name in AUTO_LAYERS}
+    blocks["lab"] = flat(F.interpolate(rgb_to_lab(x)[None], size=(gh, gw), mode="bilinear", align_corners=False,
+                                       antialias=True))
+    yy, xx = torch.meshgrid((torch.arange(gh) + 0.5) / gh, (torch.arange(gw) + 0.5) / gw, indexing="ij")
+    blocks["position"] = torch.stack([xx, yy]).flatten(1).T.contiguous()
     return blocks, (gh, gw), x
 
 
-def _joint_points(bc: dict, bs: dict, weights: dict, colour_per_image: bool, pca_dims: int) -> torch.Tensor:
-    """Content and style points stacked (Nc + Ns, D): each block centred, reduced to its top ``pca_dims``
-    principal components (VGG blocks: the clustering then costs O(N K pca_dims), not O(N K 768)), scaled to
-    unit mean squared norm and multiplied by sqrt(weight)."""
-    parts = []
+def _joint_points(bc: dict, bs: dict, weights: dict, pca_dims: int) -> tuple[torch.Tensor, int]:
+    """Content and style points stacked (Nc + Ns, D), the PER_PHOTO blocks in the last columns (their
+    number is returned too). Each block is centred (PER_PHOTO ones per photo), reduced to its top
+    ``pca_dims`` principal components (VGG blocks: the clustering then costs O(N K pca_dims), not
+    O(N K 768)), scaled to unit mean squared norm and multiplied by sqrt(weight)."""
+    parts, photo_parts = [], []
     for name, w in weights.items():
         if w <= 0:
             continue
         a, b = bc[name].double(), bs[name].double()
-        if name == "lab" and colour_per_image:
+        if name in PER_PHOTO:
             a, b = a - a.mean(0), b - b.mean(0)
         x = torch.cat([a, b])
         x = x - x.mean(0)
@@ -113,8 +125,9 @@ def _joint_points(bc: dict, bs: dict, weights: dict, colour_per_image: bool, pca
             _, vecs = torch.linalg.eigh(x.T @ x)             # ascending eigenvalues
             x = x @ vecs[:, -pca_dims:]
         x = x / x.pow(2).sum(1).mean().sqrt().clamp(min=1e-12)
-        parts.append(x * w ** 0.5)
-    return torch.cat(parts, dim=1)
+        (photo_parts if name in PER_PHOTO else parts).append(x * w ** 0.5)
+    photo_dims = sum(t.shape[1] for t in photo_parts)
+    return torch.cat(parts + photo_parts, dim=1), photo_dims
 
 
 def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -137,27 +150,47 @@ def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(centres)
 
 
-def joint_kmeans(x: torch.Tensor, k: int, seed: int = 0, restarts: int = 3, iters: int = 60):
-    """k-means++ then Lloyd iterations on points (N, D); best of ``restarts`` by inertia.
+def _photo_sq_dist(x: torch.Tensor, c: torch.Tensor, n_content: int) -> torch.Tensor:
+    """Squared distances (N, K) of content points to the content centroids c[0], style points to c[1]."""
+    return torch.cat([_sq_dist(x[:n_content], c[0]), _sq_dist(x[n_content:], c[1])])
 
-    Deterministic for a given seed (a private torch.Generator; CPU float64). Returns (labels (N,),
-    centres (k, D), inertia)."""
+
+def joint_kmeans(x: torch.Tensor, k: int, n_content: int | None = None, photo_dims: int = 0, seed: int = 0,
+                 restarts: int = 10, iters: int = 60):
+    """k-means over the points (N, D) of both photos, the first ``n_content`` from the content.
+
+    A label's centroid is shared by the two photos in the first D - ``photo_dims`` columns and has one
+    value per photo in the last ``photo_dims`` (Lloyd's two steps stay exact: each part of a centroid is
+    the mean of the points it serves). k-means++ seeding from a private torch.Generator, best of
+    ``restarts`` by inertia; deterministic for a seed (CPU float64). Returns (labels (N,), centres
+    (2, k, D): content's then style's, inertia)."""
     x = x.double()
+    nc = x.shape[0] if n_content is None else int(n_content)
+    d_shared = x.shape[1] - photo_dims
+    photos = (slice(0, nc), slice(nc, None))
     gen = torch.Generator().manual_seed(int(seed))
     best = None
     for _ in range(restarts):
-        c = _kmeans_pp(x, k, gen)
+        # Seeds and the first assignment use the shared columns only: a seed's per-photo columns come from
+        # one photo and would pull the other photo's points by colour, which is what they must not do.
+        shared = x[:, :d_shared]
+        c = torch.cat([_kmeans_pp(shared, k, gen), x.new_zeros(k, photo_dims)], 1).expand(2, k, -1).clone()
+        new = _sq_dist(shared, c[0, :, :d_shared]).argmin(1)
         labels = None
         for _ in range(iters):
-            new = _sq_dist(x, c).argmin(1)
-            if labels is not None and torch.equal(new, labels):
-                break
+            if labels is not None:
+                new = _photo_sq_dist(x, c, nc).argmin(1)
+                if torch.equal(new, labels):
+                    break
             labels = new
             onehot = F.one_hot(labels, k).to(x.dtype)        # (N, k)
-            counts = onehot.sum(0)
-            # An emptied cluster keeps its centre (rare; k-means++ starts every centre on a point).
-            c = torch.where(counts[:, None] > 0, (onehot.T @ x) / counts.clamp(min=1)[:, None], c)
-        inertia = float(_sq_dist(x, c).gather(1, labels[:, None]).sum())
+            for p, rows in enumerate(photos):
+                # Shared columns from both photos, per-photo columns from this one; a label with no
+                # points (in both photos, or in this photo) keeps that part of its centre.
+                for cols, oh, xx in ((slice(0, d_shared), onehot, x), (slice(d_shared, None), onehot[rows], x[rows])):
+                    counts = oh.sum(0)[:, None]
+                    c[p, :, cols] = torch.where(counts > 0, (oh.T @ xx[:, cols]) / counts.clamp(min=1), c[p, :, cols])
+        inertia = float(_photo_sq_dist(x, c, nc).gather(1, labels[:, None]).sum())
         if best is None or inertia < best[2]:
             best = (labels, c, inertia)
     return best
@@ -184,24 +217,24 @@ def _merge_small(labels: torch.Tensor, x: torch.Tensor, n_content: int, min_area
     return torch.unique(labels, return_inverse=True)[1]
 
 
-def _silhouette(x: torch.Tensor, labels: torch.Tensor, sample: torch.Tensor) -> float:
-    """Mean silhouette of the points ``sample`` (indices) against the same subsample; 0 for one cluster."""
-    xs, ls = x[sample], labels[sample]
-    ids = torch.unique(ls)
-    if len(ids) < 2:
-        return 0.0
-    d = torch.cdist(xs, xs)
-    onehot = (ls[:, None] == ids[None]).double()                      # (n, K)
-    counts = onehot.sum(0)
-    mean_d = d @ onehot                                               # (n, K) sums of distances
-    own = onehot.argmax(1)
-    own_n = counts[own]
-    a = mean_d.gather(1, own[:, None])[:, 0] / (own_n - 1).clamp(min=1)
-    other = (mean_d / counts).masked_fill(onehot.bool(), float("inf"))
-    b = other.min(1).values
-    s = (b - a) / torch.maximum(a, b).clamp(min=1e-12)
-    s[own_n <= 1] = 0.0  # a singleton's silhouette is 0 by convention
-    return float(s.mean())
+def _merge_alike(labels: torch.Tensor, lab: torch.Tensor, n_content: int, delta: float) -> torch.Tensor:
+    """Merge the two labels whose mean Lab colours (``lab`` (N, 3), the points' own colours) are closest,
+    measured as the larger of the distances in the content and in the style, while that is under
+    ``delta``. Labels are 0..K-1 present in both photos (after _merge_small); returns them renumbered."""
+    labels = labels.clone()
+    while True:
+        ids = torch.unique(labels)
+        if len(ids) <= 1:
+            break
+        means = [torch.stack([lab[rows][labels[rows] == i].mean(0) for i in ids])
+                 for rows in (slice(0, n_content), slice(n_content, None))]
+        d = torch.maximum(torch.cdist(means[0], means[0]), torch.cdist(means[1], means[1]))
+        d.fill_diagonal_(float("inf"))
+        i, j = divmod(int(d.argmin()), len(ids))
+        if d[i, j] >= delta:
+            break
+        labels[labels == ids[j]] = ids[i]
+    return torch.unique(labels, return_inverse=True)[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,31 +251,63 @@ def _argmax0(t: torch.Tensor) -> torch.Tensor:
     return idx
 
 
-def _majority_clean(labels: torch.Tensor, k: int, window: int = 5, rounds: int = 64) -> torch.Tensor:
+def _window_of(idx: torch.Tensor, h: int, w: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices (n, (2r+1)^2) of the window around each flat index ``idx`` of an (h, w) map (clamped
+    into the map) and whether each is inside it."""
+    d = torch.arange(-r, r + 1)
+    yy = (idx // w)[:, None, None] + d[None, :, None]
+    xx = (idx % w)[:, None, None] + d[None, None, :]
+    inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)).flatten(1)
+    return (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).flatten(1), inside
+
+
+def _majority_clean(labels: torch.Tensor, k: int, window: int = 5, rounds: int = 64,
+                    patience: int = 4) -> torch.Tensor:
     """Labels the mask parser reads back unchanged: no labelled pixel whose label holds under half of its
-    ``window``^2 neighbourhood (the parser unlabels those, taking them for anti-aliasing lines).
+    ``window``^2 neighbourhood, the window clipped at the border (the parser, masks._drop_thin, unlabels
+    those, taking them for anti-aliasing lines).
 
-    Such pixels take the neighbourhood's majority label, repeatedly (a thin line erodes by a pixel or
-    two per round: 26 rounds on pair 5 of the examples); if some still oscillate after ``rounds``, they
-    are unlabelled (-1), repeatedly, which must end as labels only ever become -1."""
-    def support_of(lab):
-        # The parser's own arithmetic (float32 average pooling, window clipped at the border), so that
-        # "under half" is decided identically, ties at exactly 0.5 included.
-        onehot = torch.stack([lab == i for i in range(k)]).to(torch.float32)
-        support = box_mean(onehot, window // 2)
-        own = support.gather(0, lab.clamp(min=0)[None])[0]
-        return support, (lab >= 0) & (own < 0.5)
+    Such pixels take the neighbourhood's majority label, all at once, repeatedly (a thin line erodes by a
+    pixel or two per round: 26 rounds on pair 5 of the examples); once their count has not reached a new
+    low for ``patience`` rounds (pixels at junctions of 3+ labels flip back and forth), or after
+    ``rounds``, the rest are unlabelled (-1), repeatedly, which must end as labels only ever become -1.
+    Only pixels near a label boundary, then near a change, are examined, so the cost follows the
+    boundary length, not the image size; supports are exact integer ratios (the parser's float32 means
+    of 0/1 values decide "under half" identically)."""
+    h, w = labels.shape
+    r = window // 2
+    flat = labels.reshape(-1).clone()
 
+    def bad_among(idx):
+        nbr, inside = _window_of(idx, h, w, r)
+        lab = torch.where(inside, flat[nbr], -1)
+        counts = F.one_hot(lab + 1, k + 1)[:, :, 1:].sum(1)            # (n, k) labelled neighbours
+        own = flat[idx]
+        # count / n < 1/2 as integers: 2 count < n
+        bad = (own >= 0) & (2 * counts.gather(1, own.clamp(min=0)[:, None])[:, 0] < inside.sum(1))
+        return idx[bad], counts[bad]
+
+    def near(idx):
+        return torch.unique(_window_of(idx, h, w, r)[0])
+
+    x = labels[None, None].to(torch.float32)
+    spread = F.max_pool2d(x, window, 1, r) + F.max_pool2d(-x, window, 1, r)  # max - min over the window
+    bad, counts = bad_among(torch.nonzero(spread.reshape(-1) != 0)[:, 0])
+    fewest, since = None, 0
     for _ in range(rounds):
-        support, bad = support_of(labels)
-        if not bool(bad.any()):
-            return labels
-        labels = torch.where(bad, _argmax0(support), labels)
-    while True:
-        _, bad = support_of(labels)
-        if not bool(bad.any()):
-            return labels
-        labels = torch.where(bad, -1, labels)
+        if len(bad) == 0:
+            break
+        fewest, since = (len(bad), 0) if fewest is None or len(bad) < fewest else (fewest, since + 1)
+        if since >= patience:
+            break
+        new = counts.argmax(1)                                       # first of equal counts
+        changed = bad[new != flat[bad]]
+        flat[bad] = new
+        bad, counts = bad_among(torch.unique(torch.cat([bad, near(changed)])))
+    while len(bad):
+        flat[bad] = -1
+        bad, counts = bad_among(near(bad))
+    return flat.view(h, w)
 
 
 def _soft_full(full: torch.Tensor, work: torch.Tensor, grid_labels: torch.Tensor, k: int, radius: int, eps: float):
@@ -283,34 +348,36 @@ def _shared_argmax(softs: list[torch.Tensor], k: int) -> list[torch.Tensor]:
 # Public API
 
 
-def _check_k(k, k_range):
-    lo, hi = k_range
-    if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= len(NAMES)):
-        raise ValueError(f"k_range must be (lo, hi) integers with 1 <= lo <= hi <= {len(NAMES)}, got {k_range}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(NAMES)):
-        raise ValueError(f"k must be None (automatic) or an integer in 1..{len(NAMES)} (the palette's colours), "
-                         f"got {k!r}")
+def _check_k(k, name="k"):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(NAMES):
+        raise ValueError(f"{name} must be an integer in 1..{len(NAMES)} (the palette's colours), got {k!r}")
 
 
-def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *, k_range=K_RANGE,
-               work_size: int = 256, min_area: float = 0.03, weights: dict | None = None,
-               colour_per_image: bool = True, radius: int = 8, eps: float = 1e-2, restarts: int = 3,
+def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *, k_max: int = K_MAX,
+               work_size: int = 256, min_area: float = 0.03, merge_delta: float = MERGE_DELTA,
+               weights: dict | None = None, radius: int = 8, eps: float = 1e-2, restarts: int = 10,
                pca_dims: int = 16, return_info: bool = False):
     """Co-segment ``content`` and ``style`` into shared labels (module docstring for the method).
 
-    Images: paths, PIL images, numpy arrays or (3, H, W) tensors in 0..1. ``k``: number of labels (None:
-    chosen in ``k_range`` by silhouette). ``vgg``: a VGG19Features whose layers include relu3_1 and
-    relu4_1 (None: built from the bundled weights). ``work_size``: long side at which features are
-    computed; ``min_area``: smallest area fraction a label may cover in either image; ``radius``/``eps``:
-    guided filter at working size (radius 0: bilinear soft maps, no edge awareness).
+    Images: paths, PIL images, numpy arrays or (3, H, W) tensors in 0..1. ``k``: number of labels
+    clustered, merged only where one is under ``min_area`` of either photo (None: ``k_max`` clustered,
+    then also labels alike in colour merged, ``merge_delta``). ``vgg``: a VGG19Features whose layers
+    include AUTO_LAYERS (None: built from the bundled weights). ``work_size``: long side at which features
+    are computed; ``radius``/``eps``: guided filter at working size (radius 0: bilinear soft maps, no
+    edge awareness).
     Returns (content_labels (Hc, Wc), style_labels (Hs, Ws)), int64 palette indices 0..K-1 at each
-    photo's own size, the same K labels present in both (fewer than ``k`` if merged for ``min_area``);
-    rarely, a few pixels of an oscillating thin line are -1 (no label; see _majority_clean).
-    With ``return_info``, a third element: {"k": K, "scores": {K tried: silhouette}}.
+    photo's own size, the same K labels present in both; rarely, a few pixels of an oscillating thin
+    line are -1 (no label; see _majority_clean).
+    With ``return_info``, a third element: {"k": K, "clustered": labels clustered, "after_small": K
+    after merging small labels}.
     """
-    _check_k(k, k_range)
+    if k is not None:
+        _check_k(k)
+    _check_k(k_max, "k_max")
     if not 0 <= min_area < 0.5:
         raise ValueError(f"min_area must be a fraction in [0, 0.5), got {min_area}")
+    if not merge_delta >= 0:
+        raise ValueError(f"merge_delta must be a Lab distance >= 0, got {merge_delta}")
     if work_size < 32:
         raise ValueError(f"work_size must be at least 32 px (features are on a 1/4 grid), got {work_size}")
     if radius < 0 or eps <= 0:
@@ -319,6 +386,9 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     unknown = set(weights) - set(DEFAULT_WEIGHTS)
     if unknown:
         raise ValueError(f"weights keys must be among {sorted(DEFAULT_WEIGHTS)}, got {sorted(unknown)}")
+    if not any(w > 0 for n, w in weights.items() if n not in PER_PHOTO):
+        raise ValueError(f"weights must give a positive weight to a block shared by the photos "
+                         f"({sorted(set(DEFAULT_WEIGHTS) - set(PER_PHOTO))}): labels could not correspond")
     c_full = load_image(content, "content")
     s_full = load_image(style, "style")
     if vgg is None:
@@ -331,23 +401,17 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     bs, gs, ws = _grid_features(s_full.to(dev), vgg, work_size)
     bc = {n: t.cpu() for n, t in bc.items()}
     bs = {n: t.cpu() for n, t in bs.items()}
-    x = _joint_points(bc, bs, weights, colour_per_image, pca_dims)
+    x, photo_dims = _joint_points(bc, bs, weights, pca_dims)
     nc = gc[0] * gc[1]
 
-    candidates = [k] if k is not None else list(range(k_range[0], k_range[1] + 1))
-    gen = torch.Generator().manual_seed(int(seed))
-    sample = torch.randperm(x.shape[0], generator=gen)[:2000]
-    results, scores = {}, {}
-    for kk in candidates:
-        if kk == 1:
-            labels = torch.zeros(x.shape[0], dtype=torch.int64)
-        else:
-            labels = joint_kmeans(x, kk, seed=seed, restarts=restarts)[0]
-            labels = _merge_small(labels, x, nc, min_area)
-        scores[kk] = _silhouette(x, labels, sample)
-        results[kk] = labels
-    top = max(scores.values())
-    labels = results[min(kk for kk in candidates if scores[kk] >= top - SILHOUETTE_TOLERANCE)]
+    clustered = k if k is not None else k_max
+    labels = torch.zeros(x.shape[0], dtype=torch.int64)
+    if clustered > 1:
+        labels = joint_kmeans(x, clustered, nc, photo_dims, seed=seed, restarts=restarts)[0]
+        labels = _merge_small(labels, x, nc, min_area)
+    after_small = int(labels.max()) + 1
+    if k is None:
+        labels = _merge_alike(labels, torch.cat([bc["lab"], bs["lab"]]).double(), nc, merge_delta)
     kk = int(labels.max()) + 1
 
     # Palette order by mean height in the content grid: top-most label first (blue).
@@ -366,7 +430,7 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     else:
         result = (torch.zeros(c_full.shape[1:], dtype=torch.int64), torch.zeros(s_full.shape[1:], dtype=torch.int64))
     if return_info:
-        return (*result, {"k": kk, "scores": scores})
+        return (*result, {"k": kk, "clustered": clustered, "after_small": after_small})
     return result
 
 
@@ -418,6 +482,39 @@ def segmenter_masks(content, style, segmenter: Callable, mapping: dict | None = 
             labels[m == c] = i
         out.append(labels)
     return tuple(out)
+
+
+def agreement(auto_c, auto_s, ref_c, ref_s) -> dict:
+    """How a label pair agrees with a reference pair (e.g. hand-painted masks), content and style pixels
+    together (the labels are shared); reference pixels with no label (-1) are ignored.
+
+    * "iou": mean IoU after the best one-to-one matching of labels (scipy linear_sum_assignment), over
+      max(K_auto, K_ref) labels: an unmatched label of either side counts 0, so over- and
+      under-segmenting both cost. "matched": the matched IoUs, largest first.
+    * "purity": the fraction of pixels inside their auto label's majority reference label (majority over
+      both photos): 1 when every auto label lies within one reference label, however many there are.
+    * "consistent": the fraction of pixels whose auto label has the same majority reference label in the
+      content as in the style, i.e. labels that correspond to the same thing in both photos.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    valid_c, valid_s = ref_c >= 0, ref_s >= 0
+    a = torch.cat([auto_c[valid_c], auto_s[valid_s]])
+    h = torch.cat([ref_c[valid_c], ref_s[valid_s]])
+    ai, hi = torch.unique(a[a >= 0]).tolist(), torch.unique(h).tolist()   # auto -1 matches nothing
+    iou = np.array([[float(((a == x) & (h == y)).sum()) / float(((a == x) | (h == y)).sum()) for y in hi]
+                    for x in ai]).reshape(len(ai), len(hi))
+    r, c = linear_sum_assignment(-iou)
+    matched = sorted((float(iou[i, j]) for i, j in zip(r, c)), reverse=True)
+    inside = same = 0
+    for x in ai:
+        inside += int((h[a == x] == h[a == x].mode().values).sum())
+        in_c, in_s = ref_c[valid_c & (auto_c == x)], ref_s[valid_s & (auto_s == x)]
+        if len(in_c) and len(in_s) and int(in_c.mode().values) == int(in_s.mode().values):
+            same += int((a == x).sum())
+    n = max(len(a), 1)
+    return {"iou": sum(matched) / max(len(ai), len(hi), 1), "matched": matched, "purity": inside / n,
+            "consistent": same / n}
 
 
 def labels_to_image(labels: torch.Tensor) -> Image.Image:

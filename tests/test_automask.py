@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
 
-from dpst_ext.automask import AUTO_LAYERS, auto_masks, labels_to_image, save_masks, segmenter_masks
+from dpst_ext.automask import AUTO_LAYERS, agreement, auto_masks, labels_to_image, save_masks, segmenter_masks
 from dpst_ext.masks import parse_mask
 from dpst_ext.vgg import VGG19Features
 
@@ -61,13 +60,7 @@ def scene(rng, h, w, kinds, borders, wobble=3.0):
 
 
 def matched_iou(pred_c, pred_s, true_c, true_s) -> float:
-    """Mean IoU after the best one-to-one matching, over max(K_pred, K_true) labels, both images together."""
-    a = torch.cat([pred_c.reshape(-1), pred_s.reshape(-1)])
-    b = torch.cat([true_c.reshape(-1), true_s.reshape(-1)])
-    ai, bi = torch.unique(a).tolist(), torch.unique(b).tolist()
-    iou = np.array([[float(((a == i) & (b == j)).sum()) / float(((a == i) | (b == j)).sum()) for j in bi] for i in ai])
-    r, c = linear_sum_assignment(-iou)
-    return float(iou[r, c].sum() / max(len(ai), len(bi)))
+    return agreement(pred_c, pred_s, true_c, true_s)["iou"]
 
 
 def two_region_pair():
@@ -109,10 +102,13 @@ def test_label_sets_match(vgg, k):
     c = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 16, generator=g), size=(60, 80), mode="bilinear")[0]
     s = torch.rand(3, 70, 50, generator=g)
     cl, sl = auto_masks(c, s, k=k, vgg=vgg, work_size=64, min_area=0.05)
-    ids_c, ids_s = set(cl.unique().tolist()), set(sl.unique().tolist())
+    # -1: junction pixels the thin-line cleaning may leave unlabelled (automask._majority_clean); noise
+    # photos are all junctions (measured 1-3% here), the example photos 0.03-0.07% (AUTOMASK.md).
+    ids_c, ids_s = set(cl.unique().tolist()) - {-1}, set(sl.unique().tolist()) - {-1}
     assert ids_c == ids_s and ids_c == set(range(len(ids_c)))
     for labels in (cl, sl):
-        counts = torch.bincount(labels.reshape(-1))
+        assert (labels < 0).float().mean() < 0.05
+        counts = torch.bincount(labels[labels >= 0])
         assert counts.min() > 0
 
 
@@ -142,6 +138,43 @@ def test_png_round_trip(vgg, tmp_path):
     labels_to_image(labels).save(tmp_path / "all.png")
     assert torch.equal(parse_mask(tmp_path / "all.png"), labels)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_joint_kmeans_has_a_colour_centroid_per_photo():
+    from dpst_ext.automask import joint_kmeans
+
+    # Two regions (shared feature: left/right) whose colour is swapped between the photos, as a style
+    # photo recolours a scene. One centroid per photo for the colour column lets each region keep its
+    # identity; shared centroids (photo_dims=0) would split by colour and cross the regions over.
+    g = torch.Generator().manual_seed(0)
+    side = torch.cat([torch.zeros(50), torch.ones(50)]).double()
+    colour_c = side + 0.05 * torch.randn(100, generator=g, dtype=torch.float64)
+    colour_s = 1 - side + 0.05 * torch.randn(100, generator=g, dtype=torch.float64)
+    x = torch.stack([torch.cat([side, side]) * 0.5, torch.cat([colour_c, colour_s]) * 2.0], 1)
+    labels, centres, _ = joint_kmeans(x, 2, n_content=100, photo_dims=1, seed=0)
+    truth = torch.cat([side, side]).long()
+    assert torch.equal(labels, truth) or torch.equal(labels, 1 - truth)
+    for p, rows in enumerate((slice(0, 100), slice(100, None))):
+        for k in range(2):
+            members = labels == k
+            # Lloyd's update, exactly: shared column = mean over both photos, colour = mean in this photo.
+            assert torch.allclose(centres[p, k, 0], x[members, 0].mean())
+            assert torch.allclose(centres[p, k, 1], x[rows][members[rows], 1].mean())
+    shared, _, _ = joint_kmeans(x, 2, n_content=100, photo_dims=0, seed=0)
+    assert not (torch.equal(shared, truth) or torch.equal(shared, 1 - truth))
+
+
+def test_labels_alike_in_colour_are_merged():
+    from dpst_ext.automask import _merge_alike
+
+    # Labels 0 and 1 differ by 4 Lab units in the content and 6 in the style: merged at delta 10, not at 5.
+    # Label 2 differs from both by 30: never merged.
+    means_c = torch.tensor([[50.0, 0, 0], [54.0, 0, 0], [80.0, 0, 0]]).double()
+    means_s = torch.tensor([[40.0, 0, 0], [46.0, 0, 0], [70.0, 0, 0]]).double()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    lab = torch.cat([means_c, means_s])
+    assert torch.equal(_merge_alike(labels, lab, 3, 10.0), torch.tensor([0, 0, 1, 0, 0, 1]))
+    assert torch.equal(_merge_alike(labels, lab, 3, 5.0), labels)
 
 
 def test_cleaned_labels_survive_the_parser():
@@ -184,11 +217,13 @@ def test_segmenter_hook_with_mapping():
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
-    ({"k": 0}, ValueError, "k must be None"),
-    ({"k": 10}, ValueError, "k must be None"),
-    ({"k": 2.5}, ValueError, "k must be None"),
-    ({"k_range": (3, 12)}, ValueError, "k_range"),
+    ({"k": 0}, ValueError, "k must be an integer in 1..9"),
+    ({"k": 10}, ValueError, "k must be an integer in 1..9"),
+    ({"k": 2.5}, ValueError, "k must be an integer in 1..9"),
+    ({"k_max": 12}, ValueError, "k_max must be an integer in 1..9"),
     ({"min_area": 0.7}, ValueError, "min_area"),
+    ({"merge_delta": -1.0}, ValueError, "merge_delta"),
+    ({"weights": {"lab": 1.0}}, ValueError, "shared by the photos"),
     ({"work_size": 8}, ValueError, "work_size"),
     ({"weights": {"colour": 1.0}}, ValueError, "weights keys"),
 ])
@@ -263,5 +298,7 @@ def test_example_pair_agrees_with_hand_masks(vgg):
     hc = parse_mask(SHARED / "segmentation" / "in5.png", tuple(c.shape[1:]))
     hs = parse_mask(SHARED / "segmentation" / "tar5.png", tuple(s.shape[1:]))
     cl, sl = auto_masks(c, s, vgg=vgg)
-    valid_c, valid_s = hc >= 0, hs >= 0
-    assert matched_iou(cl[valid_c], sl[valid_s], hc[valid_c], hs[valid_s]) > 0.7
+    # The automatic labels may split a hand region (they follow colour too), but each should lie inside one
+    # hand region, and the SAME one in both photos: that is what lets a label carry the right style.
+    a = agreement(cl, sl, hc, hs)
+    assert a["purity"] > 0.85 and a["consistent"] > 0.75, a  # measured 0.903 and 0.824 (AUTOMASK.md)
