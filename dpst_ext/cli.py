@@ -2,7 +2,8 @@
 
     dpst transfer CONTENT STYLE -o OUT [--content-mask M --style-mask M] [--size PX] [--iters N1,N2] ...
                   [--output-size full|working] [--max-output PX] [--smoothing off|fast|exact]
-    dpst transfer CONTENT STYLE -o OUT --auto-masks   # also writes OUT_content_mask.png, OUT_style_mask.png
+    dpst transfer CONTENT STYLE -o OUT       # no masks given: automatic ones, written to OUT_content_mask.png
+                                             # and OUT_style_mask.png (--no-auto-masks: one label)
 
 The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
 --max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
@@ -96,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--auto-masks", action=argparse.BooleanOptionalAction, default=None,
                    help="without --content-mask/--style-mask: co-segment content and style into shared labels "
                         "and save them beside OUTPUT as OUT_content_mask.png / OUT_style_mask.png "
-                        "(repaint and pass back with --content-mask/--style-mask); default: off (one label)")
+                        "(repaint and pass back with --content-mask/--style-mask); on by default, "
+                        "--no-auto-masks: one label for the whole photo")
     t.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
-                   help="number of automatic labels (default: chosen in 2..6)")
+                   help="number of automatic labels (default: up to 8; labels too small for a style, or "
+                        "alike in colour in both photos, are merged)")
     _add_output_arguments(t)
     return p
 
@@ -258,7 +261,8 @@ def _run_transfer(args) -> int:
 
         cm, sm = save_masks(result.content_labels, result.style_labels, *mask_paths(args.output))
         if not args.quiet:
-            sys.stderr.write(f"dpst: automatic masks ({len(result.content_labels.unique())} labels) written to "
+            n_labels = len(set(result.content_labels.unique().tolist()) - {-1})
+            sys.stderr.write(f"dpst: automatic masks ({n_labels} labels) written to "
                              f"{cm} and {sm}\n")
     if args.save_stage1 and result.stage1 is not None:
         save_image(result.stage1, args.save_stage1)

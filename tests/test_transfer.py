@@ -164,7 +164,7 @@ def test_colour_init_matches_per_label_colour_statistics():
 
 def test_colour_init_runs_in_the_pipeline(pair):
     c, s = pair
-    res = run_transfer(c, s, size=SIZE, iters=(0, 0), init="colour", smooth=False, seed=2)
+    res = run_transfer(c, s, size=SIZE, iters=(0, 0), init="colour", smooth=False, seed=2, auto_masks=False)
     from dpst_ext.image_io import resize_long_side
     from dpst_ext.masks import MaskPair
     from dpst_ext.transfer import colour_transfer_init
