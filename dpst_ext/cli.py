@@ -239,6 +239,7 @@ def _run_transfer(args) -> int:
         result = run_transfer(args.content, args.style, args.content_mask, args.style_mask, options=opts,
                               callback=callback)
     except TransferInterrupted as e:
+        _save_auto_masks(e.content_labels, e.style_labels, args)
         if e.image is None:
             sys.stderr.write("\ndpst: interrupted before any image was computed; nothing written\n")
         elif e.stage == "highres":
@@ -256,14 +257,7 @@ def _run_transfer(args) -> int:
     except (FileNotFoundError, ValueError, TypeError, InsufficientMemoryError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     save_image(result.image, args.output)
-    if result.content_labels is not None:
-        from .automask import save_masks
-
-        cm, sm = save_masks(result.content_labels, result.style_labels, *mask_paths(args.output))
-        if not args.quiet:
-            n_labels = len(set(result.content_labels.unique().tolist()) - {-1})
-            sys.stderr.write(f"dpst: automatic masks ({n_labels} labels) written to "
-                             f"{cm} and {sm}\n")
+    _save_auto_masks(result.content_labels, result.style_labels, args)
     if args.save_stage1 and result.stage1 is not None:
         save_image(result.stage1, args.save_stage1)
     if not args.quiet:
@@ -272,6 +266,18 @@ def _run_transfer(args) -> int:
                          f"{time.perf_counter() - t0:.1f}s (stage 1 {t.get('stage1', 0):.1f}s, stage 2 "
                          f"{t.get('stage2', 0):.1f}s, smooth {t.get('smooth', 0):.1f}s" + _highres_summary(result) + ")\n")
     return 0
+
+
+def _save_auto_masks(content_labels, style_labels, args):
+    """Write the automatic masks (when there are any) beside the output, for the user to repaint."""
+    if content_labels is None:
+        return
+    from .automask import save_masks
+
+    cm, sm = save_masks(content_labels, style_labels, *mask_paths(args.output))
+    if not args.quiet:
+        n_labels = len(set(content_labels.unique().tolist()) - {-1})
+        sys.stderr.write(f"dpst: automatic masks ({n_labels} labels) written to {cm} and {sm}\n")
 
 
 def _highres_summary(result) -> str:

@@ -20,6 +20,7 @@ raises dpst_ext.memory.InsufficientMemoryError at once if it will not fit.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -140,6 +141,20 @@ class TransferInterrupted(KeyboardInterrupt):
     def __init__(self, image: torch.Tensor | None, stage: int, iteration: int):
         super().__init__(f"interrupted in stage {stage} at iteration {iteration}")
         self.image, self.stage, self.iteration = image, stage, iteration
+        # The automatic masks (palette indices) when they were computed, as in TransferResult.
+        self.content_labels: torch.Tensor | None = None
+        self.style_labels: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def _labels_on_interrupt(labels):
+    """Attach the automatic masks ``labels`` (content, style) or None to a TransferInterrupted."""
+    try:
+        yield
+    except TransferInterrupted as e:
+        if labels is not None:
+            e.content_labels, e.style_labels = labels
+        raise
 
 
 def resolve_device(device: str) -> torch.device:
@@ -348,63 +363,64 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     if auto_labels is not None:
         result.content_labels, result.style_labels = auto_labels
 
-    # Stage 1: segmented neural style from near-constant noise (optionally at a coarser size).
-    t = time.perf_counter()
-    s1_size = opts.stage1_size if opts.stage1_size else opts.size
-    obj1 = objective_at(s1_size)
-    h1, w1 = obj1.content.shape[1:]
-    x0 = (torch.randn((1, 3, h1, w1), generator=gen) * 1e-4).to(device)
-    if opts.init == "content":  # far fewer iterations needed; the reference started from noise
-        x0 = x0 + preprocess(obj1.content[None])
-    elif opts.init == "colour":
-        x0 = x0 + preprocess(colour_transfer_init(obj1.content, obj1.style, obj1.masks)[None].to(device))
-    x1, result.losses["stage1"] = _optimise(obj1, x0, n1, 1, opts, best, callback)
-    result.stage1 = deprocess(x1)[0].clamp(0, 1).float().cpu()
-    timings["stage1"] = time.perf_counter() - t
+    with _labels_on_interrupt(auto_labels):  # Ctrl-C keeps the automatic masks as well as the image
+        # Stage 1: segmented neural style from near-constant noise (optionally at a coarser size).
+        t = time.perf_counter()
+        s1_size = opts.stage1_size if opts.stage1_size else opts.size
+        obj1 = objective_at(s1_size)
+        h1, w1 = obj1.content.shape[1:]
+        x0 = (torch.randn((1, 3, h1, w1), generator=gen) * 1e-4).to(device)
+        if opts.init == "content":  # far fewer iterations needed; the reference started from noise
+            x0 = x0 + preprocess(obj1.content[None])
+        elif opts.init == "colour":
+            x0 = x0 + preprocess(colour_transfer_init(obj1.content, obj1.style, obj1.masks)[None].to(device))
+        x1, result.losses["stage1"] = _optimise(obj1, x0, n1, 1, opts, best, callback)
+        result.stage1 = deprocess(x1)[0].clamp(0, 1).float().cpu()
+        timings["stage1"] = time.perf_counter() - t
 
-    # Stage 2: the full objective from stage 1's output.
-    t = time.perf_counter()
-    obj2 = obj1 if s1_size == opts.size else objective_at(opts.size)
-    h, w = obj2.content.shape[1:]
-    if (h1, w1) != (h, w):
-        x1 = preprocess(_resize(deprocess(x1)[0].clamp(0, 1), (h, w))[None])
-    content_dev = obj2.content
+        # Stage 2: the full objective from stage 1's output.
+        t = time.perf_counter()
+        obj2 = obj1 if s1_size == opts.size else objective_at(opts.size)
+        h, w = obj2.content.shape[1:]
+        if (h1, w1) != (h, w):
+            x1 = preprocess(_resize(deprocess(x1)[0].clamp(0, 1), (h, w))[None])
+        content_dev = obj2.content
 
-    def smooth(x):
-        rgb = deprocess(x.detach())[0].clamp(0, 1)
-        # The compiled op (csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_kernels.cuh); dpst_ext/postprocess.py
-        # is its readable definition. float32 agrees with it to ~1e-6.
-        return smooth_local_affine(content_dev.float(), rgb.float(), opts.smooth_radius, opts.smooth_edge,
-                                   opts.smooth_ridge).clamp(0, 1).cpu()
+        def smooth(x):
+            rgb = deprocess(x.detach())[0].clamp(0, 1)
+            # The compiled op (csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_kernels.cuh); dpst_ext/postprocess.py
+            # is its readable definition. float32 agrees with it to ~1e-6.
+            return smooth_local_affine(content_dev.float(), rgb.float(), opts.smooth_radius, opts.smooth_edge,
+                                       opts.smooth_ridge).clamp(0, 1).cpu()
 
-    def on_iter(it, x):
-        if opts.smooth and opts.smooth_every and it % opts.smooth_every == 0 and it < n2:
-            return smooth(x)
-        return None
+        def on_iter(it, x):
+            if opts.smooth and opts.smooth_every and it % opts.smooth_every == 0 and it < n2:
+                return smooth(x)
+            return None
 
-    if n2 > 0:
-        obj2.laplacian  # build the Laplacian before timing iterations
-        x2, result.losses["stage2"] = _optimise(obj2, x1, n2, 2, opts, best, callback, on_iter)
-    else:
-        x2 = x1
-    timings["stage2"] = time.perf_counter() - t
-    result.raw = deprocess(x2)[0].clamp(0, 1).float().cpu()
-    t = time.perf_counter()
-    try:
-        result.image = smooth(x2) if opts.smooth else result.raw
-        if opts.refine_posterization:
-            result.image = refine_posterization(content_dev.float().cpu(), result.image).clamp(0, 1)
-    except KeyboardInterrupt:
-        raise TransferInterrupted(result.raw, 2, n2) from None
-    timings["smooth"] = time.perf_counter() - t
-    result.working = result.image
-    result.timings = timings
-    if plan is not None:
-        # Free the optimisation's memory (VGG, objectives, full-size style) before the full-size step.
-        del vgg, obj1, obj2, best, x1, x2, style_full, style_img
-        result.image = _upscale(content_full.to(device), content_img.to(device), result.working.to(device),
-                                opts, plan, callback, result)
-    return result
+        if n2 > 0:
+            obj2.laplacian  # build the Laplacian before timing iterations
+            x2, result.losses["stage2"] = _optimise(obj2, x1, n2, 2, opts, best, callback, on_iter)
+        else:
+            x2 = x1
+        timings["stage2"] = time.perf_counter() - t
+        result.raw = deprocess(x2)[0].clamp(0, 1).float().cpu()
+        t = time.perf_counter()
+        try:
+            result.image = smooth(x2) if opts.smooth else result.raw
+            if opts.refine_posterization:
+                result.image = refine_posterization(content_dev.float().cpu(), result.image).clamp(0, 1)
+        except KeyboardInterrupt:
+            raise TransferInterrupted(result.raw, 2, n2) from None
+        timings["smooth"] = time.perf_counter() - t
+        result.working = result.image
+        result.timings = timings
+        if plan is not None:
+            # Free the optimisation's memory (VGG, objectives, full-size style) before the full-size step.
+            del vgg, obj1, obj2, best, x1, x2, style_full, style_img
+            result.image = _upscale(content_full.to(device), content_img.to(device), result.working.to(device),
+                                    opts, plan, callback, result)
+        return result
 
 
 # ---- Output resolution (dpst_ext.highres) -------------------------------------------------------------

@@ -100,6 +100,11 @@ def test_ctrl_c_writes_best_image_so_far(images, tmp_path):
         im.verify()
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (32, 24)
+    # The automatic masks (on by default) are written too, for the rerun with repainted masks.
+    assert "automatic masks" in err
+    for mask in (tmp_path / "out_content_mask.png", tmp_path / "out_style_mask.png"):
+        with Image.open(mask) as im:
+            assert im.size == (48, 36)
 
 
 # ---- image loading -------------------------------------------------------------------------------

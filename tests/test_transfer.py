@@ -97,6 +97,9 @@ def test_interrupt_returns_best_image(pair):
         run_transfer(c, s, size=SIZE, iters=(10, 10), callback=stop)
     assert e.value.stage == 1 and e.value.iteration == 3
     assert e.value.image.shape == (3, 27, SIZE)
+    # Automatic masks (the default without masks) come with the image, for the caller to save.
+    assert e.value.content_labels.shape == c.shape[1:] and e.value.style_labels.shape == s.shape[1:]
+    assert set(e.value.content_labels.unique().tolist()) - {-1} == set(e.value.style_labels.unique().tolist()) - {-1}
 
 
 def test_bad_options():
