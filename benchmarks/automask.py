@@ -13,9 +13,11 @@ and (``--transfer``) style transfer with hand masks, auto masks and no masks.
   "recovered" as in the transfer section. It ranked variants of the method (see AUTOMASK.md); the
   claims rest on the transfer section.
 * Transfer (small configuration: size 256, init content, iters 150,100, 1 thread, output at the working
-  size; AUTOMASK.md's runs used --size 192 --iters 100,60): photorealism
-  residual and style distance of benchmarks/quality.py; the style distance is always evaluated with
-  the HAND masks (its definition) at the output's size. Results are written after every run.
+  size; AUTOMASK.md's runs used --size 192 --iters 100,60, with --init content and --init colour):
+  photorealism residual and style distance of benchmarks/quality.py; the style distance is always
+  evaluated with the HAND masks (its definition) at the output's size. Results are written after every
+  run, with the configuration. benchmarks/automask_runs/ keeps the raw files behind AUTOMASK.md's
+  session-6 tables (``--report`` reprints them).
 """
 from __future__ import annotations
 
@@ -128,7 +130,7 @@ def proxy_section(data, pairs, vgg, state, out, size=256, **auto_kwargs):
     print(f"proxy: auto masks recover {gain_a / gain_h:.3f} of the hand masks' gain over {len(pairs)} pairs")
 
 
-def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("hand", "auto", "none")):
+def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("hand", "auto", "none"), init="content"):
     from dpst_ext.transfer import run_transfer
 
     rows = state.setdefault("transfer", {})
@@ -142,7 +144,7 @@ def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("han
             if mode == "hand":
                 kw = {"content_mask": labels_to_image(hc), "style_mask": labels_to_image(hs)}
             # Output at the working size: the metrics compare it with the content at that size.
-            opts = dict(size=size, iters=iters, init="content", threads=1, smooth_every=0,
+            opts = dict(size=size, iters=iters, init=init, threads=1, smooth_every=0,
                         auto_masks=(mode == "auto"), output_size="working")
             t = time.perf_counter()
             with warnings.catch_warnings():
@@ -172,13 +174,17 @@ def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("han
 
 def report(paths: list[Path]) -> str:
     """Markdown tables from one or more result files (the transfer runs may be split over processes)."""
-    masks, runs, machines = {}, {}, []
+    masks, runs, machines, configs = {}, {}, [], set()
     for path in paths:
         st = load_state(path)
         masks.update(st.get("masks", {}))
         runs.update(st.get("transfer", {}))
         if "machine" in st:
             machines.append(st["machine"])
+        if st.get("transfer"):
+            c = st.get("config", {})
+            configs.add(f"size {c.get('size', '?')}, iterations {','.join(map(str, c.get('iters', ['?'])))}, "
+                        f"init {c.get('init', '?')}")
     lines = []
     if masks:
         lines += ["| pair | mean IoU auto | mean IoU one label | purity | consistent | K auto | K hand | "
@@ -217,6 +223,9 @@ def report(paths: list[Path]) -> str:
         lines.append("")
         lines.append(f"recovered = (style none - style auto) / (style none - style hand) per pair; the mean row: the "
                      f"ratio of the summed improvements. Auto-mask time / run time = {am / mean['auto']['time_s']:.1%}.")
+    if configs:
+        lines.append("")
+        lines.append("transfer configuration: " + "; ".join(sorted(configs)))
     if machines:
         lines.append("")
         def load(v):
@@ -239,6 +248,8 @@ def main(argv=None):
     p.add_argument("--iters", default="150,100")
     p.add_argument("--save-dir", type=Path, default=None, help="write the transfer outputs here")
     p.add_argument("--modes", default="hand,auto,none", help="transfer runs per pair (default hand,auto,none)")
+    p.add_argument("--init", default="content", choices=("content", "colour", "noise"),
+                   help="the transfer's stage-1 start (default content; colour: the content recoloured per label)")
     p.add_argument("--repeats", type=int, default=3, help="timed auto-mask runs per pair (median)")
     p.add_argument("--skip-masks", action="store_true", help="skip the IoU section (transfer only)")
     p.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
@@ -264,8 +275,9 @@ def main(argv=None):
         proxy_section(args.data, pairs, vgg, state, args.out, **json.loads(args.auto_kwargs))
     if args.transfer:
         iters = tuple(int(x) for x in args.iters.split(","))
+        state["config"] = {"size": args.size, "iters": list(iters), "init": args.init}
         transfer_section(args.data, pairs, state, args.out, args.size, iters, args.save_dir,
-                         tuple(args.modes.split(",")))
+                         tuple(args.modes.split(",")), args.init)
     state["machine"]["load_at_end"] = os.getloadavg()
     write_state(args.out, state)
 
