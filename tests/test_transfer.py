@@ -22,15 +22,26 @@ def residual(content, rgb):
     return float(L.quad(rgb.double())) / (rgb.shape[1] * rgb.shape[2])
 
 
+# The optimiser's own tests run on one label (auto_masks=False, the reference's behaviour without masks),
+# so that they test the optimiser, not the automatic masks' choices (test_automask.py covers those).
+ONE_LABEL = dict(auto_masks=False)
+# Stage 1 from noise: L-BFGS without line search overshoots on its second step (the loss jumps ~1e4x)
+# and spends the next iterations coming back. After 10 iterations the loss had fallen by only 0.8-2.2%
+# (seeds 0-3, torch 2.13.0 on session 6's AVX-512 EPYC; earlier sessions' machines passed a 5% bound
+# there), after 20 by 65-82%: 20 iterations make the test about the descent, not about where the
+# overshoot lands.
+ITERS = (20, 8)
+
+
 @pytest.fixture(scope="module")
 def run(pair):
     c, s = pair
-    return run_transfer(c, s, size=SIZE, iters=(10, 8), smooth=False, seed=1)
+    return run_transfer(c, s, size=SIZE, iters=ITERS, smooth=False, seed=1, **ONE_LABEL)
 
 
 def test_each_stage_lowers_its_objective(run):
     l1, l2 = run.losses["stage1"], run.losses["stage2"]
-    assert len(l1) == 10 and len(l2) == 8
+    assert len(l1) == ITERS[0] and len(l2) == ITERS[1]
     assert l1[-1] < 0.95 * l1[0] and min(l1) == l1[-1]
     assert l2[-1] < l2[0]
     assert run.image.shape == (3, 27, SIZE) and run.image.dtype == torch.float32
@@ -39,14 +50,14 @@ def test_each_stage_lowers_its_objective(run):
 def test_photorealism_term_lowers_the_residual(pair, run):
     c, s = pair
     content = dpst_ext.image_io.resize_long_side(c, SIZE)
-    without = run_transfer(c, s, size=SIZE, iters=(10, 8), smooth=False, seed=1,
-                           weights=dpst_ext.losses.LossWeights(photoreal=0.0))
+    without = run_transfer(c, s, size=SIZE, iters=ITERS, smooth=False, seed=1,
+                           weights=dpst_ext.losses.LossWeights(photoreal=0.0), **ONE_LABEL)
     assert torch.equal(without.stage1, run.stage1)   # same seed, same stage 1
     # lambda = 1e4 moves the residual slowly (the reference ran 1000 iterations); 8 iterations show it
     # going the right way, and a strong lambda shows the term dominating.
     assert residual(content, run.raw) < residual(content, without.raw)
-    strong = run_transfer(c, s, size=SIZE, iters=(10, 8), smooth=False, seed=1,
-                          weights=dpst_ext.losses.LossWeights(photoreal=1e7))
+    strong = run_transfer(c, s, size=SIZE, iters=ITERS, smooth=False, seed=1,
+                          weights=dpst_ext.losses.LossWeights(photoreal=1e7), **ONE_LABEL)
     assert residual(content, strong.raw) < 0.5 * residual(content, without.raw)
     assert residual(content, strong.raw) < residual(content, strong.stage1)
 
