@@ -275,7 +275,12 @@ def main(argv=None):
         proxy_section(args.data, pairs, vgg, state, args.out, **json.loads(args.auto_kwargs))
     if args.transfer:
         iters = tuple(int(x) for x in args.iters.split(","))
-        state["config"] = {"size": args.size, "iters": list(iters), "init": args.init}
+        config = {"size": args.size, "iters": list(iters), "init": args.init}
+        if state.get("transfer") and state.get("config", config) != config:
+            # Finished runs are skipped on a rerun: never mix two configurations in one file.
+            sys.exit(f"--out {args.out} holds transfer runs made with {state['config']}, not {config}: "
+                     f"use another --out")
+        state["config"] = config
         transfer_section(args.data, pairs, state, args.out, args.size, iters, args.save_dir,
                          tuple(args.modes.split(",")), args.init)
     state["machine"]["load_at_end"] = os.getloadavg()
