@@ -8,10 +8,14 @@ and (``--transfer``) style transfer with hand masks, auto masks and no masks.
   matching (over max(K_auto, K_hand) labels, so over-segmenting costs), purity (pixels inside their
   auto label's majority hand label) and consistency (auto labels meaning the same hand label in both
   photos). "one label" is the IoU of a single label covering everything.
-* Proxy (``--proxy``, seconds per pair, no optimisation): the content recoloured by per-label Lab
-  mean/std matching to the style under a labelling, scored by the style distance below (hand masks);
-  "recovered" as in the transfer section. It ranked variants of the method (see AUTOMASK.md); the
-  claims rest on the transfer section.
+* Proxy (``--proxy``, seconds per pair, no optimisation): the content recoloured label by label towards
+  the style, scored by the style distance below (hand masks); "recovered" as in the transfer section.
+  ``--proxy init`` (session 7) recolours with dpst_ext.transfer.colour_transfer_init, the very start of
+  a ``--init colour`` transfer, at the transfer's ``--size``: on the 15 pairs its style distances track
+  the colour-start transfer's (192 px, 100 + 60 iterations; r = 0.95 over the 45 hand/auto/none runs,
+  and every variant ranked as the transfer ranked it; AUTOMASK.md section 5). ``--proxy lab`` (the
+  first proxy, section 1's figures) matches per-label Lab mean and std at 256 px. The claims rest on the
+  transfer section.
 * Transfer (small configuration: size 256, init content, iters 150,100, 1 thread, output at the working
   size; AUTOMASK.md's runs used --size 192 --iters 100,60, with --init content and --init colour):
   photorealism residual and style distance of benchmarks/quality.py; the style distance is always
@@ -108,8 +112,18 @@ def _label_recolour(content, style, lc, ls):
         return torch.from_numpy(lab2rgb(out).transpose(2, 0, 1)).float()
 
 
-def proxy_section(data, pairs, vgg, state, out, size=256, **auto_kwargs):
+def _init_recolour(content, style, lc, ls):
+    """The ``init="colour"`` start of a transfer under a labelling (dpst_ext.transfer.colour_transfer_init)."""
+    from dpst_ext.transfer import colour_transfer_init
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return colour_transfer_init(content, style, MaskPair.from_labels(lc, ls, warn=False))
+
+
+def proxy_section(data, pairs, vgg, state, out, kind="lab", size=256, **auto_kwargs):
     rows = state.setdefault("proxy", {})
+    recolour = {"lab": _label_recolour, "init": _init_recolour}[kind]
     for n in pairs:
         c, s, hc, hs = hand_labels(data, n)
         cs, ss = resize_long_side(c, size), resize_long_side(s, size)
@@ -118,16 +132,19 @@ def proxy_section(data, pairs, vgg, state, out, size=256, **auto_kwargs):
             warnings.simplefilter("ignore")
             metric = MaskPair.from_labels(hcs, hss, warn=False)
         ac, as_ = auto_masks(c, s, vgg=vgg, **auto_kwargs)
-        score = {name: style_distance(_label_recolour(cs, ss, lc, ls), ss, metric) for name, (lc, ls) in {
+        score = {name: style_distance(recolour(cs, ss, lc, ls), ss, metric) for name, (lc, ls) in {
             "hand": (hcs, hss), "none": (torch.zeros_like(hcs), torch.zeros_like(hss)),
             "auto": (resize_labels(ac, tuple(cs.shape[1:])), resize_labels(as_, tuple(ss.shape[1:])))}.items()}
-        rows[str(n)] = score
+        rows[str(n)] = {**score, "k": int(ac.max()) + 1}
         print(f"pair {n:2d} proxy style distance: hand {score['hand']:.2f} auto {score['auto']:.2f} "
               f"none {score['none']:.2f}", flush=True)
         write_state(out, state)
-    gain_h = sum(rows[str(n)]["none"] - rows[str(n)]["hand"] for n in pairs)
-    gain_a = sum(rows[str(n)]["none"] - rows[str(n)]["auto"] for n in pairs)
-    print(f"proxy: auto masks recover {gain_a / gain_h:.3f} of the hand masks' gain over {len(pairs)} pairs")
+    multi = [n for n in pairs if rows[str(n)]["none"] != rows[str(n)]["hand"]]   # more than one hand label
+    for subset, what in ((pairs, "pairs"), (multi, "pairs with more than one hand label")):
+        gain_h = sum(rows[str(n)]["none"] - rows[str(n)]["hand"] for n in subset)
+        gain_a = sum(rows[str(n)]["none"] - rows[str(n)]["auto"] for n in subset)
+        if gain_h:
+            print(f"proxy: auto masks recover {gain_a / gain_h:.3f} of the hand masks' gain over {len(subset)} {what}")
 
 
 def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("hand", "auto", "none"), init="content"):
@@ -223,6 +240,14 @@ def report(paths: list[Path]) -> str:
         lines.append("")
         lines.append(f"recovered = (style none - style auto) / (style none - style hand) per pair; the mean row: the "
                      f"ratio of the summed improvements. Auto-mask time / run time = {am / mean['auto']['time_s']:.1%}.")
+        # Pairs with one hand label (hand = none) add only the auto masks' gain or loss to the sum.
+        multi = [n for n in full if abs(runs[f"{n}/none"]["style"] - runs[f"{n}/hand"]["style"]) > 1e-9]
+        if 0 < len(multi) < len(full):
+            num = sum(runs[f"{n}/none"]["style"] - runs[f"{n}/auto"]["style"] for n in multi)
+            den = sum(runs[f"{n}/none"]["style"] - runs[f"{n}/hand"]["style"] for n in multi)
+            ph, pa = (np.mean([runs[f"{n}/{m}"]["photoreal"] for n in multi]) for m in ("hand", "auto"))
+            lines.append(f"Over the {len(multi)} pairs with more than one hand label: recovered {num / den:.2f}, "
+                         f"photoreal hand {ph:.5f}, auto {pa:.5f}.")
     if configs:
         lines.append("")
         lines.append("transfer configuration: " + "; ".join(sorted(configs)))
@@ -242,7 +267,9 @@ def main(argv=None):
     p.add_argument("--pairs", default=",".join(map(str, PAIRS)))
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "automask_results.json")
     p.add_argument("--transfer", action="store_true", help="also run the style-transfer comparison")
-    p.add_argument("--proxy", action="store_true", help="also run the per-label recolouring proxy")
+    p.add_argument("--proxy", nargs="?", const="lab", default=None, choices=("lab", "init"),
+                   help="also run a recolouring proxy: lab (per-label Lab mean/std at 256 px, the default) or "
+                        "init (the colour start of a transfer, at --size)")
     p.add_argument("--auto-kwargs", default="{}", help="JSON of auto_masks keyword arguments (IoU and proxy)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--iters", default="150,100")
@@ -272,7 +299,12 @@ def main(argv=None):
         ones = [state["masks"][str(n)]["iou_one_label"] for n in pairs]
         print(f"mean IoU over {len(pairs)} pairs: {np.mean(ious):.3f} (one label: {np.mean(ones):.3f})")
     if args.proxy:
-        proxy_section(args.data, pairs, vgg, state, args.out, **json.loads(args.auto_kwargs))
+        size = {"lab": 256, "init": args.size}[args.proxy]
+        proxy_config = {"kind": args.proxy, "size": size, "auto_kwargs": json.loads(args.auto_kwargs)}
+        if state.get("proxy_config", proxy_config) != proxy_config:
+            state["proxy"] = {}                      # never mix two proxies' rows in one file
+        state["proxy_config"] = proxy_config
+        proxy_section(args.data, pairs, vgg, state, args.out, args.proxy, size, **json.loads(args.auto_kwargs))
     if args.transfer:
         iters = tuple(int(x) for x in args.iters.split(","))
         config = {"size": args.size, "iters": list(iters), "init": args.init}
