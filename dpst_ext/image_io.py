@@ -9,7 +9,7 @@ interrupted run never leaves a truncated image behind.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +122,11 @@ def save_image(image, path) -> Path:
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     pil = image if isinstance(image, Image.Image) else to_pil(image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A fresh temporary file beside the target, created as open() creates files (mode 0666 less the umask):
+    # tempfile.mkstemp would make it 0600, and the rename would keep that, leaving outputs unreadable to
+    # other users.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             pil.save(f, format=fmt)

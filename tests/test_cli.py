@@ -138,3 +138,17 @@ def test_save_is_atomic_and_follows_extension(tmp_path):
     save_image(t, tmp_path / "x.png")
     assert torch.allclose(load_image(tmp_path / "x.png"), t, atol=0.5 / 255 + 1e-6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jpg", "x.png"]
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    # Written through a temporary file and a rename, but with the mode a plain open() would give (0666 less
+    # the umask), not the 0600 of a private temporary file.
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_image(torch.rand(3, 4, 4), tmp_path / "x.png")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.png").stat().st_mode) == 0o644
