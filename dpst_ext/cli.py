@@ -4,6 +4,8 @@
                   [--output-size full|working] [--max-output PX] [--smoothing off|fast|exact]
     dpst transfer CONTENT STYLE -o OUT       # no masks given: automatic ones, written to OUT_content_mask.png
                                              # and OUT_style_mask.png (--no-auto-masks: one label)
+    dpst masks CONTENT STYLE -o OUT          # only those automatic masks (seconds): inspect or repaint them,
+                                             # then dpst transfer ... --content-mask/--style-mask
 
 The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
 --max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
@@ -103,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of automatic labels (default: up to 8; labels too small for a style, or "
                         "alike in colour in both photos, are merged)")
     _add_output_arguments(t)
+
+    m = sub.add_parser("masks", help="only compute the automatic masks, to inspect or repaint before a transfer",
+                       description="Co-segment CONTENT and STYLE into shared labels and write them as the 9-colour "
+                                   "masks that `dpst transfer CONTENT STYLE -o OUTPUT` would compute and use: "
+                                   "OUT_content_mask.png and OUT_style_mask.png beside OUTPUT (OUTPUT itself is "
+                                   "not written). Repaint them if needed, then pass them with --content-mask/"
+                                   "--style-mask.")
+    m.add_argument("content", help="content photo (PNG, JPEG, ...)")
+    m.add_argument("style", help="style photo")
+    m.add_argument("-o", "--output", required=True,
+                   help="the output path a later transfer will use; the masks are named after it")
+    m.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
+                   help="number of labels (default: up to 8, merged as in dpst transfer)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the clustering (default 0, as dpst transfer)")
+    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
+    m.add_argument("--vgg-weights", default=None, metavar="PATH",
+                   help="VGG-19 state dict (torchvision or our names) instead of the bundled weights")
+    m.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    m.add_argument("-q", "--quiet", action="store_true", help="no messages")
     return p
 
 
@@ -193,6 +214,55 @@ def _fail(msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def _print_warnings_briefly():
+    """Warnings as one 'dpst: warning: ...' line each on stderr (no file and line of the source)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(f"dpst: warning: {message}\n")
+
+    warnings.showwarning = show
+
+
+def _check_paths(args, names) -> str | None:
+    """The first problem with the input files and the output folder, as a message (None: all there)."""
+    for name in names:
+        path = getattr(args, name)
+        if path is not None and not os.path.isfile(path):
+            return f"{name.replace('_', ' ')} file not found: {path}"
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        return f"output folder does not exist: {out_dir}"
+    return None
+
+
+def _run_masks(args) -> int:
+    _print_warnings_briefly()
+    problem = _check_paths(args, ("content", "style", "vgg_weights"))
+    if problem:
+        return _fail(problem)
+    import torch
+
+    from .automask import AUTO_LAYERS, auto_masks
+    from .transfer import resolve_device
+    from .vgg import VGG19Features
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    try:
+        # The same call as the transfer's (dpst_ext.transfer._auto_labels): the same masks for the same photos.
+        vgg = VGG19Features(AUTO_LAYERS, weights=args.vgg_weights).to(resolve_device(args.device))
+        labels = auto_masks(args.content, args.style, k=args.auto_k, seed=args.seed, vgg=vgg)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ndpst: interrupted; nothing written\n")
+        return EXIT_INTERRUPTED
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    _save_auto_masks(*labels, args)
+    if not args.quiet:
+        sys.stderr.write(f"dpst: masks computed in {time.perf_counter() - t0:.1f}s\n")
+    return 0
+
+
 def _run_transfer(args) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
     from .image_io import save_image
@@ -201,20 +271,12 @@ def _run_transfer(args) -> int:
     from .transfer import HighresProgress, TransferInterrupted, TransferOptions, run_transfer
 
     reuse_freed_memory()   # image-sized temporaries reuse the heap instead of fresh mmaps (memory.py)
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        sys.stderr.write(f"dpst: warning: {message}\n")
-
-    warnings.showwarning = show
-    for name in ("content", "style", "content_mask", "style_mask", "vgg_weights"):
-        path = getattr(args, name)
-        if path is not None and not os.path.isfile(path):
-            return _fail(f"{name.replace('_', ' ')} file not found: {path}")
+    _print_warnings_briefly()
+    problem = _check_paths(args, ("content", "style", "content_mask", "style_mask", "vgg_weights"))
+    if problem:
+        return _fail(problem)
     if args.auto_masks and (args.content_mask or args.style_mask):
         return _fail("--auto-masks computes the masks: do not also give --content-mask/--style-mask")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        return _fail(f"output folder does not exist: {out_dir}")
 
     opts = TransferOptions(
         size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device, stage1_size=args.stage1_size,
@@ -293,6 +355,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "transfer":
         return _run_transfer(args)
+    if args.command == "masks":
+        return _run_masks(args)
     return _fail(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it first
 
 

@@ -285,6 +285,35 @@ def test_cli_auto_masks_writes_masks(tmp_path):
                        timeout=300)
     assert r.returncode == 2 and "--auto-masks" in r.stderr
 
+    # `dpst masks` writes the same masks without running the transfer (and writes no image).
+    masks_cmd = [sys.executable, "-m", "dpst_ext.cli", "masks", str(tmp_path / "c.png"), str(tmp_path / "s.png"),
+                 "-o", str(tmp_path / "only.png"), "--auto-k", "2"]
+    r = subprocess.run(masks_cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"},
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "automatic masks (2 labels) written to" in r.stderr and not (tmp_path / "only.png").exists()
+    assert torch.equal(parse_mask(tmp_path / "only_content_mask.png", (72, 96)), lc)
+    assert torch.equal(parse_mask(tmp_path / "only_style_mask.png", (80, 100)), ls)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["STYLE", "STYLE", "-o", "/nonexistent-dir/x.png"], "output folder does not exist"),
+    (["MISSING", "STYLE", "-o", "OUT"], "content file not found"),
+    (["NOTIMAGE", "STYLE", "-o", "OUT"], "cannot read image"),
+    (["STYLE", "STYLE", "-o", "OUT", "--auto-k", "10"], "k must be an integer in 1..9"),
+])
+def test_cli_masks_bad_inputs_fail_with_one_line(tmp_path, args, message):
+    _, s, _, _ = two_region_pair()
+    Image.fromarray((s.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "s.png")
+    (tmp_path / "x.txt").write_text("not an image")
+    sub = {"STYLE": str(tmp_path / "s.png"), "MISSING": str(tmp_path / "none.png"), "NOTIMAGE": str(tmp_path / "x.txt"),
+           "OUT": str(tmp_path / "o.png")}
+    r = subprocess.run([sys.executable, "-m", "dpst_ext.cli", "masks"] + [sub.get(a, a) for a in args],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not list(tmp_path.glob("o_*mask.png"))
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dpst_examples"
 
