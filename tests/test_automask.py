@@ -301,6 +301,7 @@ def test_cli_auto_masks_writes_masks(tmp_path):
     (["MISSING", "STYLE", "-o", "OUT"], "content file not found"),
     (["NOTIMAGE", "STYLE", "-o", "OUT"], "cannot read image"),
     (["STYLE", "STYLE", "-o", "OUT", "--auto-k", "10"], "k must be an integer in 1..9"),
+    (["STYLE", "STYLE", "-o", "OUT", "--vgg-weights", "NOTIMAGE"], "cannot be read as a torch state dict"),
 ])
 def test_cli_masks_bad_inputs_fail_with_one_line(tmp_path, args, message):
     _, s, _, _ = two_region_pair()

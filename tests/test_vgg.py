@@ -88,3 +88,13 @@ def test_user_state_dict_errors_name_the_entry(weights):
         VGG19Features(["relu5_1"], weights=partial)
     with pytest.raises(ValueError, match="unknown"):
         VGG19Features(["relu9_9"])
+
+
+def test_unreadable_weights_file_is_a_value_error(tmp_path):
+    # Not a traceback from torch's unpickler: the CLI turns ValueError into a one-line message.
+    bad = tmp_path / "bad.pth"
+    bad.write_text("not a state dict")
+    with pytest.raises(ValueError, match=r"bad\.pth cannot be read as a torch state dict"):
+        VGG19Features(["relu1_1"], weights=bad)
+    with pytest.raises(FileNotFoundError):
+        VGG19Features(["relu1_1"], weights=tmp_path / "missing.pth")
