@@ -21,8 +21,8 @@ from .laplacian import MattingLaplacian
 from .masks import MaskPair, downsample_for_layers
 from .vgg import VGG19Features, deprocess
 
-__all__ = ["masked_gram", "masked_style_loss", "content_loss", "tv_loss", "LossWeights", "DPSTObjective",
-           "STYLE_LAYERS", "CONTENT_LAYER"]
+__all__ = ["masked_gram", "mask_support", "masked_style_loss", "content_loss", "tv_loss", "LossWeights",
+           "DPSTObjective", "STYLE_LAYERS", "CONTENT_LAYER"]
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
@@ -38,20 +38,31 @@ class LossWeights:
     photoreal: float = 1e4
 
 
-def masked_gram(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def mask_support(masks: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per mask of ``masks`` (K, h, w): the flat indices of its nonzero pixels and its values there.
+    Computed once per objective (torch.nonzero waits for the device on CUDA) and reused every iteration."""
+    m = masks.reshape(masks.shape[0], -1)
+    out = []
+    for mk in m:
+        idx = torch.nonzero(mk).squeeze(1)
+        out.append((idx, mk.index_select(0, idx)))
+    return out
+
+
+def masked_gram(features: torch.Tensor, masks: torch.Tensor, support=None) -> torch.Tensor:
     """Gram matrices per mask: (K, C, C) = (F*M_k)(F*M_k)^T / (C*h*w*mean(M_k)); 0 where a mask is empty.
 
-    ``features`` (C, h, w), ``masks`` (K, h, w). Each product runs over the pixels where its mask is
-    nonzero only: labels mostly tile the image, so K labels cost about what one does in time and memory,
-    where (F*M_k) over all pixels would cost K times as much (an iteration with 6 labels took 2x).
+    ``features`` (C, h, w), ``masks`` (K, h, w); ``support``: mask_support(masks), if already computed.
+    Each product runs over the pixels where its mask is nonzero only: labels mostly tile the image, so K
+    labels cost about what one does in time and memory, where (F*M_k) over all pixels would cost K times
+    as much (an iteration with 6 labels took 2x).
     """
     c, h, w = features.shape
     f = features.reshape(c, h * w)
     m = masks.reshape(masks.shape[0], h * w)
     grams = []
-    for mk in m:
-        idx = torch.nonzero(mk).squeeze(1)
-        fk = f.index_select(1, idx) * mk.index_select(0, idx)        # (C, pixels of mask k)
+    for idx, values in (mask_support(masks) if support is None else support):
+        fk = f.index_select(1, idx) * values                         # (C, pixels of mask k)
         grams.append(fk @ fk.T)
     g = torch.stack(grams) if grams else features.new_zeros(0, c, c)
     area = m.mean(dim=1)
@@ -59,9 +70,11 @@ def masked_gram(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return g / norm.view(-1, 1, 1)
 
 
-def masked_style_loss(out_features: torch.Tensor, content_masks: torch.Tensor, target_grams: torch.Tensor) -> torch.Tensor:
-    """sum_k mean((G_k[O] - G_k[S])^2) * mean(M_k of the content); ``target_grams`` (K, C, C)."""
-    g = masked_gram(out_features, content_masks)
+def masked_style_loss(out_features: torch.Tensor, content_masks: torch.Tensor, target_grams: torch.Tensor,
+                      support=None) -> torch.Tensor:
+    """sum_k mean((G_k[O] - G_k[S])^2) * mean(M_k of the content); ``target_grams`` (K, C, C);
+    ``support``: mask_support(content_masks), if already computed."""
+    g = masked_gram(out_features, content_masks, support)
     weights = content_masks.reshape(content_masks.shape[0], -1).mean(dim=1)
     return ((g - target_grams).square().mean(dim=(1, 2)) * weights).sum()
 
@@ -121,6 +134,7 @@ class DPSTObjective:
         c_masks = downsample_for_layers(masks.content.to(dev), names, _feature_sizes(names, *content.shape[1:]))
         s_masks = downsample_for_layers(masks.style.to(dev), names, _feature_sizes(names, *style.shape[1:]))
         self.content_masks = {n: c_masks[n] for n in self.style_layers}
+        self._support = {n: mask_support(c_masks[n]) for n in self.style_layers}   # fixed for the whole run
         with torch.no_grad():
             fc = vgg(content[None])
             fs = vgg(style[None])
@@ -147,7 +161,8 @@ class DPSTObjective:
         terms = {"content": w.content * content_loss(feats[self.content_layer][0], self.content_target)}
         style = x.new_zeros(())
         for n in self.style_layers:
-            style = style + self.beta[n] * masked_style_loss(feats[n][0], self.content_masks[n], self.style_targets[n])
+            style = style + self.beta[n] * masked_style_loss(feats[n][0], self.content_masks[n], self.style_targets[n],
+                                                             self._support[n])
         terms["style"] = w.style * style
         terms["tv"] = w.tv * tv_loss(x)
         if use_photoreal and w.photoreal > 0:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dpst_ext import MattingLaplacian, samples
-from dpst_ext.losses import DPSTObjective, LossWeights, masked_gram, masked_style_loss, tv_loss
+from dpst_ext.losses import DPSTObjective, LossWeights, mask_support, masked_gram, masked_style_loss, tv_loss
 from dpst_ext.masks import MaskPair
 from dpst_ext.vgg import VGG19Features, deprocess, preprocess
 
@@ -28,6 +28,32 @@ def test_masked_gram_matches_direct_computation():
     for k in range(2):
         assert torch.allclose(out[k], gram_reference(f, masks[k]), rtol=1e-12, atol=0)
     assert (out[2] == 0).all()  # empty mask: zero Gram, no NaN
+
+
+def test_masked_gram_with_precomputed_support_is_the_same():
+    g = torch.Generator().manual_seed(2)
+    f = torch.rand(4, 6, 5, generator=g, dtype=torch.float64)
+    masks = (torch.rand(3, 6, 5, generator=g) > 0.6).double() * torch.rand(3, 6, 5, generator=g, dtype=torch.float64)
+    masks[1] = 0
+    assert torch.equal(masked_gram(f, masks, mask_support(masks)), masked_gram(f, masks))
+
+
+def test_objective_finds_the_mask_pixels_once(monkeypatch):
+    # torch.nonzero makes CUDA wait for the device: the objective calls it when built, not per iteration.
+    vgg = VGG19Features(("relu1_1", "relu2_1", "relu4_2"))
+    c = samples.photo("rocket", 32, torch.float32)
+    s = samples.photo("coffee", 32, torch.float32)
+    cl = (torch.arange(c.shape[1])[:, None] >= c.shape[1] // 2).long().expand(c.shape[1:])
+    sl = (torch.arange(s.shape[2])[None, :] >= s.shape[2] // 2).long().expand(s.shape[1:])
+    obj = DPSTObjective(vgg, c, s, MaskPair.from_labels(cl, sl), style_layers=("relu1_1", "relu2_1"))
+    x = preprocess(c[None])
+    before = obj(x)["total"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("torch.nonzero called during an iteration")
+
+    monkeypatch.setattr(torch, "nonzero", fail)
+    assert torch.equal(obj(x)["total"], before)
 
 
 def test_masked_style_loss_matches_direct_computation():
