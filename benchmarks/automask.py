@@ -179,7 +179,10 @@ def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("han
                                             warn=False)
             rows[key] = {"photoreal": photoreal_residual(c_small, o), "style": style_distance(o, s_small, pair),
                          "time_s": total, "timings": res.timings,
-                         "k": len(torch.unique(res.content_labels)) if res.content_labels is not None else None}
+                         # labels in use (-1, unlabelled pixels, is not one; result files before session 7
+                         # counted it)
+                         "k": len(set(res.content_labels.unique().tolist()) - {-1})
+                         if res.content_labels is not None else None}
             if save_dir is not None:
                 save_dir.mkdir(parents=True, exist_ok=True)
                 res.pil().save(save_dir / f"out{n}_{mode}.png")
