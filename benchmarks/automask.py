@@ -21,7 +21,7 @@ and (``--transfer``) style transfer with hand masks, auto masks and no masks.
   photorealism residual and style distance of benchmarks/quality.py; the style distance is always
   evaluated with the HAND masks (its definition) at the output's size. Results are written after every
   run, with the configuration. benchmarks/automask_runs/ keeps the raw files behind AUTOMASK.md's
-  session-6 tables (``--report`` reprints them).
+  session-6 and session-7 tables (``--report`` reprints them).
 """
 from __future__ import annotations
 
@@ -112,6 +112,20 @@ def _label_recolour(content, style, lc, ls):
         return torch.from_numpy(lab2rgb(out).transpose(2, 0, 1)).float()
 
 
+def recovered(style, pairs) -> float | None:
+    """The share of the hand masks' style-distance gain over one label that the auto masks reach, summed
+    over ``pairs``: sum(none - auto) / sum(none - hand); ``style(n, mode)`` gives pair n's distance in a
+    mode. None when the hand masks gain nothing (e.g. only single-label pairs)."""
+    den = sum(style(n, "none") - style(n, "hand") for n in pairs)
+    return sum(style(n, "none") - style(n, "auto") for n in pairs) / den if abs(den) > 1e-9 else None
+
+
+def multi_label(style, pairs) -> list:
+    """The pairs with more than one hand label: there hand and one label differ. On the others the hand
+    masks are one label, so only the auto masks' gain or loss enters the sums."""
+    return [n for n in pairs if abs(style(n, "none") - style(n, "hand")) > 1e-9]
+
+
 def _init_recolour(content, style, lc, ls):
     """The ``init="colour"`` start of a transfer under a labelling (dpst_ext.transfer.colour_transfer_init)."""
     from dpst_ext.transfer import colour_transfer_init
@@ -139,12 +153,11 @@ def proxy_section(data, pairs, vgg, state, out, kind="lab", size=256, **auto_kwa
         print(f"pair {n:2d} proxy style distance: hand {score['hand']:.2f} auto {score['auto']:.2f} "
               f"none {score['none']:.2f}", flush=True)
         write_state(out, state)
-    multi = [n for n in pairs if rows[str(n)]["none"] != rows[str(n)]["hand"]]   # more than one hand label
-    for subset, what in ((pairs, "pairs"), (multi, "pairs with more than one hand label")):
-        gain_h = sum(rows[str(n)]["none"] - rows[str(n)]["hand"] for n in subset)
-        gain_a = sum(rows[str(n)]["none"] - rows[str(n)]["auto"] for n in subset)
-        if gain_h:
-            print(f"proxy: auto masks recover {gain_a / gain_h:.3f} of the hand masks' gain over {len(subset)} {what}")
+    style = lambda n, mode: rows[str(n)][mode]  # noqa: E731
+    for subset, what in ((pairs, "pairs"), (multi_label(style, pairs), "pairs with more than one hand label")):
+        r = recovered(style, subset)
+        if r is not None:
+            print(f"proxy: auto masks recover {r:.3f} of the hand masks' gain over {len(subset)} {what}")
 
 
 def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("hand", "auto", "none"), init="content"):
@@ -224,12 +237,11 @@ def report(paths: list[Path]) -> str:
     if full:
         lines += ["| pair | photoreal hand | auto | none | style dist. hand | auto | none | recovered | run time (s) | "
                   "auto-mask time (s) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        rec_num = rec_den = 0.0
+        style = lambda n, mode: runs[f"{n}/{mode}"]["style"]  # noqa: E731
+        fmt = lambda r: "n/a" if r is None else f"{r:.2f}"  # noqa: E731
         for n in full:
             h, a, o = (runs[f"{n}/{m}"] for m in ("hand", "auto", "none"))
-            gain_h, gain_a = o["style"] - h["style"], o["style"] - a["style"]
-            rec_num, rec_den = rec_num + gain_a, rec_den + gain_h
-            rec = f"{gain_a / gain_h:.2f}" if abs(gain_h) > 1e-9 else "n/a"
+            rec = fmt(recovered(style, [n]))
             lines.append(f"| {n} | {h['photoreal']:.5f} | {a['photoreal']:.5f} | {o['photoreal']:.5f} | "
                          f"{h['style']:.2f} | {a['style']:.2f} | {o['style']:.2f} | {rec} | {a['time_s']:.0f} | "
                          f"{a['timings'].get('auto_masks', 0):.2f} |")
@@ -238,19 +250,16 @@ def report(paths: list[Path]) -> str:
         am = np.mean([runs[f"{n}/auto"]["timings"].get("auto_masks", 0) for n in full])
         lines.append(f"| mean ({len(full)}) | {mean['hand']['photoreal']:.5f} | {mean['auto']['photoreal']:.5f} | "
                      f"{mean['none']['photoreal']:.5f} | {mean['hand']['style']:.2f} | {mean['auto']['style']:.2f} | "
-                     f"{mean['none']['style']:.2f} | {f'{rec_num / rec_den:.2f}' if rec_den else 'n/a'} | "
+                     f"{mean['none']['style']:.2f} | {fmt(recovered(style, full))} | "
                      f"{mean['auto']['time_s']:.0f} | {am:.2f} |")
         lines.append("")
         lines.append(f"recovered = (style none - style auto) / (style none - style hand) per pair; the mean row: the "
                      f"ratio of the summed improvements. Auto-mask time / run time = {am / mean['auto']['time_s']:.1%}.")
-        # Pairs with one hand label (hand = none) add only the auto masks' gain or loss to the sum.
-        multi = [n for n in full if abs(runs[f"{n}/none"]["style"] - runs[f"{n}/hand"]["style"]) > 1e-9]
+        multi = multi_label(style, full)
         if 0 < len(multi) < len(full):
-            num = sum(runs[f"{n}/none"]["style"] - runs[f"{n}/auto"]["style"] for n in multi)
-            den = sum(runs[f"{n}/none"]["style"] - runs[f"{n}/hand"]["style"] for n in multi)
             ph, pa = (np.mean([runs[f"{n}/{m}"]["photoreal"] for n in multi]) for m in ("hand", "auto"))
-            lines.append(f"Over the {len(multi)} pairs with more than one hand label: recovered {num / den:.2f}, "
-                         f"photoreal hand {ph:.5f}, auto {pa:.5f}.")
+            lines.append(f"Over the {len(multi)} pairs with more than one hand label: recovered "
+                         f"{fmt(recovered(style, multi))}, photoreal hand {ph:.5f}, auto {pa:.5f}.")
     if configs:
         lines.append("")
         lines.append("transfer configuration: " + "; ".join(sorted(configs)))
