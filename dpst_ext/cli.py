@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Co-segment CONTENT and STYLE into shared labels and write them as the 9-colour "
                                    "masks that `dpst transfer CONTENT STYLE -o OUTPUT` would compute and use: "
                                    "OUT_content_mask.png and OUT_style_mask.png beside OUTPUT (OUTPUT itself is "
-                                   "not written). Repaint them if needed, then pass them with --content-mask/"
-                                   "--style-mask.")
+                                   "not written; a transfer capped by --max-output computes them on the "
+                                   "downscaled content instead). Repaint them if needed, then pass them with "
+                                   "--content-mask/--style-mask.")
     m.add_argument("content", help="content photo (PNG, JPEG, ...)")
     m.add_argument("style", help="style photo")
     m.add_argument("-o", "--output", required=True,
