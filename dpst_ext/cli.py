@@ -6,6 +6,8 @@
                                              # and OUT_style_mask.png (--no-auto-masks: one label)
     dpst masks CONTENT STYLE -o OUT          # only those automatic masks (seconds): inspect or repaint them,
                                              # then dpst transfer ... --content-mask/--style-mask
+    dpst transfer|masks ... --segmenter my_parser.py:segment [--segmenter-mapping groups.json]
+                                             # masks from your own segmentation model instead
 
 The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
 --max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
@@ -16,6 +18,9 @@ exit status 2. Every output is written atomically (temporary file, then rename).
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import json
 import os
 import sys
 import time
@@ -104,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
                    help="number of automatic labels (default: up to 8; labels too small for a style, or "
                         "alike in colour in both photos, are merged)")
+    _add_segmenter_arguments(t)
     _add_output_arguments(t)
 
     m = sub.add_parser("masks", help="only compute the automatic masks, to inspect or repaint before a transfer",
@@ -125,7 +131,88 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VGG-19 state dict (torchvision or our names) instead of the bundled weights")
     m.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     m.add_argument("-q", "--quiet", action="store_true", help="no messages")
+    _add_segmenter_arguments(m)
     return p
+
+
+def _add_segmenter_arguments(t):
+    g = t.add_argument_group("your own segmenter",
+                             "Masks from your segmentation model instead of the co-segmentation: a Python function "
+                             "that takes a (3, H, W) float tensor in 0..1 and returns an (H, W) integer class map "
+                             "(numpy or torch), called on the content and on the style photo.")
+    g.add_argument("--segmenter", default=None, metavar="MODULE:FUNCTION",
+                   help="the function, as package.module:function (importable, or a module in the current "
+                        "folder) or path/to/file.py:function")
+    g.add_argument("--segmenter-mapping", default=None, metavar="JSON",
+                   help='a JSON object {class id: group name or null} (inline, or a path to a .json file) that '
+                        'merges classes into groups, e.g. \'{"21": "water", "26": "water", "60": "water"}\'; '
+                        "null unlabels a class, unmapped classes are their own group; at most 9 groups")
+
+
+def load_segmenter(spec: str):
+    """The function named by ``spec``: 'package.module:function' (importable; the current folder is
+    searched first, as ``python -m`` would) or 'path/to/file.py:function'. ValueError names the problem.
+    Errors raised by the module's own code while it is imported are not caught: they are the user's."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--segmenter must be MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}")
+    if module_name.endswith(".py"):
+        if not os.path.isfile(module_name):
+            raise ValueError(f"--segmenter file not found: {module_name}")
+        found = importlib.util.spec_from_file_location("_dpst_user_segmenter", module_name)
+        module = importlib.util.module_from_spec(found)
+        found.loader.exec_module(module)
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            raise ValueError(f"--segmenter module {module_name!r} cannot be imported: {e}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"--segmenter: {module_name} has no function {attr!r}")
+    return fn
+
+
+def load_mapping(text: str) -> dict:
+    """--segmenter-mapping: a JSON object {class id: group or null}, inline or in a file, to {int: group}."""
+    source = "file " + text if os.path.isfile(text) else "value"
+    try:
+        if os.path.isfile(text):
+            with open(text, encoding="utf-8") as f:
+                raw = json.load(f)
+        else:
+            raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--segmenter-mapping {source} is not valid JSON ({e}): give an object "
+                         f'{{"class id": "group", ...}} or the path of a .json file holding one') from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--segmenter-mapping must be a JSON object {{class id: group}}, got a {type(raw).__name__}")
+    mapping = {}
+    for key, group in raw.items():
+        try:
+            cls = int(key)
+        except ValueError:
+            raise ValueError(f"--segmenter-mapping keys must be integer class ids, got {key!r}") from None
+        if group is not None and not isinstance(group, (str, int)):
+            raise ValueError(f"--segmenter-mapping groups must be names (strings), integers or null, got "
+                             f"{group!r} for class {cls}")
+        mapping[cls] = group
+    return mapping
+
+
+def _segmenter_from_args(args):
+    """(segmenter, mapping) from --segmenter/--segmenter-mapping: (None, None) when not given."""
+    if args.segmenter is None:
+        if args.segmenter_mapping is not None:
+            raise ValueError("--segmenter-mapping needs --segmenter (the mapping is for that model's classes)")
+        return None, None
+    if args.auto_k is not None:
+        raise ValueError("--auto-k is the number of automatic labels: with --segmenter the model's classes "
+                         "(and --segmenter-mapping) decide the labels")
+    mapping = None if args.segmenter_mapping is None else load_mapping(args.segmenter_mapping)
+    return load_segmenter(args.segmenter), mapping
 
 
 def mask_paths(output: str) -> tuple[str, str]:
@@ -242,7 +329,7 @@ def _run_masks(args) -> int:
         return _fail(problem)
     import torch
 
-    from .automask import AUTO_LAYERS, auto_masks
+    from .automask import AUTO_LAYERS, auto_masks, segmenter_masks
     from .transfer import resolve_device
     from .vgg import VGG19Features
 
@@ -250,9 +337,13 @@ def _run_masks(args) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
-        # The same call as the transfer's (dpst_ext.transfer._auto_labels): the same masks for the same photos.
-        vgg = VGG19Features(AUTO_LAYERS, weights=args.vgg_weights).to(resolve_device(args.device))
-        labels = auto_masks(args.content, args.style, k=args.auto_k, seed=args.seed, vgg=vgg)
+        segmenter, mapping = _segmenter_from_args(args)
+        # The same calls as the transfer's (dpst_ext.transfer._auto_labels): the same masks for the same photos.
+        if segmenter is not None:
+            labels = segmenter_masks(args.content, args.style, segmenter, mapping)
+        else:
+            vgg = VGG19Features(AUTO_LAYERS, weights=args.vgg_weights).to(resolve_device(args.device))
+            labels = auto_masks(args.content, args.style, k=args.auto_k, seed=args.seed, vgg=vgg)
     except KeyboardInterrupt:
         sys.stderr.write("\ndpst: interrupted; nothing written\n")
         return EXIT_INTERRUPTED
@@ -278,6 +369,13 @@ def _run_transfer(args) -> int:
         return _fail(problem)
     if args.auto_masks and (args.content_mask or args.style_mask):
         return _fail("--auto-masks computes the masks: do not also give --content-mask/--style-mask")
+    if args.segmenter and (args.content_mask or args.style_mask or args.auto_masks is not None):
+        return _fail("--segmenter computes the masks: do not also give --content-mask/--style-mask or "
+                     "--auto-masks/--no-auto-masks")
+    try:
+        segmenter, mapping = _segmenter_from_args(args)
+    except ValueError as e:
+        return _fail(str(e))
 
     opts = TransferOptions(
         size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device, stage1_size=args.stage1_size,
@@ -287,6 +385,7 @@ def _run_transfer(args) -> int:
     opts.output_size, opts.max_output, opts.smoothing = args.output_size, args.max_output, args.smoothing
     opts.memory_budget = None if args.max_memory is None else int(args.max_memory * 2**30)
     opts.auto_masks, opts.auto_k = args.auto_masks, args.auto_k
+    opts.segmenter, opts.segmenter_mapping = segmenter, mapping
     printer = _ProgressPrinter(sys.stderr, args.quiet)
 
     def callback(p):
@@ -340,7 +439,8 @@ def _save_auto_masks(content_labels, style_labels, args):
     cm, sm = save_masks(content_labels, style_labels, *mask_paths(args.output))
     if not args.quiet:
         n_labels = len(set(content_labels.unique().tolist()) - {-1})
-        sys.stderr.write(f"dpst: automatic masks ({n_labels} labels) written to {cm} and {sm}\n")
+        kind = "masks from --segmenter" if args.segmenter else "automatic masks"
+        sys.stderr.write(f"dpst: {kind} ({n_labels} labels) written to {cm} and {sm}\n")
 
 
 def _highres_summary(result) -> str:

@@ -316,6 +316,97 @@ def test_cli_masks_bad_inputs_fail_with_one_line(tmp_path, args, message):
     assert not list(tmp_path.glob("o_*mask.png"))
 
 
+SEGMENTER_PY = """
+import numpy as np
+
+def segment(img):  # a stand-in scene parser: class 3 above the middle row ("sky"), 7 below ("ground")
+    h, w = img.shape[1:]
+    m = np.full((h, w), 3, np.int64)
+    m[h // 2:] = 7
+    return m
+
+def wrong_shape(img):
+    return np.zeros((4, 4), np.int64)
+
+NOT_A_FUNCTION = 1
+"""
+
+
+@pytest.fixture
+def segmenter_setup(tmp_path, monkeypatch):
+    """Two photos on disk, the segmenter module beside them, the current folder there (restored after)."""
+    c, s, _, _ = two_region_pair()
+    for name, img in (("c.png", c), ("s.png", s)):
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / name)
+    (tmp_path / "my_parser.py").write_text(SEGMENTER_PY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "my_parser", raising=False)
+    yield tmp_path
+    sys.modules.pop("my_parser", None)
+
+
+def test_cli_segmenter_hook(segmenter_setup, capsys):
+    from dpst_ext.cli import main
+
+    d = segmenter_setup
+    # A file path and a mapping that names the groups: "ground" (class 7) is the first group, so label 0.
+    args = ["masks", "c.png", "s.png", "-o", "m.png", "--segmenter", f"{d / 'my_parser.py'}:segment",
+            "--segmenter-mapping", '{"7": "ground", "3": "sky"}']
+    assert main(args) == 0
+    assert "masks from --segmenter (2 labels) written to" in capsys.readouterr().err
+    lc, ls = parse_mask(d / "m_content_mask.png", (72, 96)), parse_mask(d / "m_style_mask.png", (80, 100))
+    assert int(lc[0, 0]) == 1 and int(lc[-1, 0]) == 0 and int(ls[0, 0]) == 1 and int(ls[-1, 0]) == 0
+    # An importable module from the current folder, the mapping from a file (null unlabels class 3).
+    (d / "groups.json").write_text('{"3": null}')
+    assert main(["masks", "c.png", "s.png", "-o", "n.png", "--segmenter", "my_parser:segment",
+                 "--segmenter-mapping", "groups.json"]) == 0
+    lc = parse_mask(d / "n_content_mask.png", (72, 96))
+    assert int(lc[0, 0]) == -1 and int(lc[-1, 0]) == 0
+    # The transfer uses and saves the same masks as `dpst masks` (no mapping: classes 3, 7 -> labels 0, 1).
+    assert main(["masks", "c.png", "s.png", "-o", "p.png", "--segmenter", "my_parser:segment", "-q"]) == 0
+    assert main(["transfer", "c.png", "s.png", "-o", "out.png", "--size", "32", "--iters", "1,1",
+                 "--segmenter", "my_parser:segment", "-q"]) == 0
+    assert (d / "out.png").is_file()
+    for which, size in (("content", (72, 96)), ("style", (80, 100))):
+        got = parse_mask(d / f"out_{which}_mask.png", size)
+        assert torch.equal(got, parse_mask(d / f"p_{which}_mask.png", size))
+        assert set(got.unique().tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--segmenter", "no_colon"], "--segmenter must be MODULE:FUNCTION or FILE.py:FUNCTION"),
+    (["--segmenter", "missing.py:segment"], "--segmenter file not found: missing.py"),
+    (["--segmenter", "no_such_module_dpst:segment"], "--segmenter module 'no_such_module_dpst' cannot be imported"),
+    (["--segmenter", "my_parser:nothing"], "my_parser has no function 'nothing'"),
+    (["--segmenter", "my_parser:NOT_A_FUNCTION"], "has no function 'NOT_A_FUNCTION'"),
+    (["--segmenter", "my_parser:wrong_shape"], "segmenter output for the content must have the image's shape"),
+    (["--segmenter-mapping", '{"3": "sky"}'], "--segmenter-mapping needs --segmenter"),
+    (["--segmenter", "my_parser:segment", "--segmenter-mapping", "[3, 7]"], "must be a JSON object"),
+    (["--segmenter", "my_parser:segment", "--segmenter-mapping", "{3: sky"], "is not valid JSON"),
+    (["--segmenter", "my_parser:segment", "--segmenter-mapping", '{"sky": "a"}'], "keys must be integer class ids"),
+    (["--segmenter", "my_parser:segment", "--segmenter-mapping", '{"3": [1]}'], "groups must be names"),
+    (["--segmenter", "my_parser:segment", "--auto-k", "2"], "--auto-k is the number of automatic labels"),
+])
+@pytest.mark.parametrize("command", ["masks", "transfer"])
+def test_cli_bad_segmenter_fails_with_one_line(segmenter_setup, capsys, command, args, message):
+    from dpst_ext.cli import main
+
+    assert main([command, "c.png", "s.png", "-o", "o.png", "--size", "32", "--iters", "1,1"][:5 if command == "masks"
+                                                                                            else None] + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not list(segmenter_setup.glob("o*.png"))
+
+
+def test_cli_segmenter_excludes_other_masks(segmenter_setup, capsys):
+    from dpst_ext.cli import main
+
+    for extra in (["--no-auto-masks"], ["--auto-masks"], ["--content-mask", "c.png", "--style-mask", "s.png"]):
+        assert main(["transfer", "c.png", "s.png", "-o", "o.png", "--segmenter", "my_parser:segment"] + extra) == 2
+        assert "--segmenter computes the masks" in capsys.readouterr().err
+
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dpst_examples"
 
 
