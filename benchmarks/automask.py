@@ -160,7 +160,8 @@ def proxy_section(data, pairs, vgg, state, out, kind="lab", size=256, **auto_kwa
             print(f"proxy: auto masks recover {r:.3f} of the hand masks' gain over {len(subset)} {what}")
 
 
-def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("hand", "auto", "none"), init="content"):
+def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("hand", "auto", "none"), init="content",
+                     photoreal_weight=None):
     from dpst_ext.transfer import run_transfer
 
     rows = state.setdefault("transfer", {})
@@ -176,6 +177,8 @@ def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("han
             # Output at the working size: the metrics compare it with the content at that size.
             opts = dict(size=size, iters=iters, init=init, threads=1, smooth_every=0,
                         auto_masks=(mode == "auto"), output_size="working")
+            if photoreal_weight is not None:
+                opts["weights"] = {"photoreal": photoreal_weight}
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -289,6 +292,8 @@ def main(argv=None):
     p.add_argument("--modes", default="hand,auto,none", help="transfer runs per pair (default hand,auto,none)")
     p.add_argument("--init", default="content", choices=("content", "colour", "noise"),
                    help="the transfer's stage-1 start (default content; colour: the content recoloured per label)")
+    p.add_argument("--photoreal-weight", type=float, default=None,
+                   help="the transfer's photorealism weight lambda (default: the paper's, 1e4)")
     p.add_argument("--repeats", type=int, default=3, help="timed auto-mask runs per pair (median)")
     p.add_argument("--skip-masks", action="store_true", help="skip the IoU section (transfer only)")
     p.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
@@ -320,13 +325,15 @@ def main(argv=None):
     if args.transfer:
         iters = tuple(int(x) for x in args.iters.split(","))
         config = {"size": args.size, "iters": list(iters), "init": args.init}
+        if args.photoreal_weight is not None:
+            config["photoreal_weight"] = args.photoreal_weight
         if state.get("transfer") and state.get("config", config) != config:
             # Finished runs are skipped on a rerun: never mix two configurations in one file.
             sys.exit(f"--out {args.out} holds transfer runs made with {state['config']}, not {config}: "
                      f"use another --out")
         state["config"] = config
         transfer_section(args.data, pairs, state, args.out, args.size, iters, args.save_dir,
-                         tuple(args.modes.split(",")), args.init)
+                         tuple(args.modes.split(",")), args.init, args.photoreal_weight)
     state["machine"]["load_at_end"] = os.getloadavg()
     write_state(args.out, state)
 
