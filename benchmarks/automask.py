@@ -220,7 +220,7 @@ def report(paths: list[Path]) -> str:
         if st.get("transfer"):
             c = st.get("config", {})
             configs.add(f"size {c.get('size', '?')}, iterations {','.join(map(str, c.get('iters', ['?'])))}, "
-                        f"init {c.get('init', '?')}")
+                        f"init {c.get('init', '?')}, photorealism weight {c.get('photoreal_weight', 1e4):g}")
     lines = []
     if masks:
         lines += ["| pair | mean IoU auto | mean IoU one label | purity | consistent | K auto | K hand | "
