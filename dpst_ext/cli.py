@@ -440,7 +440,7 @@ def _save_auto_masks(content_labels, style_labels, args):
     if not args.quiet:
         n_labels = len(set(content_labels.unique().tolist()) - {-1})
         kind = "masks from --segmenter" if args.segmenter else "automatic masks"
-        sys.stderr.write(f"dpst: {kind} ({n_labels} labels) written to {cm} and {sm}\n")
+        sys.stderr.write(f"dpst: {kind} ({n_labels} label{'' if n_labels == 1 else 's'}) written to {cm} and {sm}\n")
 
 
 def _highres_summary(result) -> str:
