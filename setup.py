@@ -44,8 +44,17 @@ cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno"]
 if os.environ.get("DPST_NO_NATIVE") != "1":
     cxx_flags.append("-march=native")
 
+# at::parallel_for (ATen/Parallel-inl.h) is a header template: compiled without OpenMP it runs its body
+# on the calling thread alone, whatever torch.set_num_threads says. With -fopenmp it runs on torch's own
+# OpenMP pool (libgomp.so.1 is torch's, already loaded when the extension is imported).
+link_flags = []
+if sys.platform.startswith("linux"):
+    cxx_flags.append("-fopenmp")
+    link_flags.append("-fopenmp")
+
 sources = rel("csrc/dpst.cpp") + rel("csrc/cpu/*.cpp")
-ext_kwargs = dict(extra_compile_args={"cxx": cxx_flags}, include_dirs=[os.path.join(ROOT, "csrc")])
+ext_kwargs = dict(extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags,
+                  include_dirs=[os.path.join(ROOT, "csrc")])
 if want_cuda():
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "7.5;8.0;8.6;9.0+PTX")
     ext_kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++20", "-lineinfo"]
