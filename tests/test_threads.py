@@ -44,4 +44,5 @@ def test_ops_give_the_same_result_on_1_and_2_threads(threads):
     *same2, loss2 = out[2]
     for a, b in zip(same1, same2):       # every output element is computed by the same code in any split
         assert torch.equal(a, b)
-    assert torch.allclose(loss1, loss2, rtol=1e-12, atol=0)  # a sum: only its grouping differs
+    # A sum in double, returned in float32: only its grouping differs, so at most the last bit of the result.
+    assert torch.allclose(loss1, loss2, rtol=2 ** -23, atol=0)
