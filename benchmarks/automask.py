@@ -21,7 +21,8 @@ and (``--transfer``) style transfer with hand masks, auto masks and no masks.
   photorealism residual and style distance of benchmarks/quality.py; the style distance is always
   evaluated with the HAND masks (its definition) at the output's size. Results are written after every
   run, with the configuration. benchmarks/automask_runs/ keeps the raw files behind AUTOMASK.md's
-  session-6 and session-7 tables (``--report`` reprints them).
+  session-6, -7 and -8 tables (``--report`` reprints them). ``--photoreal-weight`` runs the transfer at
+  another lambda (session 8: the labellings compared at equal photorealism, AUTOMASK.md section 6).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from quality import DEFAULT_DATA, PAIRS, lab, photoreal_residual, style_distance
 
 from dpst_ext.automask import AUTO_LAYERS, agreement, auto_masks, labels_to_image, save_masks  # noqa: E402
 from dpst_ext.image_io import load_image, resize_long_side  # noqa: E402
+from dpst_ext.losses import LossWeights  # noqa: E402
 from dpst_ext.masks import MaskPair, parse_mask, resize_labels, _drop_specks  # noqa: E402
 from dpst_ext.vgg import VGG19Features  # noqa: E402
 
@@ -220,7 +222,7 @@ def report(paths: list[Path]) -> str:
         if st.get("transfer"):
             c = st.get("config", {})
             configs.add(f"size {c.get('size', '?')}, iterations {','.join(map(str, c.get('iters', ['?'])))}, "
-                        f"init {c.get('init', '?')}, photorealism weight {c.get('photoreal_weight', 1e4):g}")
+                        f"init {c.get('init', '?')}, photorealism weight {c.get('photoreal_weight', LossWeights().photoreal):g}")
     lines = []
     if masks:
         lines += ["| pair | mean IoU auto | mean IoU one label | purity | consistent | K auto | K hand | "

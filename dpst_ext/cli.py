@@ -177,9 +177,10 @@ def load_segmenter(spec: str):
 
 def load_mapping(text: str) -> dict:
     """--segmenter-mapping: a JSON object {class id: group or null}, inline or in a file, to {int: group}."""
-    source = "file " + text if os.path.isfile(text) else "value"
+    is_file = os.path.isfile(text)
+    source = "file " + text if is_file else "value"
     try:
-        if os.path.isfile(text):
+        if is_file:
             with open(text, encoding="utf-8") as f:
                 raw = json.load(f)
         else:

@@ -12,7 +12,7 @@ import torch
 from dpst_ext import _C, ops, samples
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the OpenMP build flag is set on Linux")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="setup.py adds -fopenmp on Linux only")
 def test_extension_is_built_with_openmp():
     # An OpenMP parallel region compiles to a call of GOMP_parallel: its name is in the dynamic symbols.
     assert b"GOMP_parallel" in Path(_C.__file__).read_bytes(), \
