@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .image_io import load_image, resize_long_side, save_image
+from .image_io import load_image, resize_long_side, rgb_to_lab, save_image
 from .masks import NAMES, PALETTE
 from .upsample import apply_coefficients, guided_coefficients
 
@@ -78,19 +78,6 @@ MERGE_DELTA = 20.0
 # Colour of "no label" in a written mask: at least 0.56 from every palette colour, so the parser
 # (threshold 0.3) reads it back as unlabelled.
 UNLABELLED_RGB = (0.5, 0.25, 0.0)
-
-
-def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """CIE Lab (D65) of sRGB values in 0..1, channels first: (3, ...) -> (3, ...), L in 0..100."""
-    rgb = rgb.to(torch.float32).clamp(0, 1)
-    lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    m = torch.tensor([[0.412453, 0.357580, 0.180423],
-                      [0.212671, 0.715160, 0.072169],
-                      [0.019334, 0.119193, 0.950227]])
-    white = torch.tensor([0.950456, 1.0, 1.088754])
-    xyz = torch.einsum("ij,j...->i...", m, lin) / white.view(3, *([1] * (rgb.dim() - 1)))
-    f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
-    return torch.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["load_image", "to_pil", "save_image", "resize_long_side", "open_pil"]
+__all__ = ["load_image", "to_pil", "save_image", "resize_long_side", "open_pil", "rgb_to_lab"]
 
 
 def open_pil(path) -> Image.Image:
@@ -105,6 +105,21 @@ def resize_long_side(image: torch.Tensor, long_side: int | None, mode: str = "bi
     out = torch.nn.functional.interpolate(image[None], size=size, mode=mode, align_corners=False,
                                           antialias=s < 1)[0]
     return out.clamp(0, 1)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """CIE Lab (D65) of sRGB values in 0..1, channels first: (3, ...) -> (3, ...), L in 0..100; float64 in
+    gives float64 out, anything else float32."""
+    dt = torch.float64 if rgb.dtype == torch.float64 else torch.float32
+    rgb = rgb.to(dt).clamp(0, 1)
+    lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = torch.tensor([[0.412453, 0.357580, 0.180423],
+                      [0.212671, 0.715160, 0.072169],
+                      [0.019334, 0.119193, 0.950227]], dtype=dt, device=rgb.device)
+    white = torch.tensor([0.950456, 1.0, 1.088754], dtype=dt, device=rgb.device)
+    xyz = torch.einsum("ij,j...->i...", m, lin) / white.view(3, *([1] * (rgb.dim() - 1)))
+    f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    return torch.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
 
 
 def to_pil(image) -> Image.Image:
