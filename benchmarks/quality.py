@@ -1,119 +1,141 @@
-"""Quality of style transfer outputs on the paper's example pairs: two model-free metrics (issue 4).
+"""Quality on the paper's example pairs: the four measures of dpst_ext.metrics, per pair and mean.
 
-    python benchmarks/quality.py [--data DIR] [--ours DIR] [--pairs 1,5,9]
+    python benchmarks/quality.py run NAME [--method default|fast|reference] [--set KEY=VALUE ...]
+                                          [--pairs 1,5,9] [--threads 2]
+    python benchmarks/quality.py score [NAME ...] [--pairs ...] [--json FILE] [--plot FILE]
+                                          [--sheet FILE --sheet-pairs 1,9,25,45]
 
-* photorealism residual = (1/N) sum_c V_c(O)^T M_I V_c(O), O in 0..1, M_I the content's matting
-  Laplacian (eps 1e-7). Lower: the output is closer to a locally affine recolouring of the content.
-* style distance = mean over labels present in both images of the sliced Wasserstein-1 distance between
-  the Lab colours of the output's pixels and the style's pixels with that label. Lower: more faithful.
-
-Rows: the published final result shipped with each pair, a global colour transfer (Reinhard: Lab
-mean/std matching) and, with --ours DIR, our outputs (DIR/outN.png).
+``run`` transfers every pair with its hand-painted masks through dpst_ext.transfer.run_transfer
+(``--set`` overrides any TransferOptions field, e.g. ``--set size=512 --set iters=0,150
+--set weights.photoreal=2e4``) and writes runs/NAME/outN.png and runs/NAME/run.json (options, seconds
+per pair, machine), one pair at a time, so that an interrupted run resumes where it stopped.
+``score`` rates the content itself (no style), a global colour transfer (Reinhard: Lab mean and
+standard deviation matching), the published final result of each pair and each run NAME:
+colour style distance, Gram style distance (log10), photorealism residual, edge SSIM.
+The pairs come from dpst_ext.samples.EXAMPLES (../shared/data/dpst_examples; DPST_EXAMPLES overrides).
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import json
-import warnings
+import os
+import platform
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dpst_ext import MattingLaplacian
-from dpst_ext.image_io import load_image
-from dpst_ext.masks import MaskPair, parse_mask
+from dpst_ext.image_io import load_image, save_image
+from dpst_ext.metrics import score
+from dpst_ext.samples import EXAMPLE_PAIRS, example_pair
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dpst_examples"
-PAIRS = tuple(range(1, 60, 4))
-
-
-def lab(rgb: torch.Tensor) -> np.ndarray:
-    from skimage.color import rgb2lab
-
-    return rgb2lab(rgb.permute(1, 2, 0).double().clamp(0, 1).numpy())
-
-
-def photoreal_residual(content: torch.Tensor, output: torch.Tensor) -> float:
-    L = MattingLaplacian(content.double(), eps=1e-7)
-    return float(L.quad(output.double())) / (output.shape[1] * output.shape[2])
-
-
-def sliced_w1(a: np.ndarray, b: np.ndarray, directions: int = 64, quantiles: int = 512, seed: int = 0) -> float:
-    """Sliced Wasserstein-1 between point sets a (n, 3) and b (m, 3): mean over random unit directions of
-    the 1-D W1 between the projections, computed on a common quantile grid."""
-    rng = np.random.default_rng(seed)
-    d = rng.normal(size=(directions, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    q = (np.arange(quantiles) + 0.5) / quantiles
-    pa = np.quantile(a @ d.T, q, axis=0)
-    pb = np.quantile(b @ d.T, q, axis=0)
-    return float(np.abs(pa - pb).mean())
-
-
-def style_distance(output, style, pair: MaskPair) -> float:
-    lo, ls = lab(output).reshape(-1, 3), lab(style).reshape(-1, 3)
-    dists = []
-    for k in range(len(pair.names)):
-        mo = pair.content[k].reshape(-1).numpy() > 0.5
-        ms = pair.style[k].reshape(-1).numpy() > 0.5
-        if mo.any() and ms.any():
-            dists.append(sliced_w1(lo[mo], ls[ms]))
-    return float(np.mean(dists))
+RUNS = Path(__file__).resolve().parents[1] / "runs"
+MEASURES = (("colour", "colour style distance", "{:.2f}"), ("gram", "Gram style distance (log10)", "{:.2f}"),
+            ("residual", "photorealism residual", "{:.5f}"), ("edge_ssim", "edge SSIM", "{:.2f}"))
 
 
 def reinhard(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    from skimage.color import lab2rgb
+    from skimage.color import lab2rgb, rgb2lab
 
-    lc, ls = lab(content), lab(style)
+    lc, ls = (rgb2lab(x.permute(1, 2, 0).double().numpy()) for x in (content, style))
     out = (lc - lc.mean((0, 1))) / (lc.std((0, 1)) + 1e-8) * ls.std((0, 1)) + ls.mean((0, 1))
     return torch.from_numpy(lab2rgb(out).transpose(2, 0, 1)).float()
 
 
-def fit(img: torch.Tensor, hw) -> torch.Tensor:
-    if tuple(img.shape[1:]) == tuple(hw):
-        return img
-    return torch.nn.functional.interpolate(img[None], size=tuple(hw), mode="bilinear", align_corners=False)[0]
+def _machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--ours", type=Path, default=None, help="folder with our outputs outN.png")
-    p.add_argument("--pairs", default=",".join(map(str, PAIRS)))
-    p.add_argument("--json", type=Path, default=None, help="also write the per-pair metrics here")
-    p.add_argument("--sheet", type=Path, default=None,
-                   help="also write a contact sheet (content | style | published | ours) of --sheet-pairs")
-    p.add_argument("--sheet-pairs", default="1,9,25,45")
-    args = p.parse_args(argv)
-    rows, sheet_rows = {}, []
-    sheet_pairs = {int(x) for x in args.sheet_pairs.split(",")}
-    for n in (int(x) for x in args.pairs.split(",")):
-        d = args.data
-        c = load_image(d / "input" / f"in{n}.png")
-        s = load_image(d / "style" / f"tar{n}.png")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pair = MaskPair.from_labels(parse_mask(d / "segmentation" / f"in{n}.png", tuple(c.shape[1:])),
-                                        parse_mask(d / "segmentation" / f"tar{n}.png", tuple(s.shape[1:])), warn=False)
-        outputs = {"published": fit(load_image(d / "final_results" / f"best{n}_t_1000.png"), c.shape[1:]),
-                   "reinhard": reinhard(c, s)}
-        if args.ours is not None and (args.ours / f"out{n}.png").is_file():
-            outputs["ours"] = fit(load_image(args.ours / f"out{n}.png"), c.shape[1:])
-        if args.sheet is not None and n in sheet_pairs and "ours" in outputs:
+def _option(opts, text: str):
+    key, _, value = text.partition("=")
+    v = ast.literal_eval(value) if value not in ("None", "") else None
+    if key.startswith("weights."):
+        setattr(opts.weights, key.split(".", 1)[1], float(v))
+    elif key in {f.name for f in dataclasses.fields(opts)}:
+        setattr(opts, key, v)
+    else:
+        raise SystemExit(f"--set: unknown option {key!r}")
+
+
+def run(args):
+    from dpst_ext.transfer import TransferOptions, run_transfer
+
+    torch.set_num_threads(args.threads)
+    out = RUNS / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    opts = TransferOptions(method=args.method, seed=0)
+    for s in args.set or []:
+        _option(opts, s)
+    log_path = out / "run.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    config = {"method": args.method, "set": args.set or [], "threads": args.threads}
+    if log.get("config", config) != config:
+        raise SystemExit(f"{out} holds a run with another configuration ({log['config']}); choose another NAME")
+    log.update(config=config, machine=_machine())
+    pairs = log.setdefault("pairs", {})
+    for n in args.pairs:
+        if str(n) in pairs and (out / f"out{n}.png").is_file():
+            continue
+        p = example_pair(n)
+        t = time.perf_counter()
+        res = run_transfer(p.content, p.style, p.paths["content_mask"], p.paths["style_mask"],
+                           options=dataclasses.replace(opts, weights=dataclasses.replace(opts.weights)))
+        seconds = time.perf_counter() - t
+        save_image(res.image, out / f"out{n}.png")
+        pairs[str(n)] = {"seconds": round(seconds, 2), "timings": {k: round(v, 2) for k, v in res.timings.items()}}
+        log_path.write_text(json.dumps(log, indent=1))
+        print(f"{args.name}: pair {n} in {seconds:.1f}s", flush=True)
+
+
+def score_all(args):
+    from dpst_ext.vgg import VGG19Features
+    from dpst_ext.metrics import GRAM_LAYERS
+
+    torch.set_num_threads(args.threads)
+    vgg = VGG19Features(GRAM_LAYERS)
+    names = ["content", "reinhard", "published", *args.names]
+    rows = {k: {} for k in names}
+    seconds = {k: {} for k in args.names}
+    for name in args.names:
+        log_path = RUNS / name / "run.json"
+        if log_path.is_file():
+            for n, entry in json.loads(log_path.read_text())["pairs"].items():
+                seconds[name][int(n)] = entry["seconds"]
+    sheet_rows = []
+    for n in args.pairs:
+        p = example_pair(n)
+        masks = p.masks()
+        outputs = {"content": p.content, "reinhard": reinhard(p.content, p.style), "published": p.published}
+        for name in args.names:
+            f = RUNS / name / f"out{n}.png"
+            if f.is_file():
+                outputs[name] = load_image(f)
+        for name, o in outputs.items():
+            rows[name][n] = score(p.content, p.style, o, masks, vgg=vgg)
+            m = rows[name][n]
+            print(f"pair {n:2d} {name:12s} " + "  ".join(f"{k} {fmt.format(m[k])}" for k, _, fmt in MEASURES),
+                  flush=True)
+        if args.sheet and n in args.sheet_pairs:
             from dpst_ext.demo import contact_sheet
 
-            sheet_rows.append(contact_sheet([c, s, outputs["published"], outputs["ours"]],
-                                            [f"pair {n}: content", "style", "published (reference release)", "ours"],
-                                            height=200))
-        for name, o in outputs.items():
-            rows.setdefault(name, []).append((n, photoreal_residual(c, o), style_distance(o, s, pair)))
-            print(f"pair {n:2d} {name:9s} photoreal residual {rows[name][-1][1]:.5f}  style distance {rows[name][-1][2]:.2f}",
-                  flush=True)
+            shown = [k for k in ("published", *args.names) if k in outputs]
+            sheet_rows.append(contact_sheet([p.content, p.style, *(outputs[k] for k in shown)],
+                                            [f"pair {n}: content", "style", *shown], height=200))
+    report = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "pairs": args.pairs,
+              "rows": {name: {str(n): m for n, m in r.items()} for name, r in rows.items()},
+              "seconds": {name: {str(n): s for n, s in r.items()} for name, r in seconds.items()}}
+    print(table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.plot:
+        plot(report, args.plot)
     if sheet_rows:
         from PIL import Image
-
-        from dpst_ext.image_io import save_image
 
         sheet = Image.new("RGB", (max(r.width for r in sheet_rows), sum(r.height + 4 for r in sheet_rows)), "white")
         y = 0
@@ -121,13 +143,72 @@ def main(argv=None):
             sheet.paste(r, (0, y))
             y += r.height + 4
         save_image(sheet, args.sheet)
-    if args.json is not None:
-        args.json.write_text(json.dumps({name: [{"pair": n, "photoreal_residual": a, "style_distance": b}
-                                                for n, a, b in r] for name, r in rows.items()}, indent=1))
-    print("average over pairs:")
-    for name, r in rows.items():
-        a = np.array([x[1:] for x in r])
-        print(f"  {name:9s} ({len(r)} pairs) photoreal residual {a[:, 0].mean():.5f}  style distance {a[:, 1].mean():.2f}")
+
+
+def means(report: dict, name: str) -> dict:
+    r = report["rows"][name]
+    out = {k: float(np.mean([m[k] for m in r.values()])) for k, _, _ in MEASURES}
+    s = report["seconds"].get(name, {})
+    out["seconds"] = float(np.median(list(s.values()))) if s else float("nan")
+    out["pairs"] = len(r)
+    return out
+
+
+def table(report: dict) -> str:
+    """The means as a Markdown table (lower is better except edge SSIM)."""
+    head = "| | pairs | " + " | ".join(t for _, t, _ in MEASURES) + " | median s/pair |"
+    lines = [head, "|---" * (len(MEASURES) + 3) + "|"]
+    for name in report["rows"]:
+        m = means(report, name)
+        sec = "" if np.isnan(m["seconds"]) else f"{m['seconds']:.1f}"
+        lines.append(f"| {name} | {m['pairs']} | " + " | ".join(fmt.format(m[k]) for k, _, fmt in MEASURES)
+                     + f" | {sec} |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path):
+    """Photorealism residual against Gram style distance: each method's pairs (small) and mean (large)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    for i, name in enumerate(report["rows"]):
+        r = report["rows"][name]
+        colour = f"C{i}"
+        ax.scatter([m["residual"] for m in r.values()], [m["gram"] for m in r.values()], s=10, alpha=0.35, c=colour)
+        m = means(report, name)
+        ax.scatter([m["residual"]], [m["gram"]], s=90, c=colour, edgecolors="black", label=name)
+    ax.set_xscale("symlog", linthresh=1e-5)
+    ax.set_xlabel("photorealism residual (lower: more photoreal)")
+    ax.set_ylabel("Gram style distance, log10 (lower: more faithful)")
+    ax.set_title(f"{len(report['pairs'])} example pairs, {report['date']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    pairs = dict(type=lambda t: [int(x) for x in t.split(",")], default=list(EXAMPLE_PAIRS))
+    r = sub.add_parser("run", help="transfer the example pairs into runs/NAME")
+    r.add_argument("name")
+    r.add_argument("--method", default="default", choices=["default", "fast", "reference"])
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="a TransferOptions field (repeatable)")
+    r.add_argument("--pairs", **pairs)
+    r.add_argument("--threads", type=int, default=2)
+    s = sub.add_parser("score", help="the four measures of the baselines and of runs/NAME ...")
+    s.add_argument("names", nargs="*")
+    s.add_argument("--pairs", **pairs)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--json", default=None)
+    s.add_argument("--plot", default=None)
+    s.add_argument("--sheet", default=None)
+    s.add_argument("--sheet-pairs", type=lambda t: [int(x) for x in t.split(",")], default=[1, 9, 25, 45])
+    args = p.parse_args(argv)
+    run(args) if args.command == "run" else score_all(args)
 
 
 if __name__ == "__main__":

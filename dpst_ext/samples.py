@@ -4,6 +4,11 @@ Images are returned as (3, H, W) float tensors in 0..1, quantised to 8 bits as r
 """
 from __future__ import annotations
 
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
@@ -99,3 +104,58 @@ def hard_crops(size: int = 40, dtype=torch.float64) -> dict[str, torch.Tensor]:
         out[key] = _to_tensor(np.ascontiguousarray(img[y:y + size, x:x + size]), dtype)
     out["pasted"] = _to_tensor(_pasted(size), dtype)
     return out
+
+
+# ---- the paper's example pairs (development data, not shipped) -----------------------------------
+
+__all__ += ["EXAMPLES", "EXAMPLE_PAIRS", "ExamplePair", "example_pair"]
+
+# Where the developers' copy of 15 of the paper's example pairs lies (beside the repository); tests that
+# use it skip when it is absent. DPST_EXAMPLES overrides.
+EXAMPLES = Path(os.environ.get("DPST_EXAMPLES",
+                               Path(__file__).resolve().parents[2] / "shared" / "data" / "dpst_examples"))
+EXAMPLE_PAIRS = tuple(range(1, 60, 4))
+
+
+@dataclass
+class ExamplePair:
+    """Example pair n: content and style (3, H, W) in 0..1, their hand-painted masks as palette labels
+    (specks from anti-aliasing removed, as MaskPair.from_labels does), and the published final result
+    (resized to the content's size when it is off by a pixel)."""
+
+    n: int
+    content: torch.Tensor
+    style: torch.Tensor
+    content_labels: torch.Tensor
+    style_labels: torch.Tensor
+    published: torch.Tensor
+    paths: dict
+
+    def masks(self, orphans: str = "restrict") -> "MaskPair":
+        from .masks import MaskPair
+
+        return MaskPair.from_labels(self.content_labels, self.style_labels, orphans=orphans, warn=False)
+
+
+def example_pair(n: int, root: Path | str | None = None) -> ExamplePair:
+    """Load example pair ``n`` (1, 5, ..., 57) from ``root`` (default EXAMPLES)."""
+    from .image_io import load_image
+    from .masks import _drop_specks, parse_mask
+
+    d = Path(root) if root is not None else EXAMPLES
+    paths = {"content": d / "input" / f"in{n}.png", "style": d / "style" / f"tar{n}.png",
+             "content_mask": d / "segmentation" / f"in{n}.png", "style_mask": d / "segmentation" / f"tar{n}.png",
+             "published": d / "final_results" / f"best{n}_t_1000.png"}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"example pair {n}: missing {', '.join(missing)}")
+    c, s = load_image(paths["content"], "content"), load_image(paths["style"], "style")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # the pairs' masks are anti-aliased and a pixel off: known
+        cl = _drop_specks(parse_mask(paths["content_mask"], tuple(c.shape[1:])), 1e-3)
+        sl = _drop_specks(parse_mask(paths["style_mask"], tuple(s.shape[1:])), 1e-3)
+    pub = load_image(paths["published"], "published")
+    if tuple(pub.shape[1:]) != tuple(c.shape[1:]):
+        pub = torch.nn.functional.interpolate(pub[None], size=tuple(c.shape[1:]), mode="bilinear",
+                                              align_corners=False)[0].clamp(0, 1)
+    return ExamplePair(n, c, s, cl, sl, pub, paths)
