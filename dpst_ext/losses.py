@@ -13,29 +13,16 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .laplacian import MattingLaplacian
 from .masks import MaskPair, downsample_for_layers
+from .options import CONTENT_LAYER, STYLE_LAYERS, LossWeights
 from .vgg import VGG19Features, deprocess
 
 __all__ = ["masked_gram", "mask_support", "masked_style_loss", "content_loss", "tv_loss", "LossWeights",
            "DPSTObjective", "STYLE_LAYERS", "CONTENT_LAYER"]
 
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-CONTENT_LAYER = "relu4_2"
-
-
-@dataclass
-class LossWeights:
-    """The paper's weights for every result: content 5, style 100, tv 1e-3, photorealism 1e4."""
-
-    content: float = 5.0
-    style: float = 100.0
-    tv: float = 1e-3
-    photoreal: float = 1e4
 
 
 def mask_support(masks: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

