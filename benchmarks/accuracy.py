@@ -19,8 +19,9 @@ import argparse
 import numpy as np
 import torch
 
-from dpst_ext import MattingLaplacian, ops, samples
-from dpst_ext.reference import diagonal_reference, matvec_reference
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian, ops
+from dpst_ext.engine.reference import diagonal_reference, matvec_reference
 
 
 def errors(image64: torch.Tensor, v64: torch.Tensor, dtype, eps: float):

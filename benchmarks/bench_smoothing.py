@@ -58,12 +58,12 @@ def target(mp: float):
 def child(args):
     import torch
 
-    from dpst_ext.memory import reuse_freed_memory
+    from dpst_ext.engine.memory import reuse_freed_memory
 
     torch.set_num_threads(args.threads)
     if not args.mmap:
         reuse_freed_memory()   # as `dpst transfer` does
-    from dpst_ext.smoothing import smooth, weight_from_beta, window_counts
+    from dpst_ext.engine.smoothing import smooth, weight_from_beta, window_counts
 
     img, y = target(args.mp)
     h, w = img.shape[1:]
@@ -82,7 +82,7 @@ def child(args):
         import scipy.sparse
         import scipy.sparse.linalg
 
-        from dpst_ext import MattingLaplacian
+        from dpst_ext.engine import MattingLaplacian
 
         lap = MattingLaplacian(img.double())
         m = lap.to_scipy()
@@ -128,12 +128,12 @@ def end_to_end_child(args):
     import torch.nn.functional as F
     from PIL import Image
 
-    from dpst_ext.memory import reuse_freed_memory
+    from dpst_ext.engine.memory import reuse_freed_memory
 
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
-    from dpst_ext import MattingLaplacian
-    from dpst_ext.highres import upscale_result
+    from dpst_ext.engine import MattingLaplacian
+    from dpst_ext.engine.highres import upscale_result
 
     full = torch.from_numpy(np.asarray(Image.open(args.end_to_end).convert("RGB")).transpose(2, 0, 1).copy())
     full = full.float().div_(255.0)

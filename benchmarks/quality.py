@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpst_ext import MattingLaplacian
+from dpst_ext.engine import MattingLaplacian
 from dpst_ext.image_io import load_image
 from dpst_ext.masks import MaskPair, parse_mask
 

@@ -49,7 +49,7 @@ from PIL import Image
 
 from .image_io import load_image, resize_long_side, save_image
 from .masks import NAMES, PALETTE
-from .upsample import apply_coefficients, guided_coefficients
+from .engine.upsample import apply_coefficients, guided_coefficients
 
 __all__ = ["auto_masks", "segmenter_masks", "save_masks", "labels_to_image", "rgb_to_lab", "joint_kmeans",
            "agreement", "AUTO_LAYERS", "K_MAX"]

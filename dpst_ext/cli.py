@@ -360,7 +360,7 @@ def _run_transfer(args) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
     from .image_io import save_image
     from .losses import LossWeights
-    from .memory import InsufficientMemoryError, reuse_freed_memory
+    from .engine.memory import InsufficientMemoryError, reuse_freed_memory
     from .transfer import HighresProgress, TransferInterrupted, TransferOptions, run_transfer
 
     reuse_freed_memory()   # image-sized temporaries reuse the heap instead of fresh mmaps (memory.py)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .laplacian import MattingLaplacian
+from .engine.laplacian import MattingLaplacian
 from .masks import MaskPair, downsample_for_layers
 from .vgg import VGG19Features, deprocess
 

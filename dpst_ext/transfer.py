@@ -30,14 +30,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .highres import SMOOTHING_TOL, upscale_result
+from .engine.highres import SMOOTHING_TOL, upscale_result
 from .automask import AUTO_LAYERS
 from .image_io import load_image, resize_long_side, to_pil
 from .losses import STYLE_LAYERS, CONTENT_LAYER, DPSTObjective, LossWeights
 from .masks import MaskPair, parse_mask
-from .memory import MemoryPlan, plan_highres
-from .ops import smooth_local_affine
-from .postprocess import refine_posterization
+from .engine.memory import MemoryPlan, plan_highres
+from .engine.ops import smooth_local_affine
+from .engine.postprocess import refine_posterization
 from .vgg import VGG19Features, deprocess, preprocess
 
 # Automatic masks when none are given (TransferOptions.auto_masks=None): on, as they measured better than
@@ -462,7 +462,7 @@ def _upscale(content_full, content_small, working, opts: TransferOptions, plan: 
              result: TransferResult) -> torch.Tensor:
     """The working-size result at the output size (highres.upscale_result); Ctrl-C raises TransferInterrupted
     with the upsampling without smoothing (or, if the upsampling itself was interrupted, bicubic)."""
-    from .highres import HighresInterrupted
+    from .engine.highres import HighresInterrupted
 
     tol = SMOOTHING_TOL.get(opts.smoothing)
     shape = tuple(content_full.shape[1:])

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from common import emulated
-from dpst_ext import ops, postprocess
+from dpst_ext.engine import ops, postprocess
 from dpst_ext.samples import photo
 
 import dpst_ext._emu  # noqa: F401,E402  (registers torch.ops.dpst_emu.*; built by every install)

@@ -16,8 +16,8 @@ import torch
 
 import dpst_ext._emu  # noqa: F401  (registers torch.ops.dpst_emu.*)
 from common import emulated
-from dpst_ext import ops
-from dpst_ext.reference import matting_laplacian_reference
+from dpst_ext.engine import ops
+from dpst_ext.engine.reference import matting_laplacian_reference
 from dpst_ext.samples import photo
 
 EMU = torch.ops.dpst_emu

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from common import EPS, TOL, max_rel, randn
-from dpst_ext import MattingLaplacian, ops, samples
-from dpst_ext.reference import diagonal_reference, matting_laplacian_dense, matvec_reference
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian, ops
+from dpst_ext.engine.reference import diagonal_reference, matting_laplacian_dense, matvec_reference
 
 
 # ---- images with no 3x3 window: M = 0, every output still well-formed ----------------------------

@@ -10,8 +10,9 @@ import scipy.sparse.linalg
 import torch
 
 from common import EPS, photo_crop
-from dpst_ext import MattingLaplacian, samples
-from dpst_ext.smoothing import SmoothingOperator, batched_pcg, smooth, weight_from_beta, window_counts
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, smooth, weight_from_beta, window_counts
 
 BETA = 0.9999
 

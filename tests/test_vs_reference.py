@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from common import EPS, PHOTO_CROPS, TOL, max_rel, photo_crop, randn
-from dpst_ext import MattingLaplacian, samples
-from dpst_ext.reference import (diagonal_reference, loss_reference, matting_laplacian_dense,
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.reference import (diagonal_reference, loss_reference, matting_laplacian_dense,
                                 matting_laplacian_reference, matvec_reference)
 
 DTYPES = [torch.float64, torch.float32]

@@ -6,7 +6,7 @@ CUDA build, CUDA) kernels under ``torch.ops.dpst``.
 """
 import torch
 
-from . import _C  # noqa: F401  (registers torch.ops.dpst.*)
+from .. import _C  # noqa: F401  (dpst_ext._C registers torch.ops.dpst.*)
 
 __all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss",
            "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
