@@ -6,7 +6,7 @@
 For each pair: the two-stage optimisation with the pair's hand-painted masks at a working size (long
 side ``--size``; stage 1 at ``--stage1-size``, from the content), smooth local affine at the working
 size, then the result brought to the pair's 700 px by the local affine upsampling of the high-resolution
-path (dpst_ext.highres.upscale_result, ``--smoothing``). Writes OUT/outN.png, OUT/stage1_N.png and
+path (dpst_ext.engine.highres.upscale_result, ``--smoothing``). Writes OUT/outN.png, OUT/stage1_N.png and
 OUT/runs.json (options, timings and losses per pair), one pair at a time so a partial run is usable.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ How (``auto_masks``):
    worse; the silhouette criterion of the first version (K in 2..6) recovered far less.
 4. Edge-aware boundaries: soft label maps on the grid (one-hot, upsampled to the working image) are
    filtered by a colour guided filter (He et al. 2010) whose local affine coefficients are fitted at
-   working size and applied to the full-resolution photo (dpst_ext.upsample), then argmax; a
+   working size and applied to the full-resolution photo (dpst_ext.engine.upsample), then argmax; a
    majority filter finally removes lines under 3 px, which the mask parser would drop. A label the
    refinement erased from one image is dropped from both, so the label sets still match.
 

@@ -14,9 +14,9 @@ The published images are the smooth local affine of the stage-2 output; it is ap
 
 Output resolution: the optimisation runs at the working size (``size``, the long side), and by default
 the result is carried to the content photo's own size (``output_size="full"``, capped by ``max_output``)
-by dpst_ext.highres.upscale_result: local affine upsampling, then the closed-form matting smoothing
+by dpst_ext.engine.highres.upscale_result: local affine upsampling, then the closed-form matting smoothing
 (``smoothing`` "off" | "fast" | "exact"). The memory plan of that stage runs before any optimisation and
-raises dpst_ext.memory.InsufficientMemoryError at once if it will not fit.
+raises dpst_ext.engine.memory.InsufficientMemoryError at once if it will not fit.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class TransferOptions:
     style_layers: tuple = STYLE_LAYERS
     content_layer: str = CONTENT_LAYER
     threads: int | None = None
-    # Output resolution (dpst_ext.highres; module docstring).
+    # Output resolution (dpst_ext.engine.highres; module docstring).
     output_size: str = "full"         # "full": the content photo's own size (capped by max_output); "working"
     max_output: int | None = None     # cap on the output's long side: the content is downscaled to it first
     smoothing: str = "fast"           # full-resolution smoothing: "off", "fast" or "exact" (highres.SMOOTHING_TOL)
@@ -310,7 +310,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     a HighresProgress for each step of the full-size stage (check the type, or pass output_size="working").
 
     Raises TransferInterrupted (a KeyboardInterrupt) with the best image so far on Ctrl-C, and
-    dpst_ext.memory.InsufficientMemoryError before any optimisation when the full-size output will not fit.
+    dpst_ext.engine.memory.InsufficientMemoryError before any optimisation when the full-size output will
+    not fit.
     """
     # A copy: the caller's options are not changed by kwargs or by the working-size cap below.
     opts = dataclasses.replace(options) if options is not None else TransferOptions()
@@ -388,8 +389,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
 
         def smooth(x):
             rgb = deprocess(x.detach())[0].clamp(0, 1)
-            # The compiled op (csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_kernels.cuh); dpst_ext/postprocess.py
-            # is its readable definition. float32 agrees with it to ~1e-6.
+            # The compiled op (csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_kernels.cuh);
+            # dpst_ext/engine/postprocess.py is its readable definition. float32 agrees with it to ~1e-6.
             return smooth_local_affine(content_dev.float(), rgb.float(), opts.smooth_radius, opts.smooth_edge,
                                        opts.smooth_ridge).clamp(0, 1).cpu()
 
@@ -423,7 +424,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         return result
 
 
-# ---- Output resolution (dpst_ext.highres) -------------------------------------------------------------
+# ---- Output resolution (dpst_ext.engine.highres) ------------------------------------------------------
 
 def _check_output_options(opts: TransferOptions):
     if opts.output_size not in ("full", "working"):

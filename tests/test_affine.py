@@ -1,5 +1,5 @@
 """Smooth local affine ops (local_affine_fit, bilateral_affine_apply; csrc/affine_math.h) against the
-readable float64 torch definition (dpst_ext/postprocess.py): the CPU op and the emulated CUDA kernels,
+readable float64 torch definition (dpst_ext/engine/postprocess.py): the CPU op and the emulated CUDA kernels,
 random and real-photo inputs, float32 and float64, odd sizes, radius 0/1/3/15, images smaller than the
 radius; opcheck; bad inputs.
 

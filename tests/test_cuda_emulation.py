@@ -2,7 +2,7 @@
 
 dpst_ext._emu compiles the exact kernel bodies and entry points of the CUDA build as plain C++ and
 registers them as torch.ops.dpst_emu.* (same schemas as torch.ops.dpst.*, CPU tensors). Every
-__global__ kernel runs here and is compared with the float64 reference (dpst_ext/reference.py) and
+__global__ kernel runs here and is compared with the float64 reference (dpst_ext/engine/reference.py) and
 with the CPU ops on the same inputs. Block shapes are small (set_launch_shape) so that images of a few
 pixels leave partial blocks, several blocks, and images smaller than one block.
 

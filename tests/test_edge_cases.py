@@ -157,7 +157,7 @@ def test_front_end_rejects_v_of_wrong_size_or_type():
 
 
 # Tensors on another device: this machine has no GPU, so "meta" plays the other device. The fake
-# (meta) kernels in dpst_ext/ops.py run for any call with a meta argument, so they must repeat the
+# (meta) kernels in dpst_ext/engine/ops.py run for any call with a meta argument, so they must repeat the
 # C++ device checks; otherwise a CPU call with meta stats returns an uninitialised CPU tensor.
 @pytest.mark.parametrize("op", ["matvec", "diagonal", "csr", "loss"])
 def test_stats_on_another_device_are_rejected(op):

@@ -1,4 +1,4 @@
-"""dpst_ext.highres.upscale_result: exactness for affine recolourings through the whole stage (the
+"""dpst_ext.engine.highres.upscale_result: exactness for affine recolourings through the whole stage (the
 smoothing keeps an affine function of the content where it is), refusal before any work, progress."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The memory planner (dpst_ext.memory): estimates against the measured peak RSS of the real stage,
+"""The memory planner (dpst_ext.engine.memory): estimates against the measured peak RSS of the real stage,
 refusals with the figures and what to change, before any work."""
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""The local-affine multigrid preconditioner (dpst_ext.multigrid) against its definition on assembled
+"""The local-affine multigrid preconditioner (dpst_ext.engine.multigrid) against its definition on assembled
 matrices: P and P^T, the Galerkin operator by probing, the l1 smoother bound, and the preconditioned CG
 against a sparse direct solve.
 

@@ -1,4 +1,4 @@
-"""Matrix-free smoothing (dpst_ext.smoothing) against sparse direct solves on the assembled system.
+"""Matrix-free smoothing (dpst_ext.engine.smoothing) against sparse direct solves on the assembled system.
 
 Measured (float64, 40x40 crops, tol 1e-10): solutions within ~1e-9 of spsolve; CG iteration counts equal
 scipy's CG on the assembled matrix within 2; Jacobi does not reduce them for these systems (printed with -s).

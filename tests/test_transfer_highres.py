@@ -1,5 +1,5 @@
-"""Full-resolution output of `dpst transfer` / run_transfer (dpst_ext.highres wired in): the content's own
-size by default, --max-output, --smoothing, the memory plan refusing before any optimisation, Ctrl-C
+"""Full-resolution output of `dpst transfer` / run_transfer (dpst_ext.engine.highres wired in): the content's
+own size by default, --max-output, --smoothing, the memory plan refusing before any optimisation, Ctrl-C
 during the full-size step, and affine exactness through the whole command."""
 import signal
 import subprocess

@@ -1,4 +1,4 @@
-"""Local affine upsampling (dpst_ext.upsample): exact for affine recolourings, bilinear coefficient
+"""Local affine upsampling (dpst_ext.engine.upsample): exact for affine recolourings, bilinear coefficient
 interpolation as F.interpolate, fits that reproduce locally affine results."""
 import pytest
 import torch

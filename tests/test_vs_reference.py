@@ -1,5 +1,5 @@
-"""Every fast op equals the slow reference (dpst_ext/reference.py): noise images and real-photo crops with
-near-singular windows, float64 and float32, odd sizes and sizes below 5 in a dimension.
+"""Every fast op equals the slow reference (dpst_ext/engine/reference.py): noise images and real-photo crops
+with near-singular windows, float64 and float32, odd sizes and sizes below 5 in a dimension.
 
 Each comparison runs on the values the op actually saw (image and v cast to the op's dtype, then cast up
 exactly), so it measures the op's arithmetic, not the rounding of its inputs. Photos are compared with the
