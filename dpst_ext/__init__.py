@@ -17,6 +17,8 @@ import importlib.machinery
 import sys
 import types
 
+from .engine._lazy import lazy_getattr
+
 __version__ = "0.1.0"
 
 _EXPORTS = {  # name -> (module, attribute or None for the module itself)
@@ -34,19 +36,7 @@ __all__ = list(_EXPORTS)
 _MOVED = frozenset({"ops", "laplacian", "reference", "smoothing", "multigrid", "upsample", "memory",
                     "postprocess", "highres"})
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        module, attr = _EXPORTS[name]
-        value = importlib.import_module(module)
-        if attr is not None:
-            value = getattr(value, attr)
-    elif name in _MOVED:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, {**{m: (f"{__name__}.{m}", None) for m in _MOVED}, **_EXPORTS})
 
 
 def __dir__():

@@ -17,7 +17,7 @@
 The names below load their module on first use (``import dpst_ext.engine`` alone imports nothing
 heavy; ``ops`` loads the compiled extension dpst_ext._C).
 """
-import importlib
+from ._lazy import lazy_getattr
 
 _SUBMODULES = ("ops", "laplacian", "smoothing", "multigrid", "upsample", "memory", "highres", "postprocess",
                "reference")
@@ -29,17 +29,8 @@ _EXPORTS = {  # name -> the submodule that defines it
 }
 
 __all__ = [*_SUBMODULES, *_EXPORTS]
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, {**{m: (f"{__name__}.{m}", None) for m in _SUBMODULES},
+                                      **{n: (f"{__name__}.{m}", n) for n, m in _EXPORTS.items()}})
 
 
 def __dir__():
