@@ -1,9 +1,11 @@
 """The layers import alone: dpst_ext.engine without the style-transfer application, `import dpst_ext` and
-`dpst --help` without the pipeline, and the old import paths (dpst_ext.ops, ...) as the engine's modules.
+`dpst --help` without the pipeline; the old import paths (dpst_ext.ops, ...) are the engine's modules, and
+no code of the project uses them.
 
 The import checks run in a fresh interpreter (this one has imported everything by now), on the dpst_ext
 this process imports.
 """
+import ast
 import importlib
 import json
 import os
@@ -109,3 +111,25 @@ def test_engine_exports():
     assert engine.smooth is engine.smoothing.smooth and engine.upscale_result is engine.highres.upscale_result
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         engine.nothing
+
+
+def test_the_project_imports_the_engine_by_its_new_paths():
+    """The old paths are for outside users only: dpst_ext/, tests/ and benchmarks/ import dpst_ext.engine.*
+    (every import statement, also those inside functions)."""
+    old_names = {f"dpst_ext.{name}" for name in MOVED}
+    found = []
+    for path in sorted(p for d in ("dpst_ext", "tests", "benchmarks") for p in Path(ROOT, d).rglob("*.py")):
+        if path.name == "test_layers.py":
+            continue
+        package = ".".join(path.relative_to(ROOT).parent.parts)   # for relative imports
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = ".".join(p for p in (base, node.module) if p)
+                names = [module] + [f"{module}.{alias.name}" for alias in node.names]   # `from . import ops`
+            else:
+                continue
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n in old_names]
+    assert found == []
