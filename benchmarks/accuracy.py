@@ -3,10 +3,11 @@
     python benchmarks/accuracy.py [--size 96] [--eps 1e-7] [--prototype]
 
 For each crop of dpst_ext.samples.hard_crops (real photos with near-singular windows) and a noise image,
-computes M v with the compiled op in float32 and float64 and with dpst_ext.reference.matvec_reference in
-numpy longdouble (Cholesky-whitened evaluation, within 1e-13 of exact rational arithmetic on the hardest
-windows: tests/test_reference.py), on the same input values (the image and v as the op saw them, cast up
-exactly), so the numbers are the error of the arithmetic, not of rounding the inputs. Prints per crop:
+computes M v with the compiled op in float32 and float64 and with
+dpst_ext.engine.reference.matvec_reference in numpy longdouble (Cholesky-whitened evaluation, within 1e-13
+of exact rational arithmetic on the hardest windows: tests/test_reference.py), on the same input values
+(the image and v as the op saw them, cast up exactly), so the numbers are the error of the arithmetic, not
+of rounding the inputs. Prints per crop:
     max_rel = max|Mv - ref| / max|ref|      rel_l2 = ||Mv - ref||_2 / ||ref||_2
 with v ~ N(0, 1) per pixel, 3 channels. Also the loss sum_c v_c^T M v_c (relative error).
 
@@ -19,8 +20,9 @@ import argparse
 import numpy as np
 import torch
 
-from dpst_ext import MattingLaplacian, ops, samples
-from dpst_ext.reference import diagonal_reference, matvec_reference
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian, ops
+from dpst_ext.engine.reference import diagonal_reference, matvec_reference
 
 
 def errors(image64: torch.Tensor, v64: torch.Tensor, dtype, eps: float):

@@ -1,5 +1,5 @@
 """Closed-form smoothing (FastPhotoStyle's (I + w D^-1/2 M D^-1/2) r = y, beta 0.9999) at 1 and 4 MP:
-dpst_ext.smoothing (matrix-free batched CG) against scipy's CG on the assembled sparse system.
+dpst_ext.engine.smoothing (matrix-free batched CG) against scipy's CG on the assembled sparse system.
 
     python benchmarks/bench_smoothing.py --mp 1 4 [--threads 2] [--tol 1e-6] [--no-scipy] [--repeat 1]
         [--precond none multigrid]
@@ -12,9 +12,9 @@ Results are printed as one JSON line per run and a table; solutions go to --out 
 
     python benchmarks/bench_smoothing.py --end-to-end PHOTO [--working-size 1024] [--smoothing fast]
 
-runs dpst_ext.highres.upscale_result on PHOTO with a stand-in working-size result (a tone curve, channel
-mix and smooth tint of the photo downscaled to --working-size, plus 8-bit-like noise: not locally affine,
-as a neural result is not) and reports wall time, peak RSS, the PSNR of the full-resolution output
+runs dpst_ext.engine.highres.upscale_result on PHOTO with a stand-in working-size result (a tone curve,
+channel mix and smooth tint of the photo downscaled to --working-size, plus 8-bit-like noise: not locally
+affine, as a neural result is not) and reports wall time, peak RSS, the PSNR of the full-resolution output
 downscaled against the working result, and the photorealism residual (1/N) sum_c V_c^T M V_c at full
 resolution for: ours, ours without smoothing, and naive bicubic upsampling.
 """
@@ -58,12 +58,12 @@ def target(mp: float):
 def child(args):
     import torch
 
-    from dpst_ext.memory import reuse_freed_memory
+    from dpst_ext.engine.memory import reuse_freed_memory
 
     torch.set_num_threads(args.threads)
     if not args.mmap:
         reuse_freed_memory()   # as `dpst transfer` does
-    from dpst_ext.smoothing import smooth, weight_from_beta, window_counts
+    from dpst_ext.engine.smoothing import smooth, weight_from_beta, window_counts
 
     img, y = target(args.mp)
     h, w = img.shape[1:]
@@ -82,7 +82,7 @@ def child(args):
         import scipy.sparse
         import scipy.sparse.linalg
 
-        from dpst_ext import MattingLaplacian
+        from dpst_ext.engine import MattingLaplacian
 
         lap = MattingLaplacian(img.double())
         m = lap.to_scipy()
@@ -128,12 +128,12 @@ def end_to_end_child(args):
     import torch.nn.functional as F
     from PIL import Image
 
-    from dpst_ext.memory import reuse_freed_memory
+    from dpst_ext.engine.memory import reuse_freed_memory
 
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
-    from dpst_ext import MattingLaplacian
-    from dpst_ext.highres import upscale_result
+    from dpst_ext.engine import MattingLaplacian
+    from dpst_ext.engine.highres import upscale_result
 
     full = torch.from_numpy(np.asarray(Image.open(args.end_to_end).convert("RGB")).transpose(2, 0, 1).copy())
     full = full.float().div_(255.0)
@@ -170,7 +170,8 @@ def main():
     p.add_argument("--precond", nargs="+", default=["none", "multigrid"], choices=["none", "jacobi", "multigrid"])
     p.add_argument("--cascade", type=int, default=0)
     p.add_argument("--no-scipy", action="store_true")
-    p.add_argument("--mmap", action="store_true", help="keep glibc's default mmap threshold (see memory.py)")
+    p.add_argument("--mmap", action="store_true",
+                   help="keep glibc's default mmap threshold (see dpst_ext/engine/memory.py)")
     p.add_argument("--repeat", type=int, default=1, help="runs of ours per size (median reported)")
     p.add_argument("--out", default="/tmp")
     p.add_argument("--end-to-end", metavar="PHOTO")

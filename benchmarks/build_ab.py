@@ -25,10 +25,10 @@ import json, statistics, sys, time, torch
 import torch.nn.functional as F
 torch.set_num_threads(int(sys.argv[2]))
 import dpst_ext
-from dpst_ext import ops
-from dpst_ext.highres import upscale_result
+from dpst_ext.engine import ops
+from dpst_ext.engine.highres import upscale_result
+from dpst_ext.engine.memory import reuse_freed_memory
 from dpst_ext.image_io import load_image
-from dpst_ext.memory import reuse_freed_memory
 reuse_freed_memory()                    # as dpst transfer does
 def med(f, n):
     f(); ts = []

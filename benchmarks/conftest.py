@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(THREADS)
 
-from dpst_ext import ops  # noqa: E402
+from dpst_ext.engine import ops  # noqa: E402
 from dpst_ext.samples import photo_megapixels  # noqa: E402
 
 MEGAPIXELS = (0.26, 1.0, 4.0)

@@ -31,8 +31,8 @@ import time
 def run(args):
     import torch
 
+    from dpst_ext.engine.memory import reuse_freed_memory
     from dpst_ext.image_io import load_image, save_image
-    from dpst_ext.memory import reuse_freed_memory
     from dpst_ext.transfer import HighresProgress, run_transfer
 
     torch.set_num_threads(args.threads)
@@ -77,9 +77,9 @@ def analyse(args):
     import torch
     import torch.nn.functional as F
 
-    from dpst_ext import MattingLaplacian
+    from dpst_ext.engine import MattingLaplacian
+    from dpst_ext.engine.upsample import affine_upsample
     from dpst_ext.image_io import load_image, resize_long_side
-    from dpst_ext.upsample import affine_upsample
 
     torch.set_num_threads(args.threads)
     with open(os.path.join(args.out, "run.json")) as f:

@@ -18,10 +18,10 @@ import time
 import torch
 
 from dpst_ext import samples
+from dpst_ext.engine.ops import smooth_local_affine
 from dpst_ext.image_io import resize_long_side
 from dpst_ext.losses import DPSTObjective
 from dpst_ext.masks import MaskPair
-from dpst_ext.ops import smooth_local_affine
 from dpst_ext.vgg import VGG19Features, deprocess, preprocess
 
 

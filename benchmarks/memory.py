@@ -29,7 +29,7 @@ def _child(op, mp):
     import torch
 
     torch.set_num_threads(2)
-    from dpst_ext import ops
+    from dpst_ext.engine import ops
     from dpst_ext.samples import photo_megapixels
     from pymatting.laplacian.cf_laplacian import cf_laplacian
 

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from dpst_ext.highres import upscale_result
-from dpst_ext.ops import smooth_local_affine
+from dpst_ext.engine.highres import upscale_result
+from dpst_ext.engine.ops import smooth_local_affine
 from dpst_ext.image_io import resize_long_side
 from dpst_ext.metrics import GRAM_LAYERS, score
 from dpst_ext.samples import example_pair

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import MEGAPIXELS, THREADS, inputs
-from dpst_ext import ops
+from dpst_ext.engine import ops
 
 # Rounds per measurement: enough for a stable median on a shared machine, few for the slow builds.
 FAST_ROUNDS, SLOW_ROUNDS = 21, 7

@@ -3,7 +3,7 @@
 // `__host__ __device__` under nvcc and plain inline C++ otherwise (DPST_HD of csrc/window_math.h), so
 // the CPU ops (csrc/cpu/affine_cpu.cpp), the CUDA kernels (csrc/cuda/affine_kernels.cuh) and their
 // host-emulation build run exactly this arithmetic. Nothing here knows about torch. The readable torch
-// definition the ops match is dpst_ext/postprocess.py.
+// definition the ops match is dpst_ext/engine/postprocess.py.
 //
 // Conventions:
 //   * content I and output O: planar (3, H, W); coefficients: planar (12, H, W), A_p row-major 3x4,

@@ -27,10 +27,11 @@ TORCH_LIBRARY(dpst, m) {
   // Returns (crow (HW+1,), col (HW*width,), values (HW*width,)); indices int32, or int64 when
   // HW*width >= 2^31.
   m.def("laplacian_csr(Tensor image, Tensor stats) -> (Tensor, Tensor, Tensor)");
-  // sum_c v_c^T M v_c (0-dim). Its backward (dpst_ext/ops.py) is 2 M v through laplacian_matvec.
+  // sum_c v_c^T M v_c (0-dim). Its backward (dpst_ext/engine/ops.py) is 2 M v through laplacian_matvec.
   m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
 
-  // Smooth local affine (post-processing; maths in csrc/affine_math.h, definition dpst_ext/postprocess.py).
+  // Smooth local affine (post-processing; maths in csrc/affine_math.h, definition
+  // dpst_ext/engine/postprocess.py).
   // content, output (3, H, W) same dtype (float32/float64) -> coeffs (12, H, W): per pixel the 3x4
   // least-squares affine map content -> output over its 3x3 window clipped at the border, ridge on the
   // colour part (> 0); plane c*4 + k = output colour c, input k = (R, G, B, 1). Solved in double.

@@ -30,7 +30,7 @@ How (``auto_masks``):
    worse; the silhouette criterion of the first version (K in 2..6) recovered far less.
 4. Edge-aware boundaries: soft label maps on the grid (one-hot, upsampled to the working image) are
    filtered by a colour guided filter (He et al. 2010) whose local affine coefficients are fitted at
-   working size and applied to the full-resolution photo (dpst_ext.upsample), then argmax; a
+   working size and applied to the full-resolution photo (dpst_ext.engine.upsample), then argmax; a
    majority filter finally removes lines under 3 px, which the mask parser would drop. A label the
    refinement erased from one image is dropped from both, so the label sets still match.
 
@@ -49,7 +49,7 @@ from PIL import Image
 
 from .image_io import load_image, resize_long_side, rgb_to_lab, save_image
 from .masks import NAMES, PALETTE
-from .upsample import apply_coefficients, guided_coefficients
+from .engine.upsample import apply_coefficients, guided_coefficients
 
 __all__ = ["auto_masks", "segmenter_masks", "save_masks", "labels_to_image", "rgb_to_lab", "joint_kmeans",
            "agreement", "AUTO_LAYERS", "K_MAX"]

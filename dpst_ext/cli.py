@@ -235,7 +235,8 @@ def _gib(text: str):
 def _add_output_arguments(t):
     g = t.add_argument_group("output resolution",
                              "The optimisation runs at --size; the result is carried to the content's own size "
-                             "by local affine upsampling and the closed-form matting smoothing (dpst_ext.highres). "
+                             "by local affine upsampling and the closed-form matting smoothing "
+                             "(dpst_ext.engine.highres). "
                              "The memory this needs is checked before any work.")
     g.add_argument("--output-size", choices=["full", "working"], default="full",
                    help="full: the content photo's own size (default); working: the --size result, as before")
@@ -360,10 +361,10 @@ def _run_transfer(args) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
     from .image_io import save_image
     from .losses import LossWeights
-    from .memory import InsufficientMemoryError, reuse_freed_memory
+    from .engine.memory import InsufficientMemoryError, reuse_freed_memory
     from .transfer import HighresProgress, TransferInterrupted, TransferOptions, run_transfer
 
-    reuse_freed_memory()   # image-sized temporaries reuse the heap instead of fresh mmaps (memory.py)
+    reuse_freed_memory()   # image-sized temporaries reuse the heap instead of fresh mmaps (engine/memory.py)
     _print_warnings_briefly()
     problem = _check_paths(args, ("content", "style", "content_mask", "style_mask", "vgg_weights"))
     if problem:

@@ -23,7 +23,7 @@ from . import samples
 from .image_io import save_image, to_pil
 from .losses import DPSTObjective
 from .masks import MaskPair
-from .ops import smooth_local_affine
+from .engine.ops import smooth_local_affine
 from .transfer import run_transfer
 from .vgg import VGG19Features, preprocess
 

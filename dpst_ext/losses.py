@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .laplacian import MattingLaplacian
+from .engine.laplacian import MattingLaplacian
 from .masks import MaskPair, downsample_for_layers
 from .options import CONTENT_LAYER, STYLE_LAYERS, LossWeights
 from .vgg import VGG19Features, deprocess

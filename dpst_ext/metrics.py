@@ -117,7 +117,7 @@ def gram_style_distance(output: torch.Tensor, style: torch.Tensor, masks: MaskPa
 
 
 def photoreal_residual(content: torch.Tensor, output: torch.Tensor) -> float:
-    from .laplacian import MattingLaplacian
+    from .engine.laplacian import MattingLaplacian
 
     lap = MattingLaplacian(content.double(), eps=1e-7)
     return float(lap.quad(output.double())) / (output.shape[1] * output.shape[2])

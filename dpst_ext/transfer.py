@@ -14,9 +14,9 @@ The published images are the smooth local affine of the stage-2 output; it is ap
 
 Output resolution: the optimisation runs at the working size (``size``, the long side), and by default
 the result is carried to the content photo's own size (``output_size="full"``, capped by ``max_output``)
-by dpst_ext.highres.upscale_result: local affine upsampling, then the closed-form matting smoothing
+by dpst_ext.engine.highres.upscale_result: local affine upsampling, then the closed-form matting smoothing
 (``smoothing`` "off" | "fast" | "exact"). The memory plan of that stage runs before any optimisation and
-raises dpst_ext.memory.InsufficientMemoryError at once if it will not fit.
+raises dpst_ext.engine.memory.InsufficientMemoryError at once if it will not fit.
 """
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .highres import SMOOTHING_TOL, upscale_result
 from .automask import AUTO_LAYERS
+from .engine.highres import SMOOTHING_TOL, upscale_result
+from .engine.memory import MemoryPlan, plan_highres
+from .engine.ops import smooth_local_affine
+from .engine.postprocess import refine_posterization
 from .image_io import load_image, resize_long_side
 from .losses import DPSTObjective
 from .masks import MaskPair, parse_mask
-from .memory import MemoryPlan, plan_highres
-from .ops import smooth_local_affine
-from .postprocess import refine_posterization
 from .transport import closed_form
 from .options import (AUTO_MASKS_DEFAULT, INITS, METHODS, RECIPES, HighresProgress, LossWeights,  # noqa: F401
                       Progress, TransferInterrupted, TransferOptions, TransferResult, resolve_device)
@@ -201,7 +201,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     a HighresProgress for each step of the full-size stage (check the type, or pass output_size="working").
 
     Raises TransferInterrupted (a KeyboardInterrupt) with the best image so far on Ctrl-C, and
-    dpst_ext.memory.InsufficientMemoryError before any optimisation when the full-size output will not fit.
+    dpst_ext.engine.memory.InsufficientMemoryError before any optimisation when the full-size output will
+    not fit.
     """
     # A copy: the caller's options are not changed by kwargs or by the working-size cap below.
     # A checked copy: the caller's options are not changed by kwargs, the recipe or the size cap below.
@@ -293,8 +294,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
 
         def smooth(x):
             rgb = deprocess(x.detach())[0].clamp(0, 1)
-            # The compiled op (csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_kernels.cuh); dpst_ext/postprocess.py
-            # is its readable definition. float32 agrees with it to ~1e-6.
+            # The compiled op (csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_kernels.cuh);
+            # dpst_ext/engine/postprocess.py is its readable definition. float32 agrees with it to ~1e-6.
             return smooth_local_affine(content_dev.float(), rgb.float(), opts.smooth_radius, opts.smooth_edge,
                                        opts.smooth_ridge).clamp(0, 1).cpu()
 
@@ -328,7 +329,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         return result
 
 
-# ---- Output resolution (dpst_ext.highres) -------------------------------------------------------------
+# ---- Output resolution (dpst_ext.engine.highres) ------------------------------------------------------
 
 def _plan_output(content_full: torch.Tensor, opts: TransferOptions, device):
     """(content at the output size, content at the working size, memory plan or None when the output is the
@@ -356,7 +357,7 @@ def _upscale(content_full, content_small, working, opts: TransferOptions, plan: 
              result: TransferResult) -> torch.Tensor:
     """The working-size result at the output size (highres.upscale_result); Ctrl-C raises TransferInterrupted
     with the upsampling without smoothing (or, if the upsampling itself was interrupted, bicubic)."""
-    from .highres import HighresInterrupted
+    from .engine.highres import HighresInterrupted
 
     tol = SMOOTHING_TOL.get(opts.smoothing)
     shape = tuple(content_full.shape[1:])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .highres import upscale_result
+from .engine.highres import upscale_result
 from .masks import MaskPair
 
 __all__ = ["SlicedMap", "fit_sliced_map", "apply_lut", "transport_colours", "closed_form"]

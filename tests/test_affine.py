@@ -1,5 +1,5 @@
 """Smooth local affine ops (local_affine_fit, bilateral_affine_apply; csrc/affine_math.h) against the
-readable float64 torch definition (dpst_ext/postprocess.py): the CPU op and the emulated CUDA kernels,
+readable float64 torch definition (dpst_ext/engine/postprocess.py): the CPU op and the emulated CUDA kernels,
 random and real-photo inputs, float32 and float64, odd sizes, radius 0/1/3/15, images smaller than the
 radius; opcheck; bad inputs.
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from common import emulated
-from dpst_ext import ops, postprocess
+from dpst_ext.engine import ops, postprocess
 from dpst_ext.samples import photo
 
 import dpst_ext._emu  # noqa: F401,E402  (registers torch.ops.dpst_emu.*; built by every install)

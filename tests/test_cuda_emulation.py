@@ -2,7 +2,7 @@
 
 dpst_ext._emu compiles the exact kernel bodies and entry points of the CUDA build as plain C++ and
 registers them as torch.ops.dpst_emu.* (same schemas as torch.ops.dpst.*, CPU tensors). Every
-__global__ kernel runs here and is compared with the float64 reference (dpst_ext/reference.py) and
+__global__ kernel runs here and is compared with the float64 reference (dpst_ext/engine/reference.py) and
 with the CPU ops on the same inputs. Block shapes are small (set_launch_shape) so that images of a few
 pixels leave partial blocks, several blocks, and images smaller than one block.
 
@@ -16,8 +16,8 @@ import torch
 
 import dpst_ext._emu  # noqa: F401  (registers torch.ops.dpst_emu.*)
 from common import emulated
-from dpst_ext import ops
-from dpst_ext.reference import matting_laplacian_reference
+from dpst_ext.engine import ops
+from dpst_ext.engine.reference import matting_laplacian_reference
 from dpst_ext.samples import photo
 
 EMU = torch.ops.dpst_emu

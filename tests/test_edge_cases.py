@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from common import EPS, TOL, max_rel, randn
-from dpst_ext import MattingLaplacian, ops, samples
-from dpst_ext.reference import diagonal_reference, matting_laplacian_dense, matvec_reference
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian, ops
+from dpst_ext.engine.reference import diagonal_reference, matting_laplacian_dense, matvec_reference
 
 
 # ---- images with no 3x3 window: M = 0, every output still well-formed ----------------------------
@@ -156,7 +157,7 @@ def test_front_end_rejects_v_of_wrong_size_or_type():
 
 
 # Tensors on another device: this machine has no GPU, so "meta" plays the other device. The fake
-# (meta) kernels in dpst_ext/ops.py run for any call with a meta argument, so they must repeat the
+# (meta) kernels in dpst_ext/engine/ops.py run for any call with a meta argument, so they must repeat the
 # C++ device checks; otherwise a CPU call with meta stats returns an uninitialised CPU tensor.
 @pytest.mark.parametrize("op", ["matvec", "diagonal", "csr", "loss"])
 def test_stats_on_another_device_are_rejected(op):

@@ -1,12 +1,12 @@
-"""dpst_ext.highres.upscale_result: exactness for affine recolourings through the whole stage (the
+"""dpst_ext.engine.highres.upscale_result: exactness for affine recolourings through the whole stage (the
 smoothing keeps an affine function of the content where it is), refusal before any work, progress."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dpst_ext import samples
-from dpst_ext.highres import upscale_result
-from dpst_ext.memory import InsufficientMemoryError
+from dpst_ext.engine.highres import upscale_result
+from dpst_ext.engine.memory import InsufficientMemoryError
 
 A = torch.tensor([[0.8, 0.3, -0.1], [0.05, 0.7, 0.2], [-0.2, 0.1, 0.9]], dtype=torch.float64)
 B = torch.tensor([0.05, 0.0, 0.1], dtype=torch.float64)
@@ -40,7 +40,7 @@ def test_affine_recolouring_passes_through_unchanged():
 def test_smoothing_moves_the_result_toward_the_content_model():
     """A result that is not locally affine in the content (noise added at working size) has a lower
     photorealism residual after smoothing than after the upsampling alone."""
-    from dpst_ext import MattingLaplacian
+    from dpst_ext.engine import MattingLaplacian
 
     full, small = _inputs()
     g = torch.Generator().manual_seed(0)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from dpst_ext import MattingLaplacian, samples
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
 from dpst_ext.losses import DPSTObjective, LossWeights, mask_support, masked_gram, masked_style_loss, tv_loss
 from dpst_ext.masks import MaskPair
 from dpst_ext.vgg import VGG19Features, deprocess, preprocess

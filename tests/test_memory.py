@@ -1,4 +1,4 @@
-"""The memory planner (dpst_ext.memory): estimates against the measured peak RSS of the real stage,
+"""The memory planner (dpst_ext.engine.memory): estimates against the measured peak RSS of the real stage,
 refusals with the figures and what to change, before any work."""
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from dpst_ext.memory import (BASELINE_BYTES, InsufficientMemoryError, available_bytes, estimate_highres_bytes,
+from dpst_ext.engine.memory import (BASELINE_BYTES, InsufficientMemoryError, available_bytes, estimate_highres_bytes,
                              plan_highres)
 
 # Run upscale_result in a fresh interpreter and report its peak RSS. The stage is stopped after a few CG
@@ -16,8 +16,8 @@ _CHILD = r"""
 import json, sys, torch
 import torch.nn.functional as F
 torch.set_num_threads(1)
-from dpst_ext.highres import upscale_result
-from dpst_ext.memory import estimate_highres_bytes, reuse_freed_memory
+from dpst_ext.engine.highres import upscale_result
+from dpst_ext.engine.memory import estimate_highres_bytes, reuse_freed_memory
 h, w, smoothing, pre, reuse = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1"
 if reuse:
     assert reuse_freed_memory()   # as the CLI does
@@ -69,7 +69,7 @@ def test_estimates_grow_with_size_and_options():
 
 _REUSE_CHILD = r"""
 import sys, torch
-from dpst_ext.memory import reuse_freed_memory
+from dpst_ext.engine.memory import reuse_freed_memory
 if sys.argv[1] == "1":
     assert reuse_freed_memory()
 def rss():

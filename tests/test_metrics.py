@@ -10,7 +10,7 @@ from dpst_ext import samples
 from dpst_ext.masks import MaskPair
 from dpst_ext.metrics import (GRAM_LAYERS, colour_style_distance, edge_ssim, gram_style_distance,
                               photoreal_residual, score, sliced_w1, sobel_magnitude, ssim)
-from dpst_ext.reference import matting_laplacian_dense
+from dpst_ext.engine.reference import matting_laplacian_dense
 
 
 def test_sliced_w1_of_a_translation():

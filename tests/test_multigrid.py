@@ -1,4 +1,4 @@
-"""The local-affine multigrid preconditioner (dpst_ext.multigrid) against its definition on assembled
+"""The local-affine multigrid preconditioner (dpst_ext.engine.multigrid) against its definition on assembled
 matrices: P and P^T, the Galerkin operator by probing, the l1 smoother bound, and the preconditioned CG
 against a sparse direct solve.
 
@@ -14,9 +14,10 @@ import scipy.sparse.linalg
 import torch
 
 from common import EPS, photo_crop
-from dpst_ext import MattingLaplacian, samples
-from dpst_ext.multigrid import AffineMultigrid, Aggregation, BlockStencil, galerkin, local_affine_basis
-from dpst_ext.smoothing import SmoothingOperator, batched_pcg, smooth, weight_from_beta, window_counts
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.multigrid import AffineMultigrid, Aggregation, BlockStencil, galerkin, local_affine_basis
+from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, smooth, weight_from_beta, window_counts
 
 W = weight_from_beta(0.9999)
 

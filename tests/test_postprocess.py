@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dpst_ext import samples
-from dpst_ext.postprocess import local_affine_coefficients, smooth_local_affine
+from dpst_ext.engine.postprocess import local_affine_coefficients, smooth_local_affine
 
 
 def smooth_local_affine_reference(content, output, radius, edge, ridge):
@@ -103,7 +103,7 @@ def guided_filter_reference(guide, src, radius, eps):
 
 
 def test_box_mean_matches_pooling():
-    from dpst_ext.postprocess import box_mean
+    from dpst_ext.engine.postprocess import box_mean
 
     x = torch.rand(2, 13, 17, dtype=torch.float64)
     for r in (1, 3, 6):
@@ -115,7 +115,7 @@ def test_box_mean_matches_pooling():
 
 @pytest.mark.parametrize("radius,eps", [(2, 0.01), (4, 1e-4)])
 def test_guided_filter_vs_reference(radius, eps):
-    from dpst_ext.postprocess import guided_filter
+    from dpst_ext.engine.postprocess import guided_filter
 
     torch.manual_seed(0)
     guide = samples.photo("astronaut", long_side=24, dtype=torch.float64)
@@ -125,7 +125,7 @@ def test_guided_filter_vs_reference(radius, eps):
 
 
 def test_refine_posterization_properties():
-    from dpst_ext.postprocess import refine_posterization
+    from dpst_ext.engine.postprocess import refine_posterization
 
     content = samples.photo("coffee", long_side=40, dtype=torch.float32)
     # An output equal to the content comes back unchanged (base + detail = the content).

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from common import EPS, TOL, photo_crop, randn
-from dpst_ext import MattingLaplacian, samples
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
 
 DTYPES = [torch.float64, torch.float32]
 IMAGES = ["noise", "astronaut_black", "pasted", "rocket_sky"]

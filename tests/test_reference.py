@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from common import EPS, TOL
-from dpst_ext import MattingLaplacian, samples
-from dpst_ext.reference import window_blocks, window_blocks_exact
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.reference import window_blocks, window_blocks_exact
 
 # 8x8 patches (top-left in samples.hard_crops(200)) around the pixels where float64 codes err most.
 PATCHES = [("pasted", 96, 114), ("pasted", 161, 46), ("pasted", 147, 7),

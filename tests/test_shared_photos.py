@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from common import EPS, TOL, max_rel, randn
-from dpst_ext import MattingLaplacian
-from dpst_ext.reference import matvec_reference
+from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.reference import matvec_reference
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "dpst_examples" / "input"
 INPUTS = sorted(DATA.glob("in*.png"))[:4] if DATA.is_dir() else []

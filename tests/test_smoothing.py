@@ -1,4 +1,4 @@
-"""Matrix-free smoothing (dpst_ext.smoothing) against sparse direct solves on the assembled system.
+"""Matrix-free smoothing (dpst_ext.engine.smoothing) against sparse direct solves on the assembled system.
 
 Measured (float64, 40x40 crops, tol 1e-10): solutions within ~1e-9 of spsolve; CG iteration counts equal
 scipy's CG on the assembled matrix within 2; Jacobi does not reduce them for these systems (printed with -s).
@@ -10,8 +10,9 @@ import scipy.sparse.linalg
 import torch
 
 from common import EPS, photo_crop
-from dpst_ext import MattingLaplacian, samples
-from dpst_ext.smoothing import SmoothingOperator, batched_pcg, smooth, weight_from_beta, window_counts
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, smooth, weight_from_beta, window_counts
 
 BETA = 0.9999
 

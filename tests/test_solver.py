@@ -10,8 +10,9 @@ import scipy.sparse.linalg
 import torch
 
 from common import EPS, photo_crop
-from dpst_ext import MattingLaplacian, samples
-from dpst_ext.reference import matting_laplacian_dense
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.reference import matting_laplacian_dense
 
 LAMBDA = 100.0
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpst_ext import _C, ops, samples
+from dpst_ext import _C, samples
+from dpst_ext.engine import ops
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="setup.py adds -fopenmp on Linux only")

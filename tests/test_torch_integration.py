@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from common import EPS, TOL, max_rel, photo_crop, randn
-from dpst_ext import MattingLaplacian, ops, samples
-from dpst_ext.reference import matvec_reference
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian, ops
+from dpst_ext.engine.reference import matvec_reference
 
 DTYPES = [torch.float64, torch.float32]
 

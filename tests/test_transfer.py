@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 import dpst_ext
-from dpst_ext import MattingLaplacian, samples
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
 from dpst_ext.transfer import TransferInterrupted, run_transfer
 
 SIZE = 40
@@ -126,8 +127,8 @@ def test_bad_options():
 
 
 def test_refine_posterization_option(pair):
+    from dpst_ext.engine.postprocess import refine_posterization
     from dpst_ext.image_io import resize_long_side
-    from dpst_ext.postprocess import refine_posterization
 
     c, s = pair
     plain = run_transfer(c, s, size=SIZE, iters=(2, 2), seed=3, smooth_radius=2)

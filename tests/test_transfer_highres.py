@@ -1,5 +1,5 @@
-"""Full-resolution output of `dpst transfer` / run_transfer (dpst_ext.highres wired in): the content's own
-size by default, --max-output, --smoothing, the memory plan refusing before any optimisation, Ctrl-C
+"""Full-resolution output of `dpst transfer` / run_transfer (dpst_ext.engine.highres wired in): the content's
+own size by default, --max-output, --smoothing, the memory plan refusing before any optimisation, Ctrl-C
 during the full-size step, and affine exactness through the whole command."""
 import signal
 import subprocess
@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from dpst_ext import samples
+from dpst_ext.engine.memory import InsufficientMemoryError
+from dpst_ext.engine.upsample import affine_upsample
 from dpst_ext.image_io import load_image, resize_long_side
-from dpst_ext.memory import InsufficientMemoryError
 from dpst_ext.transfer import HighresProgress, TransferInterrupted, run_transfer
-from dpst_ext.upsample import affine_upsample
 
 from common import CMD, ENV, run_cli as run
 

@@ -1,11 +1,11 @@
-"""Local affine upsampling (dpst_ext.upsample): exact for affine recolourings, bilinear coefficient
+"""Local affine upsampling (dpst_ext.engine.upsample): exact for affine recolourings, bilinear coefficient
 interpolation as F.interpolate, fits that reproduce locally affine results."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dpst_ext import samples
-from dpst_ext.upsample import affine_upsample, apply_coefficients, fit_local_affine, global_affine_fit
+from dpst_ext.engine.upsample import affine_upsample, apply_coefficients, fit_local_affine, global_affine_fit
 
 A = torch.tensor([[0.8, 0.3, -0.1], [0.05, 0.7, 0.2], [-0.2, 0.1, 1.1]], dtype=torch.float64)
 B = torch.tensor([0.05, -0.02, 0.1], dtype=torch.float64)

@@ -1,5 +1,5 @@
-"""Every fast op equals the slow reference (dpst_ext/reference.py): noise images and real-photo crops with
-near-singular windows, float64 and float32, odd sizes and sizes below 5 in a dimension.
+"""Every fast op equals the slow reference (dpst_ext/engine/reference.py): noise images and real-photo crops
+with near-singular windows, float64 and float32, odd sizes and sizes below 5 in a dimension.
 
 Each comparison runs on the values the op actually saw (image and v cast to the op's dtype, then cast up
 exactly), so it measures the op's arithmetic, not the rounding of its inputs. Photos are compared with the
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from common import EPS, PHOTO_CROPS, TOL, max_rel, photo_crop, randn
-from dpst_ext import MattingLaplacian, samples
-from dpst_ext.reference import (diagonal_reference, loss_reference, matting_laplacian_dense,
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.reference import (diagonal_reference, loss_reference, matting_laplacian_dense,
                                 matting_laplacian_reference, matvec_reference)
 
 DTYPES = [torch.float64, torch.float32]

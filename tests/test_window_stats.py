@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from common import EPS, TOL, photo_crop
-from dpst_ext import ops, samples
-from dpst_ext.reference import as_hwc
+from dpst_ext import samples
+from dpst_ext.engine import ops
+from dpst_ext.engine.reference import as_hwc
 
 
 def _reference_stats(image, eps):

@@ -2,10 +2,10 @@
 
     out = upscale_result(content_full, content_small, result_small, smoothing="fast")
 
-1. dpst_ext.memory.plan_highres: estimate the peak memory and refuse at once if it will not fit.
-2. dpst_ext.upsample.affine_upsample: per-window affine maps content_small -> result_small, upsampled and
-   applied to content_full (exact for affine recolourings).
-3. dpst_ext.smoothing.smooth on the full-resolution content, warm-started at the upsampled result:
+1. dpst_ext.engine.memory.plan_highres: estimate the peak memory and refuse at once if it will not fit.
+2. dpst_ext.engine.upsample.affine_upsample: per-window affine maps content_small -> result_small,
+   upsampled and applied to content_full (exact for affine recolourings).
+3. dpst_ext.engine.smoothing.smooth on the full-resolution content, warm-started at the upsampled result:
    "exact" solves (I + (w/9) M) r = y (FastPhotoStyle's smoothing with D = 9 I: the same interior
    strength, no border darkening; ``normalize`` picks another form) to a relative residual of 1e-6, "fast" to 1e-3
    (``tol`` overrides either), "off" skips it.

@@ -23,9 +23,9 @@ The system is symmetric positive definite with eigenvalues in [1, 1 + 9w] (M is 
 most 9 overlapping per pixel), so plain CG needs ~sqrt(kappa) ~ 100-300 iterations per decade of
 residual. It is solved by batched preconditioned CG over all channels at once (one matvec per iteration
 for C channels, per-channel alpha and beta), optionally preconditioned by Jacobi (diag(I + w S) from the
-engine's diagonal) or by dpst_ext.multigrid (coarse spaces of local affine colour models), and
+engine's diagonal) or by dpst_ext.engine.multigrid (coarse spaces of local affine colour models), and
 warm-started either by the caller (x0) or by a coarse-to-fine cascade: solve the problem at half
-resolution, bring the solution up with the local affine upsampling of dpst_ext.upsample (so the warm
+resolution, bring the solution up with the local affine upsampling of dpst_ext.engine.upsample (so the warm
 start is locally affine in the *fine* content, i.e. already near M's null space, where the fine
 solution lives), then finish at full resolution.
 
@@ -94,7 +94,7 @@ class SmoothingOperator:
 
     def l1_diagonal(self) -> torch.Tensor:
         """sum_j |A_ij| as (H, W) in the Laplacian's dtype: the l1 row sums, A's bound for a Jacobi-type
-        smoother (dpst_ext.multigrid)."""
+        smoother (dpst_ext.engine.multigrid)."""
         lap = self.laplacian
         s = torch.ones(lap.height, lap.width, dtype=lap.dtype, device=lap.device) if self._scale is None \
             else self._scale_lap
@@ -111,7 +111,8 @@ class SmoothingOperator:
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype. In-place where possible:
-        the temporaries are two (C, H, W) tensors in the Laplacian's dtype (dpst_ext.memory counts them)."""
+        the temporaries are two (C, H, W) tensors in the Laplacian's dtype (dpst_ext.engine.memory counts
+        them)."""
         lap = self.laplacian
         u = v.to(lap.dtype, copy=True)
         if self.normalize:
@@ -155,8 +156,8 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
     One ``apply`` per iteration serves all channels; alpha and beta are per channel. Stops when
     ||b_c - A x_c|| <= tol ||b_c|| for every channel (recursive residual). ``inv_diag`` (H, W): Jacobi
     preconditioner 1/diag(A); ``precondition``: any fixed SPD preconditioner z = B^-1 r on (C, H, W), e.g.
-    dpst_ext.multigrid.AffineMultigrid (give one or the other). ``callback(iteration, rel_residuals)`` is
-    called after every iteration.
+    dpst_ext.engine.multigrid.AffineMultigrid (give one or the other). ``callback(iteration,
+    rel_residuals)`` is called after every iteration.
     Returns (x, iterations, rel_residuals (list), converged).
     """
     x = torch.zeros_like(b) if x0 is None else x0.to(dtype=b.dtype, device=b.device, copy=True)
@@ -213,8 +214,8 @@ def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, 
     """Solve (I + w S) r = y (module docstring) for y (C, H, W) given the content image (3, H, W).
 
     normalize: True (FastPhotoStyle, D = window counts), "interior" (D = 9 I) or False (S = M).
-    preconditioner: "jacobi", "none" or "multigrid" (dpst_ext.multigrid.AffineMultigrid: coarse spaces of
-    local affine models; measured 4x fewer iterations, flat with size, each costing ~3 plain ones).
+    preconditioner: "jacobi", "none" or "multigrid" (dpst_ext.engine.multigrid.AffineMultigrid: coarse
+    spaces of local affine models; measured 4x fewer iterations, flat with size, each costing ~3 plain ones).
     x0: warm start (C, H, W); default y itself when no cascade.
     cascade_levels: solve this many halvings first (coarsest first), each warm-starting the next finer
     level through local affine upsampling. coarse_weight_scale: w is multiplied by this per halving, so the

@@ -6,7 +6,7 @@ CUDA build, CUDA) kernels under ``torch.ops.dpst``.
 """
 import torch
 
-from . import _C  # noqa: F401  (registers torch.ops.dpst.*)
+from .. import _C  # noqa: F401  (dpst_ext._C registers torch.ops.dpst.*)
 
 __all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss",
            "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
@@ -142,7 +142,7 @@ def _loss_backward(ctx, grad):
 torch.library.register_autograd("dpst::photoreal_loss", _loss_backward, setup_context=_loss_setup_context)
 
 
-# ---- smooth local affine (post-processing; csrc/affine_math.h, definition dpst_ext/postprocess.py) --
+# ---- smooth local affine (post-processing; csrc/affine_math.h, definition engine/postprocess.py) ---
 
 def local_affine_fit(content: torch.Tensor, output: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     """Per-pixel least-squares 3x4 affine maps content -> output over 3x3 windows: (12, H, W)."""
@@ -159,7 +159,7 @@ def smooth_local_affine(content: torch.Tensor, output: torch.Tensor, radius: int
                         ridge: float = 1e-3) -> torch.Tensor:
     """The reference's smooth local affine of ``output`` guided by ``content`` (both (3, H, W), 0..1).
 
-    Same maths as dpst_ext.postprocess.smooth_local_affine; returns (3, H, W) in content's dtype, not
+    Same maths as dpst_ext.engine.postprocess.smooth_local_affine; returns (3, H, W) in content's dtype, not
     clamped. output is converted to content's dtype, as there.
     """
     output = output.to(content.dtype)

@@ -1,4 +1,5 @@
-"""Memory plan for the high-resolution stage (dpst_ext.highres.upscale_result), checked before any work.
+"""Memory plan for the high-resolution stage (dpst_ext.engine.highres.upscale_result), checked before any
+work.
 
 The estimate counts the tensors the stage holds at its peak, per pixel of the full-resolution output
 (N = H * W, C = 3 channels, s = bytes of the Laplacian dtype, v = bytes of the CG vector dtype):

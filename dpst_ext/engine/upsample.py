@@ -16,7 +16,7 @@ filter; the DPST reference's "smooth local affine").
 
 Edges: the coefficients vary smoothly, and the output follows the *full-resolution* content's edges
 because the map is applied to it. Sharper edge handling is the job of the full-resolution matting
-smoothing that follows (dpst_ext.smoothing), which is edge-aware by construction.
+smoothing that follows (dpst_ext.engine.smoothing), which is edge-aware by construction.
 
 Step 3 runs in bands of output rows so full-resolution memory is the content, the output and one band.
 """
