@@ -57,39 +57,57 @@ def _positive_int(text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpst", description="Deep Photo Style Transfer (Luan et al. 2017).")
     sub = p.add_subparsers(dest="command", required=True)
+    from .options import INITS, METHODS, RECIPES, SMOOTHING, LossWeights, TransferOptions
+
+    opts, w = TransferOptions(), LossWeights()
+
+    def recipe(key, fmt=str):
+        return ", ".join(f"{m} {fmt(RECIPES[m][key])}" for m in METHODS)
+
     t = sub.add_parser("transfer", help="transfer the style of one photo onto another",
-                       description="Two-stage Deep Photo Style Transfer with masks, then smooth local affine. "
-                                   "Defaults are the paper's (weights 5/100/1e-3/1e4, 1000+1000 L-BFGS "
-                                   "iterations); on a CPU, consider --size 256 or --stage1-size.")
+                       description="Photorealistic style transfer. --method default: the content's colours "
+                                   "transported label by label onto the style's, smoothed by the matting "
+                                   "Laplacian, then refined by the Deep Photo Style Transfer objective; fast: "
+                                   "the closed form alone (seconds); reference: the paper's recipe (noise start, "
+                                   "1000 + 1000 L-BFGS iterations; tens of minutes on a CPU). --size, --iters, "
+                                   "--init, --stage1-size and --no-smooth override the method's recipe.")
     t.add_argument("content", help="content photo (PNG, JPEG, ...)")
     t.add_argument("style", help="style photo")
     t.add_argument("-o", "--output", required=True, help="output image path (format from the extension)")
     t.add_argument("--content-mask", help="colour-coded segmentation of the content photo")
     t.add_argument("--style-mask", help="colour-coded segmentation of the style photo")
-    t.add_argument("--size", type=_positive_int, default=512,
-                   help="long side in px of the working resolution (default 512)")
-    t.add_argument("--iters", type=_iters, default=(1000, 1000), metavar="N1,N2",
-                   help="L-BFGS iterations of stage 1 and stage 2 (default 1000,1000)")
+    t.add_argument("--method", choices=METHODS, default=opts.method,
+                   help=f"default (the best measured result in about 2 min per 700 px photo on 2 CPU cores), "
+                        f"fast or reference (default {opts.method})")
+    t.add_argument("--size", type=_positive_int, default=None,
+                   help=f"long side in px of the working resolution (by method: {recipe('size')})")
+    t.add_argument("--iters", type=_iters, default=None, metavar="N1,N2",
+                   help="L-BFGS iterations of stage 1 and stage 2 (by method: "
+                        f"{recipe('iters', lambda v: ','.join(map(str, v)))})")
     t.add_argument("--stage1-size", type=_positive_int, default=None, metavar="PX",
                    help="coarse-to-fine: run stage 1 at this long side, then upsample (saves CPU time)")
-    t.add_argument("--init", choices=["noise", "content", "colour"], default="noise",
-                   help="stage 1 starts from noise (the reference), from the content, or from the content "
-                        "recoloured per label towards the style (colour: fewest iterations needed)")
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
-    t.add_argument("--seed", type=int, default=0, help="random seed of the initial image (default 0)")
+    t.add_argument("--init", choices=INITS, default=None,
+                   help="the optimisation starts from noise (the reference), the content, the content "
+                        "recoloured by a Gaussian map per label (colour) or the closed form (transport) "
+                        f"(by method: {recipe('init')})")
+    t.add_argument("--device", default=opts.device, choices=["auto", "cpu", "cuda"], help=f"default {opts.device}")
+    t.add_argument("--seed", type=int, default=opts.seed, help=f"random seed (default {opts.seed})")
     t.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
                    help="also write the current image to OUTPUT every N iterations")
-    t.add_argument("--content-weight", type=float, default=5.0)
-    t.add_argument("--style-weight", type=float, default=100.0)
-    t.add_argument("--tv-weight", type=float, default=1e-3)
-    t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=1e4,
-                   help="lambda of the matting-Laplacian term (default 1e4)")
-    t.add_argument("--no-smooth", action="store_true", help="skip the smooth local affine post-processing")
+    t.add_argument("--content-weight", type=float, default=w.content, help=f"default {w.content:g}")
+    t.add_argument("--style-weight", type=float, default=w.style, help=f"default {w.style:g}")
+    t.add_argument("--tv-weight", type=float, default=w.tv, help=f"default {w.tv:g}")
+    t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=w.photoreal,
+                   help=f"lambda of the matting-Laplacian term (default {w.photoreal:g})")
+    t.add_argument("--no-smooth", action="store_const", const=False, default=None, dest="smooth",
+                   help="skip the smooth local affine post-processing (by method: "
+                        f"{recipe('smooth', lambda v: 'on' if v else 'off')})")
     t.add_argument("--refine-posterization", action="store_true",
                    help="after smoothing, put the content's fine detail back under a guided filter "
                         "(out = GF(result) + content - GF(content), radius 8, eps 0.01) against banding")
-    t.add_argument("--smooth-every", type=int, default=0, metavar="N",
-                   help="smooth local affine previews every N stage-2 iterations (default 0: end only)")
+    t.add_argument("--smooth-every", type=int, default=opts.smooth_every, metavar="N",
+                   help=f"smooth local affine previews every N stage-2 iterations (default {opts.smooth_every}: "
+                        "end only)")
     t.add_argument("--mask-mode", choices=["nearest", "reference"], default="nearest",
                    help="nearest palette colour (tolerant) or the reference's channel thresholds")
     t.add_argument("--orphans", choices=["restrict", "keep"], default="restrict",
@@ -233,70 +251,24 @@ def _gib(text: str):
 
 
 def _add_output_arguments(t):
+    from .options import RECIPES, SMOOTHING, TransferOptions
+
+    opts = TransferOptions()
     g = t.add_argument_group("output resolution",
                              "The optimisation runs at --size; the result is carried to the content's own size "
                              "by local affine upsampling and the closed-form matting smoothing "
                              "(dpst_ext.engine.highres). "
                              "The memory this needs is checked before any work.")
-    g.add_argument("--output-size", choices=["full", "working"], default="full",
+    g.add_argument("--output-size", choices=["full", "working"], default=opts.output_size,
                    help="full: the content photo's own size (default); working: the --size result, as before")
     g.add_argument("--max-output", type=_positive_int, default=None, metavar="PX",
                    help="cap on the output's long side (the content is downscaled to it first)")
-    g.add_argument("--smoothing", choices=["off", "fast", "exact"], default="fast",
-                   help="full-resolution matting smoothing: off, fast (CG to a relative residual of 1e-3, "
-                        "default) or exact (1e-6)")
+    g.add_argument("--smoothing", choices=SMOOTHING, default=None,
+                   help="full-resolution matting smoothing: off, fast (CG to a relative residual of 1e-3) or "
+                        "exact (1e-6) (by method: " + ", ".join(f"{m} {r['smoothing']}" for m, r in RECIPES.items())
+                        + ")")
     g.add_argument("--max-memory", type=_gib, default=None, metavar="GIB",
                    help="memory the full-resolution step may use (default: what the OS reports available)")
-
-
-class _ProgressPrinter:
-    """One line per stage: iteration, loss, it/s, ETA. Rewritten in place on a terminal."""
-
-    def __init__(self, stream, quiet: bool):
-        self.stream, self.quiet = stream, quiet
-        self.tty = stream.isatty()
-        self.last_print = 0.0
-
-    def __call__(self, p):
-        if self.quiet:
-            return
-        rate = p.iteration / p.elapsed if p.elapsed > 0 else 0.0
-        eta = (p.total - p.iteration) / rate if rate > 0 else float("nan")
-        line = (f"stage {p.stage}: {p.iteration}/{p.total} loss {p.loss:.4g} "
-                f"{rate:.2f} it/s ETA {eta:.0f}s")
-        now = time.monotonic()
-        done = p.iteration == p.total
-        if self.tty:
-            self.stream.write("\r" + line.ljust(70) + ("\n" if done else ""))
-            self.stream.flush()
-        elif done or now - self.last_print >= 10 or p.iteration == 1:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-            self.last_print = now
-
-    def highres(self, p):
-        """Lines for the full-resolution step (transfer.HighresProgress)."""
-        if self.quiet:
-            return
-        size = f"{p.shape[1]}x{p.shape[0]}"
-        final = p.step != "smooth"
-        if p.step == "start":
-            line = f"full size {size}: local affine upsampling ..."
-        elif p.step == "upsample":
-            line = f"full size {size}: upsampled in {p.elapsed:.1f}s" + ("" if p.tol is None else ", smoothing ...")
-        elif p.step == "smooth":
-            line = (f"full size {size}: smoothing CG iteration {p.iteration} residual {p.residual:.2e} "
-                    f"(target {p.tol:.0e}) {p.elapsed:.0f}s")
-        else:
-            line = f"full size {size}: done in {p.elapsed:.1f}s"
-        now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r" + line.ljust(70) + ("\n" if final else ""))
-            self.stream.flush()
-        elif final or now - self.last_print >= 10 or p.iteration == 1:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-            self.last_print = now
 
 
 def _fail(msg: str) -> int:
@@ -360,8 +332,9 @@ def _run_masks(args) -> int:
 def _run_transfer(args) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
     from .image_io import save_image
-    from .losses import LossWeights
+    from .options import LossWeights
     from .engine.memory import InsufficientMemoryError, reuse_freed_memory
+    from .progress import ProgressPrinter
     from .transfer import HighresProgress, TransferInterrupted, TransferOptions, run_transfer
 
     reuse_freed_memory()   # image-sized temporaries reuse the heap instead of fresh mmaps (engine/memory.py)
@@ -380,21 +353,21 @@ def _run_transfer(args) -> int:
         return _fail(str(e))
 
     opts = TransferOptions(
-        size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device, stage1_size=args.stage1_size,
+        method=args.method, size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device,
+        stage1_size=args.stage1_size, smooth=args.smooth, smooth_every=args.smooth_every,
         weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
-        smooth=not args.no_smooth, refine_posterization=args.refine_posterization, smooth_every=args.smooth_every, mask_mode=args.mask_mode,
-        orphans=args.orphans, vgg_weights=args.vgg_weights, threads=args.threads)
-    opts.output_size, opts.max_output, opts.smoothing = args.output_size, args.max_output, args.smoothing
+        refine_posterization=args.refine_posterization, mask_mode=args.mask_mode, orphans=args.orphans,
+        vgg_weights=args.vgg_weights, threads=args.threads, output_size=args.output_size,
+        max_output=args.max_output, smoothing=args.smoothing)
     opts.memory_budget = None if args.max_memory is None else int(args.max_memory * 2**30)
     opts.auto_masks, opts.auto_k = args.auto_masks, args.auto_k
     opts.segmenter, opts.segmenter_mapping = segmenter, mapping
-    printer = _ProgressPrinter(sys.stderr, args.quiet)
+    printer = ProgressPrinter(sys.stderr, args.quiet)
 
     def callback(p):
-        if isinstance(p, HighresProgress):
-            printer.highres(p)
-            return
         printer(p)
+        if isinstance(p, HighresProgress):
+            return
         if args.save_every and p.iteration % args.save_every == 0:
             save_image(p.preview if p.preview is not None else p.image(), args.output)
 
