@@ -40,6 +40,7 @@ def main(argv=None):
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--checkpoints", default="25,50,100,150")
     p.add_argument("--pairs", default=",".join(map(str, TUNING)))
+    p.add_argument("--finishes", default=",".join(FINISHES), help=f"a subset of {', '.join(FINISHES)}")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -47,13 +48,14 @@ def main(argv=None):
     opts = TransferOptions(method="default", output_size="working", smooth=False)
     for s in args.set or []:
         _option(opts, s)
-    n1 = (opts.iters or (0, 0))[0]
-    opts.iters = (n1, checkpoints[-1])
+    opts = opts.resolved()
+    opts.iters = (opts.iters[0], checkpoints[-1])
     vgg = VGG19Features(GRAM_LAYERS)
     path = RUNS / f"recipe_{args.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     log = json.loads(path.read_text()) if path.is_file() else {}
-    log.update(config={"set": args.set or [], "checkpoints": checkpoints}, machine=_machine())
+    log.update(config={"set": args.set or [], "checkpoints": checkpoints, "finishes": args.finishes},
+               machine=_machine())
     rows = log.setdefault("pairs", {})
     for n in (int(x) for x in args.pairs.split(",")):
         if str(n) in rows:
@@ -75,7 +77,7 @@ def main(argv=None):
         for it, (img, seconds) in sorted(shots.items()):
             sla = smooth_local_affine(small.float(), img.float(), opts.smooth_radius, opts.smooth_edge,
                                       opts.smooth_ridge).clamp(0, 1)
-            for finish in FINISHES:
+            for finish in args.finishes.split(","):
                 base = sla if finish.startswith("sla") else img
                 full = upscale_result(pair.content, small, base, smoothing="fast" if "+smooth" in finish else "off",
                                       check_memory=False)

@@ -33,9 +33,9 @@ SMOOTHING = ("off", "fast", "exact")       # the full-resolution smoothing (dpst
 
 # The options each method sets unless the caller sets them (a field left None).
 RECIPES = {
-    "reference": dict(size=512, iters=(1000, 1000), init="noise", stage1_size=None, smooth=True),
-    "default": dict(size=384, iters=(0, 100), init="transport", stage1_size=None, smooth=True),
-    "fast": dict(size=1024, iters=(0, 0), init="transport", stage1_size=None, smooth=False),
+    "reference": dict(size=512, iters=(1000, 1000), init="noise", stage1_size=None, smooth=True, smoothing="fast"),
+    "default": dict(size=384, iters=(0, 50), init="transport", stage1_size=None, smooth=False, smoothing="off"),
+    "fast": dict(size=1024, iters=(0, 0), init="transport", stage1_size=None, smooth=False, smoothing="fast"),
 }
 
 # Automatic masks when none are given (TransferOptions.auto_masks=None): on, as they measured better than
@@ -55,7 +55,7 @@ class LossWeights:
 
 @dataclass
 class TransferOptions:
-    # The method's recipe (RECIPES) fills size, iters, init, stage1_size and smooth where they are None.
+    # The method's recipe (RECIPES) fills size, iters, init, stage1_size, smooth and smoothing where None.
     method: str = "default"           # "default", "fast" (closed form only) or "reference" (the paper's)
     size: int | None = None           # long side of the working resolution (never above the output's)
     iters: tuple[int, int] | None = None  # L-BFGS iterations of stage 1 and stage 2
@@ -68,7 +68,7 @@ class TransferOptions:
                                       # colour_transfer_init) or the closed form ("transport",
                                       # dpst_ext.transport.closed_form)
     smooth: bool | None = None        # smooth local affine at the end of stage 2
-    smooth_every: int = 100           # ... and every N iterations of stage 2 (0: only at the end)
+    smooth_every: int = 0             # ... and every N iterations of stage 2, for previews (0: only at the end)
     smooth_radius: int = 15
     smooth_edge: float = 0.01
     smooth_ridge: float = 1e-3
@@ -87,7 +87,7 @@ class TransferOptions:
     # Output resolution (dpst_ext.highres; module docstring).
     output_size: str = "full"         # "full": the content photo's own size (capped by max_output); "working"
     max_output: int | None = None     # cap on the output's long side: the content is downscaled to it first
-    smoothing: str = "fast"           # full-resolution smoothing: "off", "fast" or "exact" (highres.SMOOTHING_TOL)
+    smoothing: str | None = None      # full-resolution smoothing: "off", "fast" or "exact" (highres.SMOOTHING_TOL)
     memory_budget: int | None = None  # bytes the high-resolution stage may use (default: what the OS reports)
     # Automatic masks (issue 6, dpst_ext/automask.py), used when no masks are given.
     auto_masks: bool | None = None    # None: AUTO_MASKS_DEFAULT; True: co-segment; False: one label

@@ -152,3 +152,20 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.png").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("method,extra", [("fast", []), ("reference", ["--iters", "1,1", "--size", "32"]),
+                                          ("default", ["--iters", "0,2", "--size", "32"])])
+def test_methods_end_to_end(images, tmp_path, method, extra):
+    out = tmp_path / f"{method}.png"
+    r = run(["transfer", str(images / "content.png"), str(images / "style.jpg"), "-o", str(out), "--method", method,
+             "--content-mask", str(images / "cmask.png"), "--style-mask", str(images / "smask.png"), *extra])
+    assert r.returncode == 0, r.stderr
+    assert load_image(out).shape == (3, 36, 48)
+
+
+def test_help_shows_the_recipes():
+    r = run(["transfer", "--help"])
+    from dpst_ext.options import RECIPES
+
+    assert f"default {RECIPES['default']['size']}" in " ".join(r.stdout.split())

@@ -187,3 +187,44 @@ def test_colour_init_runs_in_the_pipeline(pair):
     cs, ss = resize_long_side(c, SIZE), resize_long_side(s, SIZE)
     expected = colour_transfer_init(cs, ss, MaskPair.single(cs.shape[1:], ss.shape[1:]))
     torch.testing.assert_close(res.image, expected, rtol=0, atol=2e-3)   # + the 1e-4 Caffe-space noise
+
+
+def test_fast_method_is_the_closed_form(pair):
+    # No optimisation and no VGG: the closed form at the working size (capped at the content's size).
+    from dpst_ext.masks import MaskPair
+    from dpst_ext.transport import closed_form
+
+    c, s = pair
+    res = run_transfer(c, s, method="fast", auto_masks=False)
+    assert res.image.shape == c.shape and res.stage1 is None and "stage1" not in res.timings
+    expected = closed_form(c, s, MaskPair.single(c.shape[1:], s.shape[1:]))
+    assert torch.equal(res.image, expected)
+    assert residual(c, res.image) < 0.2 * residual(c, closed_form(c, s, smoothing="off"))
+
+
+def test_transport_start_and_default_recipe(pair):
+    from dpst_ext.image_io import resize_long_side
+    from dpst_ext.masks import MaskPair
+    from dpst_ext.transport import closed_form
+
+    c, s = pair
+    res = run_transfer(c, s, size=SIZE, iters=(0, 3), smooth=False, output_size="working", auto_masks=False)
+    cs, ss = resize_long_side(c, SIZE), resize_long_side(s, SIZE)
+    start = closed_form(cs, ss, MaskPair.single(cs.shape[1:], ss.shape[1:]))
+    # Stage 1 ran no iteration: its output is the start (plus the reference's 1e-4 noise in Caffe space).
+    assert (res.stage1 - start).abs().max() < 2e-3
+    # (L-BFGS without line search, as the reference, may overshoot on its second step and come back.)
+    assert len(res.losses["stage2"]) == 3 and min(res.losses["stage2"][1:]) < res.losses["stage2"][0]
+    assert "transport" in res.timings
+
+
+def test_methods_fill_only_what_is_not_given():
+    from dpst_ext.options import RECIPES, TransferOptions
+
+    o = TransferOptions(method="reference", size=64).resolved()
+    assert o.size == 64 and o.iters == RECIPES["reference"]["iters"] and o.init == "noise"
+    assert TransferOptions().resolved().init == "transport"
+    with pytest.raises(ValueError, match="method must be one of default, fast, reference"):
+        TransferOptions(method="best").resolved()
+    with pytest.raises(TypeError, match="unknown option 'sise'"):
+        TransferOptions().resolved(sise=3)
