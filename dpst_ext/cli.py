@@ -303,21 +303,16 @@ def _run_masks(args) -> int:
         return _fail(problem)
     import torch
 
-    from .automask import AUTO_LAYERS, auto_masks, segmenter_masks
-    from .transfer import resolve_device
-    from .vgg import VGG19Features
+    from .transfer import TransferOptions, auto_labels
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
         segmenter, mapping = _segmenter_from_args(args)
-        # The same calls as the transfer's (dpst_ext.transfer._auto_labels): the same masks for the same photos.
-        if segmenter is not None:
-            labels = segmenter_masks(args.content, args.style, segmenter, mapping)
-        else:
-            vgg = VGG19Features(AUTO_LAYERS, weights=args.vgg_weights).to(resolve_device(args.device))
-            labels = auto_masks(args.content, args.style, k=args.auto_k, seed=args.seed, vgg=vgg)
+        opts = TransferOptions(segmenter=segmenter, segmenter_mapping=mapping, auto_k=args.auto_k, seed=args.seed,
+                               vgg_weights=args.vgg_weights, device=args.device)
+        labels = auto_labels(args.content, args.style, opts)   # what a transfer would compute
     except KeyboardInterrupt:
         sys.stderr.write("\ndpst: interrupted; nothing written\n")
         return EXIT_INTERRUPTED

@@ -42,7 +42,7 @@ from .options import (AUTO_MASKS_DEFAULT, INITS, METHODS, RECIPES, HighresProgre
                       Progress, TransferInterrupted, TransferOptions, TransferResult, resolve_device)
 from .vgg import VGG19Features, deprocess, preprocess
 
-__all__ = ["transfer", "run_transfer", "colour_transfer_init",
+__all__ = ["transfer", "run_transfer", "colour_transfer_init", "auto_labels",
            # defined in dpst_ext.options, importable from here as before
            "TransferOptions", "TransferResult", "TransferInterrupted", "Progress", "HighresProgress",
            "resolve_device", "METHODS", "RECIPES"]
@@ -125,12 +125,17 @@ def _auto_wanted(content_mask, style_mask, opts: TransferOptions) -> bool:
     return AUTO_MASKS_DEFAULT if opts.auto_masks is None else bool(opts.auto_masks)
 
 
-def _auto_labels(content, style, vgg, opts: TransferOptions):
-    """Label pair (palette indices) from the user's segmenter or from co-segmentation."""
+def auto_labels(content, style, opts: TransferOptions, vgg=None):
+    """The label pair (palette indices) a transfer computes when no masks are given: from the user's
+    segmenter (opts.segmenter, opts.segmenter_mapping) or by co-segmentation (opts.auto_k, opts.seed, with
+    ``vgg`` or a VGG built from opts.vgg_weights on opts.device). ``dpst masks`` calls this too, so the
+    masks it writes are the ones a transfer would use."""
     from .automask import auto_masks, segmenter_masks
 
     if opts.segmenter is not None:
         return segmenter_masks(content, style, opts.segmenter, opts.segmenter_mapping)
+    if vgg is None:
+        vgg = VGG19Features(AUTO_LAYERS, weights=opts.vgg_weights).to(resolve_device(opts.device))
     return auto_masks(content, style, k=opts.auto_k, seed=opts.seed, vgg=vgg)
 
 
@@ -227,11 +232,11 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer, *AUTO_LAYERS))),
                             weights=opts.vgg_weights).to(device)
     timings["setup"] = time.perf_counter() - t0
-    auto_labels = None
+    labels = None
     if auto:
         t = time.perf_counter()
-        auto_labels = _auto_labels(content_full, style_full, vgg, opts)
-        masks_full = MaskPair.from_labels(*auto_labels, orphans=opts.orphans)
+        labels = auto_labels(content_full, style_full, opts, vgg)
+        masks_full = MaskPair.from_labels(*labels, orphans=opts.orphans)
         timings["auto_masks"] = time.perf_counter() - t
 
     def objective_at(long_side):
@@ -244,8 +249,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     gen = torch.Generator().manual_seed(int(opts.seed))
     best = _Best()
     result = TransferResult(content_img, None, None, orphans=dict(masks_full.orphans))
-    if auto_labels is not None:
-        result.content_labels, result.style_labels = auto_labels
+    if labels is not None:
+        result.content_labels, result.style_labels = labels
 
     def start_at(c, s, m):
         t = time.perf_counter()
@@ -259,7 +264,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
             timings["transport"] = time.perf_counter() - t
 
     if not optimise:   # the fast method: the closed form at the working size, then the full-size step
-        with _labels_on_interrupt(auto_labels):
+        with _labels_on_interrupt(labels):
             result.working = result.image = result.raw = start_at(content_img, style_img, masks_full).float().cpu()
             result.timings = timings
             if plan is not None:
@@ -268,7 +273,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                                         opts, plan, callback, result)
         return result
 
-    with _labels_on_interrupt(auto_labels):  # Ctrl-C keeps the automatic masks as well as the image
+    with _labels_on_interrupt(labels):  # Ctrl-C keeps the automatic masks as well as the image
         # Stage 1: segmented neural style from near-constant noise (optionally at a coarser size).
         t = time.perf_counter()
         s1_size = opts.stage1_size if opts.stage1_size else opts.size

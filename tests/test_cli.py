@@ -43,7 +43,8 @@ def test_end_to_end_with_masks(images, tmp_path):
              "--content-mask", str(images / "cmask.png"), "--style-mask", str(images / "smask.png"),
              "--size", "32", "--iters", "3,2", "--save-stage1", str(s1), "--refine-posterization"])
     assert r.returncode == 0, r.stderr
-    assert "stage 1: 3/3" in r.stderr and "stage 2: 2/2" in r.stderr and "it/s" in r.stderr and "ETA" in r.stderr
+    assert "] 3/3 loss" in r.stderr and "stage 2 [####################] 2/2" in r.stderr
+    assert "it/s" in r.stderr and "ETA" in r.stderr
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (48, 36) and im.mode == "RGB"  # the content's own size
     assert s1.is_file()
@@ -89,9 +90,9 @@ def test_ctrl_c_writes_best_image_so_far(images, tmp_path):
     while time.time() < deadline:
         line = p.stderr.readline()
         seen += line
-        if line.startswith("stage 1: 1/"):
+        if line.startswith("stage 1 [") and "] 1/" in line:
             break
-    assert "stage 1: 1/" in seen, seen
+    assert "] 1/100000 loss" in seen, seen
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=120)[1]
     assert p.returncode == 130, err
