@@ -1,8 +1,9 @@
-"""Automatic masks on the paper's example pairs (issue 6): agreement with the hand-painted masks, K, time,
+"""Automatic masks on the paper's example pairs: agreement with the hand-painted masks, K, time,
 and (``--transfer``) style transfer with hand masks, auto masks and no masks.
 
-    OMP_NUM_THREADS=1 python benchmarks/automask.py [--pairs 1,5,9] [--out benchmarks/automask_results.json]
+    OMP_NUM_THREADS=1 python benchmarks/automask.py [--pairs 1,5,9] [--out runs/automask.json]
     OMP_NUM_THREADS=1 nohup python benchmarks/automask.py --transfer --out R.json > log 2>&1 &
+    python benchmarks/automask.py --report R.json [R2.json ...]      # Markdown tables from result files
 
 * Agreement with the hand masks (dpst_ext.automask.agreement): mean IoU after the best one-to-one
   matching (over max(K_auto, K_hand) labels, so over-segmenting costs), purity (pixels inside their
@@ -10,19 +11,21 @@ and (``--transfer``) style transfer with hand masks, auto masks and no masks.
   photos). "one label" is the IoU of a single label covering everything.
 * Proxy (``--proxy``, seconds per pair, no optimisation): the content recoloured label by label towards
   the style, scored by the style distance below (hand masks); "recovered" as in the transfer section.
-  ``--proxy init`` (session 7) recolours with dpst_ext.transfer.colour_transfer_init, the very start of
+  ``--proxy init`` recolours with dpst_ext.transfer.colour_transfer_init, the very start of
   a ``--init colour`` transfer, at the transfer's ``--size``: on the 15 pairs its style distances track
   the colour-start transfer's (192 px, 100 + 60 iterations; r = 0.95 over the 45 hand/auto/none runs),
-  but differences of a few hundredths in "recovered" are below its resolution (AUTOMASK.md section 5).
-  ``--proxy lab`` (the first proxy, section 1's figures) matches per-label Lab mean and std at 256 px.
+  but differences of a few hundredths in "recovered" are below its resolution.
+  ``--proxy lab`` (the first proxy) matches per-label Lab mean and std at 256 px.
   The claims rest on the transfer section.
 * Transfer (small configuration: size 256, init content, iters 150,100, 1 thread, output at the working
-  size; AUTOMASK.md's runs used --size 192 --iters 100,60, with --init content and --init colour):
+  size; the recorded runs used --size 192 --iters 100,60, with --init content and --init colour):
   photorealism residual and style distance of benchmarks/quality.py; the style distance is always
   evaluated with the HAND masks (its definition) at the output's size. Results are written after every
-  run, with the configuration. benchmarks/automask_runs/ keeps the raw files behind AUTOMASK.md's
-  session-6, -7 and -8 tables (``--report`` reprints them). ``--photoreal-weight`` runs the transfer at
-  another lambda (session 8: the labellings compared at equal photorealism, AUTOMASK.md section 6).
+  run, with the configuration. ``--photoreal-weight`` runs the transfer at another lambda (to compare
+  labellings at equal photorealism).
+
+The measurements of 2026-11-25 to 2026-11-30 are in docs/experiments/2026-11-automatic-masks.md, their
+result files in docs/experiments/runs-2026-11.tar.xz (``--report`` reprints them).
 """
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ def load_state(path: Path) -> dict:
 
 
 def write_state(path: Path, state: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, path)
@@ -197,8 +201,8 @@ def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("han
                                             warn=False)
             rows[key] = {"photoreal": photoreal_residual(c_small, o), "style": style_distance(o, s_small, pair),
                          "time_s": total, "timings": res.timings,
-                         # labels in use (-1, unlabelled pixels, is not one; result files before session 7
-                         # counted it)
+                         # labels in use (-1, unlabelled pixels, is not one; some result files of
+                         # 2026-11-29 counted it)
                          "k": len(set(res.content_labels.unique().tolist()) - {-1})
                          if res.content_labels is not None else None}
             if save_dir is not None:
@@ -282,7 +286,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--pairs", default=",".join(map(str, PAIRS)))
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "automask_results.json")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "automask.json")
     p.add_argument("--transfer", action="store_true", help="also run the style-transfer comparison")
     p.add_argument("--proxy", nargs="?", const="lab", default=None, choices=("lab", "init"),
                    help="also run a recolouring proxy: lab (per-label Lab mean/std at 256 px, the default) or "

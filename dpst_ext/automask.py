@@ -24,10 +24,10 @@ How (``auto_masks``):
    ``merge_delta`` (20 Lab units) in the content AND in the style, as they would carry much the same
    style. A label straddling two regions of different colour is what hurts the transfer most, so K
    starts high; but a label splitting a smooth region is not free either: its boundary is a seam the
-   photorealism term has to smooth over. On the example pairs (benchmarks/AUTOMASK.md) a colour proxy
-   of the transfer rose with K; the transfer itself gave the same style distance after merging at 20
-   as at 10, with fewer labels and a lower photorealism residual; clustering only 4 labels did much
-   worse; the silhouette criterion of the first version (K in 2..6) recovered far less.
+   photorealism term has to smooth over. On the example pairs (docs/experiments/2026-11-automatic-masks.md)
+   a colour proxy of the transfer rose with K; the transfer itself gave the same style distance after
+   merging at 20 as at 10, with fewer labels and a lower photorealism residual; clustering only 4 labels
+   did much worse; the silhouette criterion of the first version (K in 2..6) recovered far less.
 4. Edge-aware boundaries: soft label maps on the grid (one-hot, upsampled to the working image) are
    filtered by a colour guided filter (He et al. 2010) whose local affine coefficients are fitted at
    working size and applied to the full-resolution photo (dpst_ext.engine.upsample), then argmax; a
@@ -56,9 +56,9 @@ __all__ = ["auto_masks", "segmenter_masks", "save_masks", "labels_to_image", "rg
 
 AUTO_LAYERS = ("relu3_1", "relu4_1", "relu5_1")
 # Labels clustered before merging (k=None): the most labels both photos can support, see auto_masks.
-# The proxy of benchmarks/AUTOMASK.md on the 15 example pairs (position weight 4, three seeds): the share
-# of the hand masks' style-distance gain recovered rose with K, 0.72-0.74 at 6, 0.78-0.83 at 7 and
-# 0.80-0.87 at 8; choosing K by silhouette recovered 0.21-0.66. (Palette: 9 colours.)
+# The proxy of docs/experiments/2026-11-automatic-masks.md on the 15 example pairs (position weight 4,
+# three seeds): the share of the hand masks' style-distance gain recovered rose with K, 0.72-0.74 at 6,
+# 0.78-0.83 at 7 and 0.80-0.87 at 8; choosing K by silhouette recovered 0.21-0.66. (Palette: 9 colours.)
 K_MAX = 8
 # Weights of the feature blocks in the squared distance (each block normalised to unit mean squared norm).
 # Shared blocks (one centroid per label for both photos) say what and where a region is; "lab" has a
@@ -70,10 +70,11 @@ DEFAULT_WEIGHTS = {"relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0, "position": 4
 PER_PHOTO = ("lab",)
 # Two labels whose mean Lab colours differ by less than this in the content AND in the style would carry
 # much the same style: they are merged (a smooth sky cut into blocks by the position term becomes one
-# label). In style transfer on the example pairs (benchmarks/AUTOMASK.md, 192 px), 20 against 10 gave
-# the same style distance on the 10 pairs it was chosen on and a better one on the 2 held out, with fewer
-# labels (mean 4.1 against 6.1 on those 10) and a photorealism residual close to the hand masks' (0.00129
-# against 0.00157; hand 0.00124): every label boundary across a smooth region is a seam to smooth over.
+# label). In style transfer on the example pairs (docs/experiments/2026-11-automatic-masks.md, 192 px),
+# 20 against 10 gave the same style distance on the 10 pairs it was chosen on and a better one on the 2
+# held out, with fewer labels (mean 4.1 against 6.1 on those 10) and a photorealism residual close to the
+# hand masks' (0.00129 against 0.00157; hand 0.00124): every label boundary across a smooth region is a
+# seam to smooth over.
 MERGE_DELTA = 20.0
 # Colour of "no label" in a written mask: at least 0.56 from every palette colour, so the parser
 # (threshold 0.3) reads it back as unlabelled.

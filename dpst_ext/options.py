@@ -39,7 +39,7 @@ RECIPES = {
 }
 
 # Automatic masks when none are given (TransferOptions.auto_masks=None): on, as they measured better than
-# one label on the example pairs (benchmarks/AUTOMASK.md).
+# one label on the example pairs (docs/experiments/2026-11-automatic-masks.md).
 AUTO_MASKS_DEFAULT = True
 
 

@@ -103,7 +103,8 @@ def test_label_sets_match(vgg, k):
     s = torch.rand(3, 70, 50, generator=g)
     cl, sl = auto_masks(c, s, k=k, vgg=vgg, work_size=64, min_area=0.05)
     # -1: junction pixels the thin-line cleaning may leave unlabelled (automask._majority_clean); noise
-    # photos are all junctions (measured 1-3% here), the example photos 0.01-0.24% (AUTOMASK.md).
+    # photos are all junctions (measured 1-3% here), the example photos 0.002-0.14%
+    # (docs/experiments/2026-11-automatic-masks.md).
     ids_c, ids_s = set(cl.unique().tolist()) - {-1}, set(sl.unique().tolist()) - {-1}
     assert ids_c == ids_s and ids_c == set(range(len(ids_c)))
     for labels in (cl, sl):
@@ -422,4 +423,5 @@ def test_example_pair_agrees_with_hand_masks(vgg):
     # The automatic labels may split a hand region (they follow colour too), but each should lie inside one
     # hand region, and the SAME one in both photos: that is what lets a label carry the right style.
     a = agreement(cl, sl, hc, hs)
-    assert a["purity"] > 0.85 and a["consistent"] > 0.75, a  # measured 0.903 and 0.824 (AUTOMASK.md)
+    # measured 0.903 and 0.824 (docs/experiments/2026-11-automatic-masks.md)
+    assert a["purity"] > 0.85 and a["consistent"] > 0.75, a

@@ -49,7 +49,7 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
     preconditioner: "none" (default), "jacobi" or "multigrid". Jacobi does not pay here: measured at 1 MP,
     "fast", 1 thread, it took 354 iterations and 43 s against 275 and 23 s without. The multigrid takes
     4x fewer iterations but each costs ~3x more (4 MP, "fast": 33 s against 38 s, +0.2 GiB), so it is not
-    the default (benchmarks/SMOOTHING.md).
+    the default (docs/experiments/2026-11-smoothing-solver.md).
     report: if a dict, filled with timings, iterations and the memory plan. available: memory budget in bytes
     for the plan (default: what the OS reports free); check_memory=False skips the plan.
     """

@@ -30,9 +30,10 @@ operator (polynomial smoothers need no sweeps in order, so they run as whole-ten
 hence a fixed symmetric positive definite preconditioner for CG. Fields at coarse levels are channel-last
 (h, w, k, C) so that the block stencil is one batched matrix product per level.
 
-Measured (benchmarks/SMOOTHING.md, 2 threads): CG iterations 4x fewer and flat in the size (68 at 1 and
-4 MP to 1e-3, against 307 and 280), but a preconditioned iteration costs ~3 plain ones (two fine
-products and several image-sized element-wise passes), so the solve is only 1.1-1.3x faster.
+Measured (docs/experiments/2026-11-smoothing-solver.md, 2 threads): CG iterations 4x fewer and flat in
+the size (68 at 1 and 4 MP to 1e-3, against 307 and 280), but a preconditioned iteration costs ~3 plain
+ones (two fine products and several image-sized element-wise passes), so the solve is only 1.1-1.3x
+faster.
 Device-agnostic torch.
 """
 from __future__ import annotations
@@ -236,9 +237,9 @@ class AffineMultigrid:
     the near-null vectors times the pixel coordinates y and x (3m per aggregate instead of m): local affine
     models whose coefficients may vary linearly across the block, as the low modes' coefficients do. Off
     by default: at 0.8 MP it cut the iterations from 105 to 76 but, with 3x the coarse unknowns, cost more
-    than it saved, in setup (5.7 s against 1.1 s) and per cycle (benchmarks/SMOOTHING.md). dtype: of the
-    preconditioner's fields (float32 halves the traffic; CG keeps its own dtype). coarse_size: largest
-    number of unknowns solved by a dense Cholesky factorisation.
+    than it saved, in setup (5.7 s against 1.1 s) and per cycle (docs/experiments/2026-11-smoothing-solver.md).
+    dtype: of the preconditioner's fields (float32 halves the traffic; CG keeps its own dtype).
+    coarse_size: largest number of unknowns solved by a dense Cholesky factorisation.
     """
 
     def __init__(self, apply, l1_diagonal: torch.Tensor, null: torch.Tensor, block: int = 8, cycle: str = "V",

@@ -31,7 +31,8 @@ solution lives), then finish at full resolution.
 
 Precision: the matvec runs in the Laplacian's dtype (float32 halves its memory traffic); the CG vectors and
 dot products are float64 by default (``vector_dtype``), which is what lets float32 matvecs reach a 1e-6
-relative residual (see tests/test_smoothing.py and benchmarks/SMOOTHING.md for measured figures).
+relative residual (see tests/test_smoothing.py and docs/experiments/2026-11-smoothing-solver.md for
+measured figures).
 """
 from __future__ import annotations
 
