@@ -42,25 +42,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DEFAULT_DATA, PAIRS, lab, photoreal_residual, style_distance  # noqa: E402
 
 from dpst_ext.automask import AUTO_LAYERS, agreement, auto_masks, labels_to_image, save_masks  # noqa: E402
 from dpst_ext.image_io import load_image, resize_long_side  # noqa: E402
-from dpst_ext.losses import LossWeights  # noqa: E402
-from dpst_ext.masks import MaskPair, parse_mask, resize_labels, _drop_specks  # noqa: E402
+from dpst_ext.metrics import colour_style_distance as style_distance, photoreal_residual  # noqa: E402
+from dpst_ext.options import LossWeights  # noqa: E402
+from dpst_ext.masks import MaskPair, parse_mask, resize_labels  # noqa: E402
+from dpst_ext.samples import EXAMPLE_PAIRS as PAIRS, EXAMPLES as DEFAULT_DATA, example_pair  # noqa: E402
 from dpst_ext.vgg import VGG19Features  # noqa: E402
 
 
 def hand_labels(data: Path, n: int):
-    c = load_image(data / "input" / f"in{n}.png")
-    s = load_image(data / "style" / f"tar{n}.png")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hc = parse_mask(data / "segmentation" / f"in{n}.png", tuple(c.shape[1:]))
-        hs = parse_mask(data / "segmentation" / f"tar{n}.png", tuple(s.shape[1:]))
-    # The same speck removal the transfer applies (MaskPair.from_labels): anti-aliasing leftovers.
-    return c, s, _drop_specks(hc, 1e-3), _drop_specks(hs, 1e-3)
+    p = example_pair(n, data)
+    return p.content, p.style, p.content_labels, p.style_labels
+
+
+def lab(rgb: torch.Tensor) -> np.ndarray:
+    from skimage.color import rgb2lab
+
+    return rgb2lab(rgb.permute(1, 2, 0).double().clamp(0, 1).numpy())
 
 
 def load_state(path: Path) -> dict:

@@ -23,7 +23,8 @@ def _load_rgb_uint8(name: str) -> np.ndarray:
     try:
         import skimage.data
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("sample photos need scikit-image: pip install scikit-image") from e
+        raise ImportError('the sample photos ship with scikit-image: pip install "dpst_ext[demo]" '
+                          "(or scikit-image)") from e
     if name not in PHOTOS:
         raise ValueError(f"name must be one of {PHOTOS}, got {name!r}")
     img = getattr(skimage.data, name)()
