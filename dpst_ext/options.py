@@ -87,7 +87,8 @@ class TransferOptions:
     # Output resolution (dpst_ext.highres; module docstring).
     output_size: str = "full"         # "full": the content photo's own size (capped by max_output); "working"
     max_output: int | None = None     # cap on the output's long side: the content is downscaled to it first
-    smoothing: str | None = None      # full-resolution smoothing: "off", "fast" or "exact" (highres.SMOOTHING_TOL)
+    smoothing: str | None = None      # the matting smoothing after upsampling to the output size: "off",
+                                      # "fast" or "exact" (engine.highres.SMOOTHING_TOL)
     memory_budget: int | None = None  # bytes the high-resolution stage may use (default: what the OS reports)
     # Automatic masks (issue 6, dpst_ext/automask.py), used when no masks are given.
     auto_masks: bool | None = None    # None: AUTO_MASKS_DEFAULT; True: co-segment; False: one label

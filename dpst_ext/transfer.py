@@ -255,9 +255,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     def start_at(c, s, m):
         t = time.perf_counter()
         try:
-            # The closed form smooths, unless it is the whole method and the user turned smoothing off.
-            return closed_form(c, s, m.resized(tuple(c.shape[1:]), tuple(s.shape[1:])), seed=opts.seed,
-                               smoothing="off" if opts.smoothing == "off" and not optimise else "fast")
+            return closed_form(c, s, m.resized(tuple(c.shape[1:]), tuple(s.shape[1:])), seed=opts.seed)
         except KeyboardInterrupt:
             raise TransferInterrupted(None, 1, 0) from None
         finally:
