@@ -2,7 +2,7 @@
 matrices: P and P^T, the Galerkin operator by probing, the l1 smoother bound, and the preconditioned CG
 against a sparse direct solve.
 
-Measured (float64, this session's debugging runs and the prints of -s): P^T = P's adjoint exactly, probed
+Measured (float64, with the prints of -s, when the multigrid was written): P^T = P's adjoint exactly, probed
 P^T A P = assembled to ~4e-16 relative (tolerance 1e-10), the preconditioner symmetric to ~1e-16 with the
 spectrum of B A in (0, 1]; CG iterations to 1e-8 on 40x40 photo crops: 35-36 with the preconditioner
 against 410-571 without.

@@ -28,7 +28,7 @@ def residual(content, rgb):
 ONE_LABEL = dict(auto_masks=False)
 # Stage 1 from noise: L-BFGS without line search overshoots on its second step (the loss jumps ~1e4x)
 # and spends the next iterations coming back. After 10 iterations the loss had fallen by only 0.8-2.2%
-# (seeds 0-3, torch 2.13.0 on session 6's AVX-512 EPYC; earlier sessions' machines passed a 5% bound
+# (seeds 0-3, torch 2.13.0 on an AVX-512 EPYC, 2026-11-29; other machines had passed a 5% bound
 # there), after 20 by 65-82%: 20 iterations make the test about the descent, not about where the
 # overshoot lands.
 ITERS = (20, 8)
