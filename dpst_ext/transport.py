@@ -88,6 +88,19 @@ def _interp_exact(x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.
     return y0 + t * (y1 - y0)
 
 
+def _merge_ties(kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """Where source knots repeat (a clump of equal colours: a flat white background holds many of the
+    quantiles), give them the mean of their target knots. A map cannot spread a clump over the target
+    values of the quantiles it covers, and their mean is the best single value (the barycentric
+    projection); the repeated knot's last value would instead send the clump to one end of its range."""
+    new = torch.ones_like(kx, dtype=torch.bool)
+    new[:, 1:] = kx[:, 1:] != kx[:, :-1]
+    group = new.long().cumsum(1) - 1
+    sums = torch.zeros_like(ky).scatter_add_(1, group, ky)
+    counts = torch.zeros_like(ky).scatter_add_(1, group, torch.ones_like(ky))
+    return (sums / counts.clamp_min(1)).gather(1, group)
+
+
 def _random_rotations(n: int, generator: torch.Generator) -> torch.Tensor:
     """n random orthonormal 3x3 bases (QR of Gaussian matrices, signs fixed: Haar distributed)."""
     q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator, dtype=torch.float64))
@@ -122,6 +135,7 @@ def fit_sliced_map(source: torch.Tensor, target: torch.Tensor, rotations: int = 
     for r in rots:
         p = x @ r                                                       # (K, N, 3) coordinates on the axes
         kx, ky = knots(p), knots(y @ r)
+        ky = _merge_ties(kx, ky)
         moved = _interp(p.transpose(1, 2).reshape(k * 3, -1), kx, ky)
         x = x + (moved.reshape(k, 3, -1).transpose(1, 2) - p) @ r.T
         xs.append(kx.reshape(k, 3, -1))

@@ -126,3 +126,12 @@ def test_closed_form_is_near_a_local_affine_recolouring():
     assert (out.mean((1, 2)) - raw.mean((1, 2)).float()).abs().max() < 0.02
     assert isinstance(closed_form(c, s, smoothing="off"), torch.Tensor)
     assert torch.equal(closed_form(c, s, smoothing="off"), raw.float())
+
+
+def test_a_clump_of_equal_colours_goes_to_the_mean_of_its_targets():
+    # One colour cannot be spread over a distribution; the best single value is the target's mean (not the
+    # end of its range, where a repeated knot's last value would send it).
+    src = torch.full((5000, 3), 0.9, dtype=torch.float64)
+    dst = cloud(5000, 7, mean=(0.3, 0.5, 0.2), std=0.05)
+    m = fit_sliced_map(src, dst, rotations=4)
+    assert torch.allclose(m(src[None])[0][0], dst.mean(0), atol=2e-3)
