@@ -131,6 +131,15 @@ class DPSTObjective:
         self.laplacian_eps = laplacian_eps
         self.laplacian_dtype = laplacian_dtype
 
+    def retarget(self, image: torch.Tensor):
+        """Make the content loss compare with ``image``'s features (RGB 0..1, the content's size) instead of
+        the content's. The start of a recolouring method is the content in the style's colours: measured
+        against the content itself, the content loss would pull the colours back."""
+        if tuple(image.shape) != tuple(self.content.shape):
+            raise ValueError(f"image must have the content's shape {tuple(self.content.shape)}, got {tuple(image.shape)}")
+        with torch.no_grad():
+            self.content_target = self.vgg(image[None].to(self.content.device))[self.content_layer][0].detach()
+
     @property
     def laplacian(self) -> MattingLaplacian:
         """The content's matting Laplacian, built on first use (stage 1 does not need it)."""

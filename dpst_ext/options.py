@@ -33,9 +33,12 @@ SMOOTHING = ("off", "fast", "exact")       # the full-resolution smoothing (dpst
 
 # The options each method sets unless the caller sets them (a field left None).
 RECIPES = {
-    "reference": dict(size=512, iters=(1000, 1000), init="noise", stage1_size=None, smooth=True, smoothing="fast"),
-    "default": dict(size=384, iters=(0, 50), init="transport", stage1_size=None, smooth=False, smoothing="off"),
-    "fast": dict(size=1024, iters=(0, 0), init="transport", stage1_size=None, smooth=False, smoothing="fast"),
+    "reference": dict(size=512, iters=(1000, 1000), init="noise", stage1_size=None, smooth=True, smoothing="fast",
+                      content_target="content"),
+    "default": dict(size=384, iters=(0, 50), init="transport", stage1_size=None, smooth=False, smoothing="off",
+                    content_target="start"),
+    "fast": dict(size=1024, iters=(0, 0), init="transport", stage1_size=None, smooth=False, smoothing="fast",
+                 content_target="content"),
 }
 
 # Automatic masks when none are given (TransferOptions.auto_masks=None): on, as they measured better than
@@ -67,6 +70,8 @@ class TransferOptions:
                                       # content recoloured by a Gaussian map per label ("colour",
                                       # colour_transfer_init) or the closed form ("transport",
                                       # dpst_ext.transport.closed_form)
+    content_target: str | None = None  # the content loss compares with the "content" (the paper) or with
+                                      # the "start" (init colour or transport: the content recoloured)
     smooth: bool | None = None        # smooth local affine at the end of stage 2
     smooth_every: int = 0             # ... and every N iterations of stage 2, for previews (0: only at the end)
     smooth_radius: int = 15
@@ -121,6 +126,8 @@ class TransferOptions:
         if n1 < 0 or n2 < 0:
             raise ValueError(f"iters must be two non-negative counts, got {o.iters}")
         o.iters = (n1, n2)
+        if o.content_target not in ("content", "start"):
+            raise ValueError(f"content_target must be 'content' or 'start', got {o.content_target!r}")
         if o.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {o.init!r}")
         if o.size < 16:

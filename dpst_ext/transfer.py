@@ -280,10 +280,13 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         x0 = (torch.randn((1, 3, h1, w1), generator=gen) * 1e-4).to(device)
         if opts.init == "content":  # far fewer iterations needed; the reference started from noise
             x0 = x0 + preprocess(obj1.content[None])
-        elif opts.init == "colour":
-            x0 = x0 + preprocess(colour_transfer_init(obj1.content, obj1.style, obj1.masks)[None].to(device))
-        elif opts.init == "transport":
-            x0 = x0 + preprocess(start_at(obj1.content.cpu(), obj1.style.cpu(), obj1.masks).float()[None].to(device))
+        start = None
+        if opts.init in ("colour", "transport"):
+            start = (colour_transfer_init(obj1.content, obj1.style, obj1.masks) if opts.init == "colour" else
+                     start_at(obj1.content.cpu(), obj1.style.cpu(), obj1.masks).float().to(device))
+            x0 = x0 + preprocess(start[None])
+            if opts.content_target == "start":
+                obj1.retarget(start)
         x1, result.losses["stage1"] = _optimise(obj1, x0, n1, 1, opts, best, callback)
         result.stage1 = deprocess(x1)[0].clamp(0, 1).float().cpu()
         timings["stage1"] = time.perf_counter() - t
@@ -294,6 +297,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         h, w = obj2.content.shape[1:]
         if (h1, w1) != (h, w):
             x1 = preprocess(_resize(deprocess(x1)[0].clamp(0, 1), (h, w))[None])
+            if start is not None and opts.content_target == "start":
+                obj2.retarget(_resize(start, (h, w)))
         content_dev = obj2.content
 
         def smooth(x):

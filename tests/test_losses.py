@@ -115,3 +115,17 @@ def test_photoreal_term_uses_the_engine_and_its_gradient(objective):
     # d/dx lambda V^T M V with V = flip((x + mean) / 255): lambda * 2 M V / 255, channels flipped back.
     want = (1e4 * 2 * L.matvec(v) / 255.0).flip(0)
     assert torch.allclose(x.grad[0].double(), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_retarget_makes_the_content_loss_measure_against_the_start():
+    vgg = VGG19Features()
+    c, s = samples.photo("rocket", 32, torch.float32), samples.photo("coffee", 32, torch.float32)
+    obj = DPSTObjective(vgg, c, s, MaskPair.single(c.shape[1:], s.shape[1:]))
+    start = c.flip(0)                                      # the content in other colours
+    x = preprocess(start[None])
+    assert float(obj(x)["content"]) > 0
+    obj.retarget(start)
+    assert float(obj(x)["content"]) == 0.0
+    assert float(obj(preprocess(c[None]))["content"]) > 0
+    with pytest.raises(ValueError, match="content's shape"):
+        obj.retarget(start[:, 1:])
