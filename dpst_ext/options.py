@@ -37,7 +37,7 @@ RECIPES = {
                       content_target="content"),
     "default": dict(size=384, iters=(0, 50), init="transport", stage1_size=None, smooth=False, smoothing="off",
                     content_target="start"),
-    "fast": dict(size=1024, iters=(0, 0), init="transport", stage1_size=None, smooth=False, smoothing="fast",
+    "fast": dict(size=1024, iters=(0, 0), init="transport", stage1_size=None, smooth=False, smoothing="off",
                  content_target="content"),
 }
 
