@@ -122,7 +122,7 @@ PHOTOS = [("astronaut", 48), ("coffee", 41), ("chelsea", 37)]
 def test_smooth_local_affine_on_photos(name, long_side, dtype):
     content, output = photo_pair(name, long_side, dtype)
     got = ops.smooth_local_affine(content, output)  # defaults: radius 15, edge 0.01, ridge 1e-3
-    want = postprocess.smooth_local_affine(content.double(), output.double())
+    want = postprocess.smooth_local_affine_torch(content.double(), output.double())
     coeffs = reference_fit(content, output)
     assert rel(ops.local_affine_fit(content, output), coeffs, float(coeffs.abs().max())) <= FIT_TOL[dtype]
     filtered = postprocess.joint_bilateral(coeffs, content.double(), 15, 0.01)
@@ -136,7 +136,7 @@ def test_photo_crop_larger_than_the_neighbourhood():
     for dtype in (torch.float64, torch.float32):
         c, o = content.to(dtype), output.to(dtype)
         got = ops.smooth_local_affine(c, o)
-        want = postprocess.smooth_local_affine(c.double(), o.double())
+        want = postprocess.smooth_local_affine_torch(c.double(), o.double())
         filtered = postprocess.joint_bilateral(reference_fit(c, o), c.double(), 15, 0.01)
         assert rel(got, want, apply_scale(filtered, c)) <= APPLY_TOL[dtype]
 
@@ -146,7 +146,7 @@ def test_output_dtype_follows_content_and_non_contiguous_inputs():
     content = base[:, ::2, 1::2]  # (3, 7, 11), strided
     out = output[:, ::2, 1::2].float()  # converted to content's dtype by the wrapper, as in postprocess
     got = ops.smooth_local_affine(content, out, radius=3)
-    want = postprocess.smooth_local_affine(content, out, radius=3)
+    want = postprocess.smooth_local_affine_torch(content, out, radius=3)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
     coeffs = ops.local_affine_fit(content, out.double()).permute(0, 2, 1).contiguous().permute(0, 2, 1)
@@ -259,7 +259,7 @@ def test_emulated_photo_float32_error_next_to_cpu():
     content64 = photo("astronaut", long_side=120, dtype=torch.float64)[:, 30:50, 40:70]
     output64 = stylised(content64, 8)
     content, output = content64.float(), output64.float()
-    want = postprocess.smooth_local_affine(content.double(), output.double())
+    want = postprocess.smooth_local_affine_torch(content.double(), output.double())
     filtered = postprocess.joint_bilateral(reference_fit(content, output), content.double(), 15, 0.01)
     scale = apply_scale(filtered, content)
     emu = emulated(EMU.bilateral_affine_apply, emulated(EMU.local_affine_fit, content, output, 1e-3), content, 15, 0.01)

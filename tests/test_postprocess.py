@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dpst_ext import samples
-from dpst_ext.engine.postprocess import local_affine_coefficients, smooth_local_affine
+from dpst_ext.engine.postprocess import local_affine_coefficients, smooth_local_affine_torch
 
 
 def smooth_local_affine_reference(content, output, radius, edge, ridge):
@@ -42,7 +42,7 @@ def test_matches_float64_reference_on_a_real_photo_crop(radius, edge):
     photo = samples.photo("chelsea", 64, torch.float64)[:, 10:19, 20:31]   # 9 x 11, includes edges
     g = torch.Generator().manual_seed(0)
     output = (photo.flip(0) * 0.7 + 0.2 + 0.05 * torch.rand(photo.shape, generator=g, dtype=torch.float64))
-    got = smooth_local_affine(photo, output, radius=radius, edge=edge, ridge=1e-3)
+    got = smooth_local_affine_torch(photo, output, radius=radius, edge=edge, ridge=1e-3)
     want = smooth_local_affine_reference(photo, output, radius, edge, 1e-3)
     assert torch.allclose(got, want, rtol=0, atol=1e-10)
 
@@ -50,8 +50,8 @@ def test_matches_float64_reference_on_a_real_photo_crop(radius, edge):
 def test_float32_close_to_float64():
     photo = samples.photo("coffee", 32, torch.float64)
     output = photo.flip(0).sqrt()
-    a = smooth_local_affine(photo, output, radius=4)
-    b = smooth_local_affine(photo.float(), output.float(), radius=4)
+    a = smooth_local_affine_torch(photo, output, radius=4)
+    b = smooth_local_affine_torch(photo.float(), output.float(), radius=4)
     assert (a - b.double()).abs().max() < 1e-3
 
 
@@ -61,7 +61,7 @@ def test_global_affine_recolouring_is_kept():
     photo = torch.rand(3, 20, 23, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     M = torch.tensor([[0.5, 0.2, 0.1], [0.0, 0.9, -0.1], [0.3, 0.0, 0.6]], dtype=torch.float64)
     output = torch.einsum("ij,jhw->ihw", M, photo) + torch.tensor([0.1, 0.0, 0.05], dtype=torch.float64).view(3, 1, 1)
-    got = smooth_local_affine(photo, output, radius=5, edge=0.05, ridge=1e-12)
+    got = smooth_local_affine_torch(photo, output, radius=5, edge=0.05, ridge=1e-12)
     assert torch.allclose(got, output, atol=1e-6)
 
 
@@ -69,11 +69,11 @@ def test_coefficient_shapes_and_errors():
     photo = torch.rand(3, 5, 6, dtype=torch.float64)
     assert local_affine_coefficients(photo, photo).shape == (12, 5, 6)
     with pytest.raises(ValueError, match="same shape"):
-        smooth_local_affine(photo, photo[:, :4])
+        smooth_local_affine_torch(photo, photo[:, :4])
     with pytest.raises(ValueError, match=r"content must be a tensor of shape \(3, H, W\)"):
-        smooth_local_affine(photo[:2], photo[:2])
+        smooth_local_affine_torch(photo[:2], photo[:2])
     with pytest.raises(ValueError, match="edge must be > 0"):
-        smooth_local_affine(photo, photo, edge=0)
+        smooth_local_affine_torch(photo, photo, edge=0)
 
 
 # ---- posterisation refinement: colour guided filter ------------------------------------------------------

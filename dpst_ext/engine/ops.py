@@ -159,7 +159,7 @@ def smooth_local_affine(content: torch.Tensor, output: torch.Tensor, radius: int
                         ridge: float = 1e-3) -> torch.Tensor:
     """The reference's smooth local affine of ``output`` guided by ``content`` (both (3, H, W), 0..1).
 
-    Same maths as dpst_ext.engine.postprocess.smooth_local_affine; returns (3, H, W) in content's dtype, not
+    Same maths as dpst_ext.engine.postprocess.smooth_local_affine_torch; returns (3, H, W) in content's dtype, not
     clamped. output is converted to content's dtype, as there.
     """
     output = output.to(content.dtype)

@@ -1,6 +1,6 @@
 """Smooth local affine: the post-processing that produced the paper's published images (torch version).
 
-    out = smooth_local_affine(content, output)          # both (3, H, W) RGB 0..1, same size
+    out = smooth_local_affine_torch(content, output)    # both (3, H, W) RGB 0..1, same size
 
 1. Per pixel p, the 3x4 affine colour map A_p from the content I to the output O over p's 3x3 window
    (clipped at the image border), with a ridge on the colour part:
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .upsample import box_mean, guided_coefficients  # noqa: F401  (box_mean re-exported)
 
-__all__ = ["smooth_local_affine", "local_affine_coefficients", "joint_bilateral", "apply_affine", "box_mean",
+__all__ = ["smooth_local_affine_torch", "local_affine_coefficients", "joint_bilateral", "apply_affine", "box_mean",
            "guided_filter", "refine_posterization"]
 
 
@@ -97,7 +97,7 @@ def apply_affine(coefficients: torch.Tensor, content: torch.Tensor) -> torch.Ten
     return (a * X[None]).sum(dim=1)
 
 
-def smooth_local_affine(content: torch.Tensor, output: torch.Tensor, radius: int = 15, edge: float = 0.01,
+def smooth_local_affine_torch(content: torch.Tensor, output: torch.Tensor, radius: int = 15, edge: float = 0.01,
                         ridge: float = 1e-3) -> torch.Tensor:
     """The reference's smooth local affine of ``output`` guided by ``content`` (both (3, H, W), 0..1).
 
