@@ -80,7 +80,7 @@ def test_masks_and_smoothing_and_coarse_to_fine(pair):
     sm[:, s.shape[2] // 2:] = (0, 255, 0)
     previews = []
     res = run_transfer(c, s, Image.fromarray(cm), sm, size=SIZE, iters=(4, 4), stage1_size=24, smooth_every=2,
-                       init="content",
+                       init="content", smooth=True,
                        smooth_radius=3, callback=lambda p: previews.append(p.preview) if p.preview is not None else None)
     assert res.stage1.shape[1:] == (16, 24)      # stage 1 at the coarse size
     assert res.image.shape[1:] == (27, SIZE)

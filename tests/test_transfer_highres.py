@@ -44,7 +44,7 @@ def size_of(path):
 def test_full_size_is_the_default_and_working_size_on_request(images, tmp_path):
     out, work = tmp_path / "out.png", tmp_path / "work.png"
     r = run(["transfer", str(images / "coffee.png"), str(images / "chelsea.png"), "-o", str(out),
-             "--size", "32", "--iters", "2,1", "--init", "content"])
+             "--size", "32", "--iters", "2,1", "--init", "content", "--smoothing", "fast"])
     assert r.returncode == 0, r.stderr
     assert size_of(out) == (96, 64)
     assert "full size 96x64: upsampled" in r.stderr and "smoothing CG iteration" in r.stderr
@@ -84,7 +84,7 @@ def test_memory_plan_refuses_before_any_optimisation(images, tmp_path):
     out = tmp_path / "o.png"
     # 0.36 GiB: above the interpreter's baseline (0.34 GiB), below the 480x320 stage's estimate.
     r = run(["transfer", str(images / "big.png"), str(images / "chelsea.png"), "-o", str(out),
-             "--size", "32", "--iters", "5,5", "--max-memory", "0.36"])
+             "--size", "32", "--iters", "5,5", "--max-memory", "0.36", "--smoothing", "fast"])
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "refusing to start" in lines[0] and "480x320" in lines[0], r.stderr
