@@ -57,7 +57,7 @@ def _positive_int(text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpst", description="Deep Photo Style Transfer (Luan et al. 2017).")
     sub = p.add_subparsers(dest="command", required=True)
-    from .options import INITS, METHODS, RECIPES, SMOOTHING, LossWeights, TransferOptions
+    from .options import INITS, METHODS, RECIPES, LossWeights, TransferOptions
 
     opts, w = TransferOptions(), LossWeights()
 

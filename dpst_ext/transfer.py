@@ -1,22 +1,19 @@
-"""Deep Photo Style Transfer end to end: two-stage L-BFGS over the DPST objective, then smooth local affine.
+"""The style-transfer pipeline: options in, one photo out.
 
+    >>> out = dpst_ext.transfer("content.png", "style.png")                          # the default method
     >>> out = dpst_ext.transfer("content.png", "style.png", content_mask="c_seg.png", style_mask="s_seg.png",
-    ...                         size=512, iters=(1000, 1000))          # a PIL image
+    ...                         method="reference")                                 # the paper's recipe
 
-Stage 1 (segmented neural style, no photorealism term) starts from a near-constant image
-(randn * 1e-4 in Caffe space, as the reference; init="content" starts from the content instead, which
-needs far fewer iterations on a CPU); stage 2 starts from stage 1's output and adds
-lambda * L_m. L-BFGS as the reference: history 100, learning rate 1, no line search, no early stop.
-We drive torch's L-BFGS one iteration per ``step`` (its state persists between calls, so this is the
-same optimiser as one long call) to report progress, keep the best image and stop cleanly.
-The published images are the smooth local affine of the stage-2 output; it is applied every
-``smooth_every`` iterations of stage 2 (for previews, as the reference saved them) and at the end.
-
-Output resolution: the optimisation runs at the working size (``size``, the long side), and by default
-the result is carried to the content photo's own size (``output_size="full"``, capped by ``max_output``)
-by dpst_ext.engine.highres.upscale_result: local affine upsampling, then the closed-form matting smoothing
-(``smoothing`` "off" | "fast" | "exact"). The memory plan of that stage runs before any optimisation and
-raises dpst_ext.engine.memory.InsufficientMemoryError at once if it will not fit.
+1. Options resolved and checked (dpst_ext.options: the method's recipe fills what the caller left None);
+   images and masks loaded (automatic masks when none are given); the memory of the full-size step
+   planned, refusing at once (InsufficientMemoryError) if it will not fit.
+2. The start at the working size: noise (reference), the content, a Gaussian colour map ("colour") or the
+   closed form ("transport": dpst_ext.transport, colour transport then the matting smoothing). With no
+   iterations and the closed-form start this is the fast method, and step 3 is skipped.
+3. Stage 1 (segmented neural style, no photorealism term) and stage 2 (the full objective, with
+   lambda * V^T M V) by L-BFGS (dpst_ext.optimise); smooth local affine at the end when asked.
+4. The result carried to the content's own size (engine.highres.upscale_result: local affine upsampling,
+   then the matting smoothing if asked).
 """
 from __future__ import annotations
 
@@ -27,7 +24,6 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .automask import AUTO_LAYERS
 from .engine.highres import SMOOTHING_TOL, upscale_result
@@ -38,7 +34,8 @@ from .image_io import load_image, resize_long_side
 from .losses import DPSTObjective
 from .masks import MaskPair, parse_mask
 from .transport import closed_form
-from .options import (AUTO_MASKS_DEFAULT, INITS, METHODS, RECIPES, HighresProgress, LossWeights,  # noqa: F401
+from .optimise import Best, optimise, resize
+from .options import (AUTO_MASKS_DEFAULT, METHODS, RECIPES, HighresProgress,  # noqa: F401
                       Progress, TransferInterrupted, TransferOptions, TransferResult, resolve_device)
 from .vgg import VGG19Features, deprocess, preprocess
 
@@ -56,12 +53,6 @@ def _labels_on_interrupt(labels):
         if labels is not None:
             e.content_labels, e.style_labels = labels
         raise
-
-
-def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(img.shape[1:]) == tuple(size):
-        return img
-    return F.interpolate(img[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
 
 
 def colour_transfer_init(content: torch.Tensor, style: torch.Tensor, masks: MaskPair) -> torch.Tensor:
@@ -139,65 +130,6 @@ def auto_labels(content, style, opts: TransferOptions, vgg=None):
     return auto_masks(content, style, k=opts.auto_k, seed=opts.seed, vgg=vgg)
 
 
-class _Best:
-    """Lowest-loss output of the current stage (Caffe space), so an interrupt can save it."""
-
-    def __init__(self):
-        self.loss, self.x, self.stage = math.inf, None, 0
-
-    def offer(self, loss: float, x: torch.Tensor, stage: int):
-        if stage != self.stage:  # a later stage's output is always preferred
-            self.loss, self.stage = math.inf, stage
-        if math.isfinite(loss) and loss <= self.loss:
-            self.loss, self.x = loss, x.detach().clone()
-
-    def image(self):
-        return None if self.x is None else deprocess(self.x)[0].clamp(0, 1).float().cpu()
-
-
-def _optimise(objective: DPSTObjective, x0: torch.Tensor, iters: int, stage: int, opts: TransferOptions,
-              best: _Best, callback, on_iter=None) -> tuple[torch.Tensor, list[float]]:
-    x = x0.detach().clone().requires_grad_(True)
-    if iters <= 0:
-        return x.detach(), []
-    use_m = stage == 2
-    # tolerance_grad/-change < 0: never stop early (the reference ran a fixed number of iterations).
-    opt = torch.optim.LBFGS([x], lr=opts.lr, max_iter=1, max_eval=2, history_size=opts.history_size,
-                            tolerance_grad=-1.0, tolerance_change=-1.0, line_search_fn=opts.line_search)
-    losses, last = [], {}
-    start = time.perf_counter()
-
-    def closure():
-        opt.zero_grad(set_to_none=False)
-        terms = objective(x, use_photoreal=use_m)
-        terms["total"].backward()
-        loss = float(terms["total"].detach())
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"stage {stage}: the loss became {loss} (terms: "
-                                     f"{ {k: float(v.detach()) for k, v in terms.items()} })")
-        best.offer(loss, x, stage)
-        last.clear()
-        last.update({k: float(v.detach()) for k, v in terms.items()})
-        return terms["total"]
-
-    it = 0
-    try:
-        for it in range(1, iters + 1):
-            opt.step(closure)
-            losses.append(last["total"])
-            preview = on_iter(it, x) if on_iter is not None else None
-            if callback is not None:
-                callback(Progress(stage, it, iters, last["total"], dict(last), time.perf_counter() - start,
-                                  lambda: deprocess(x.detach())[0].clamp(0, 1).float().cpu(), preview))
-    except KeyboardInterrupt:
-        raise TransferInterrupted(best.image(), stage, it) from None
-    # The last step moved x after its evaluation; score the final point too.
-    with torch.no_grad():
-        final = float(objective(x, use_photoreal=use_m)["total"])
-    best.offer(final, x, stage)
-    return x.detach(), losses
-
-
 def run_transfer(content, style, content_mask=None, style_mask=None, options: TransferOptions | None = None,
                  callback: Callable[[Progress], None] | None = None, **kwargs) -> TransferResult:
     """The full method; returns a TransferResult. Options as TransferOptions fields (or ``options=``).
@@ -225,10 +157,10 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                                 tuple(style_full.shape[1:]), opts)
     content_full, content_img, plan = _plan_output(content_full, opts, device)
     style_img = resize_long_side(style_full, opts.size)
-    optimise = n1 + n2 > 0 or opts.init != "transport"
+    optimising = n1 + n2 > 0 or opts.init != "transport"
     auto = _auto_wanted(content_mask, style_mask, opts)
     vgg = None
-    if optimise or (auto and opts.segmenter is None):   # the closed form alone needs no VGG
+    if optimising or (auto and opts.segmenter is None):   # the closed form alone needs no VGG
         vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer, *AUTO_LAYERS))),
                             weights=opts.vgg_weights).to(device)
     timings["setup"] = time.perf_counter() - t0
@@ -247,7 +179,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                              opts.content_layer, laplacian_eps=opts.laplacian_eps)
 
     gen = torch.Generator().manual_seed(int(opts.seed))
-    best = _Best()
+    best = Best()
     result = TransferResult(content_img, None, None, orphans=dict(masks_full.orphans))
     if labels is not None:
         result.content_labels, result.style_labels = labels
@@ -261,7 +193,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         finally:
             timings["transport"] = time.perf_counter() - t
 
-    if not optimise:   # the fast method: the closed form at the working size, then the full-size step
+    if not optimising:   # the fast method: the closed form at the working size, then the full-size step
         with _labels_on_interrupt(labels):
             result.working = result.image = result.raw = start_at(content_img, style_img, masks_full).float().cpu()
             result.timings = timings
@@ -287,7 +219,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
             x0 = x0 + preprocess(start[None])
             if opts.content_target == "start":
                 obj1.retarget(start)
-        x1, result.losses["stage1"] = _optimise(obj1, x0, n1, 1, opts, best, callback)
+        x1, result.losses["stage1"] = optimise(obj1, x0, n1, 1, opts, best, callback)
         result.stage1 = deprocess(x1)[0].clamp(0, 1).float().cpu()
         timings["stage1"] = time.perf_counter() - t
 
@@ -296,9 +228,9 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         obj2 = obj1 if s1_size == opts.size else objective_at(opts.size)
         h, w = obj2.content.shape[1:]
         if (h1, w1) != (h, w):
-            x1 = preprocess(_resize(deprocess(x1)[0].clamp(0, 1), (h, w))[None])
+            x1 = preprocess(resize(deprocess(x1)[0].clamp(0, 1), (h, w))[None])
             if start is not None and opts.content_target == "start":
-                obj2.retarget(_resize(start, (h, w)))
+                obj2.retarget(resize(start, (h, w)))
         content_dev = obj2.content
 
         def smooth(x):
@@ -315,7 +247,7 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
 
         if n2 > 0:
             obj2.laplacian  # build the Laplacian before timing iterations
-            x2, result.losses["stage2"] = _optimise(obj2, x1, n2, 2, opts, best, callback, on_iter)
+            x2, result.losses["stage2"] = optimise(obj2, x1, n2, 2, opts, best, callback, on_iter)
         else:
             x2 = x1
         timings["stage2"] = time.perf_counter() - t
@@ -385,7 +317,7 @@ def _upscale(content_full, content_small, working, opts: TransferOptions, plan: 
                              callback=report, report=rep)
     except KeyboardInterrupt as e:
         # HighresInterrupted carries the upsampling once it is done; before that, bicubic (instant).
-        image = e.image if isinstance(e, HighresInterrupted) and e.image is not None else _resize(working, shape)
+        image = e.image if isinstance(e, HighresInterrupted) and e.image is not None else resize(working, shape)
         raise TransferInterrupted(image.float().cpu(), "highres", getattr(e, "iteration", 0)) from None
     result.highres = rep
     result.timings.update(upsample=rep.get("upsample_seconds", 0.0), smoothing=rep.get("smooth_seconds", 0.0),
