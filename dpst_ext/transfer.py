@@ -141,7 +141,6 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     dpst_ext.engine.memory.InsufficientMemoryError before any optimisation when the full-size output will
     not fit.
     """
-    # A copy: the caller's options are not changed by kwargs or by the working-size cap below.
     # A checked copy: the caller's options are not changed by kwargs, the recipe or the size cap below.
     opts = (options if options is not None else TransferOptions()).resolved(**kwargs)
     n1, n2 = opts.iters
