@@ -10,12 +10,13 @@ colour along each axis to the style's value at the same quantile (the 1-D optima
 
 Each label's map is thus a composition of piecewise-linear 1-D maps on ``quantiles`` knots, fitted on
 ``samples`` pixels of each photo (seeded; all labels as one batch), tabulated on a 33^3 grid of the RGB
-cube (a 3-D lookup table, as colour grading uses) and applied trilinearly to every pixel of the label. Pixels in no label, and labels too small in either photo (under
-``min_pixels``) or absent from the style, use the map fitted on the whole photos.
+cube (a 3-D lookup table, as colour grading uses) and applied trilinearly to every pixel of the label.
+Pixels in no label, and labels too small in either photo (under ``min_pixels``) or absent from the
+style, use the map fitted on the whole photos.
 
 The maps are functions of colour alone, so the result can break the content's local structure (noise
 amplified, banding, a seam where two labels meet in a smooth region). ``closed_form`` therefore follows
-it with the engine's matting-Laplacian smoothing (dpst_ext.highres.upscale_result, the path that brings
+it with the engine's matting-Laplacian smoothing (engine.highres.upscale_result, the path that brings
 every result to full resolution), which pulls it towards locally affine recolourings of the content.
 """
 from __future__ import annotations
@@ -156,7 +157,7 @@ def transport_colours(content: torch.Tensor, style: torch.Tensor, masks: MaskPai
                       rotations: int = 30, quantiles: int = 256, samples: int = 16384, min_pixels: int = 64,
                       lut_size: int = 33, seed: int = 0) -> torch.Tensor:
     """The content (3, H, W) recoloured per label by iterative sliced optimal transport onto the style's
-    colours (module docstring); ``masks`` at the two images' sizes (None: one label). The maps are
+    colours (module docstring); ``masks`` at the two images' sizes (None: the whole photos' map). The maps are
     tabulated on a ``lut_size``^3 grid of the RGB cube and applied trilinearly (lut_size=None: exactly,
     at ~100x the cost per pixel). RGB 0..1 out, clamped, the content's dtype."""
     for name, img in (("content", content), ("style", style)):
