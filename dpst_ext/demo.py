@@ -3,9 +3,10 @@ scikit-image, offline, on the CPU, with the default method and with the fast one
 
 Content: scikit-image's ``coffee`` (a red cup on a wooden table); style: its ``chelsea`` photo (a cat in
 soft, muted light). One label: the two photos share no regions (automatic masks would match them by
-layout). Chosen among the photos scikit-image ships: with the ``rocket`` photo as content, the flat sky
-took texture from any of them (a style photo of a similar scene suits the method best). Writes ./out/demo_result.png (the default method), ./out/demo_fast.png (the closed form alone)
-and ./out/demo_contact_sheet.png (content | style | fast | default), and prints what each step cost.
+layout). Chosen among the photos scikit-image ships: from ``rocket`` in the look of ``coffee``, the flat
+sky took texture (a style photo of a similar scene suits the method best). Writes ./out/demo_result.png
+(the default method), ./out/demo_fast.png (the closed form alone) and ./out/demo_contact_sheet.png
+(content | style | fast | default), and prints what each step cost.
 """
 from __future__ import annotations
 
