@@ -3,13 +3,13 @@ the PNG round trip, the user-segmenter hook, argument errors and the CLI's --aut
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from dpst_ext import samples
 from dpst_ext.automask import AUTO_LAYERS, agreement, auto_masks, labels_to_image, save_masks, segmenter_masks
 from dpst_ext.masks import parse_mask
 from dpst_ext.vgg import VGG19Features
@@ -408,7 +408,7 @@ def test_cli_segmenter_excludes_other_masks(segmenter_setup, capsys):
         assert "--segmenter computes the masks" in capsys.readouterr().err
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dpst_examples"
+SHARED = samples.EXAMPLES      # the developers' example pairs (DPST_EXAMPLES overrides); absent on a user's clone
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"example pairs not found at {SHARED}")

@@ -1,16 +1,16 @@
 """Mask parsing (anti-aliased, grey, off-size), orphan labels and per-layer downsampling."""
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from dpst_ext import samples
 from dpst_ext.masks import (NAMES, MaskPair, MaskSizeWarning, OrphanLabelWarning, downsample_for_layers,
                             parse_mask)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dpst_examples"
+SHARED = samples.EXAMPLES      # the developers' example pairs (DPST_EXAMPLES overrides); absent on a user's clone
 BLUE, GREEN, RED = NAMES.index("blue"), NAMES.index("green"), NAMES.index("red")
 BLACK, WHITE, GREY = NAMES.index("black"), NAMES.index("white"), NAMES.index("grey")
 

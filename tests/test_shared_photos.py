@@ -1,6 +1,5 @@
 """The fast matvec on the paper's own content photos (../shared/data/dpst_examples, not shipped with the
 repo: skipped when absent). Darkest 40x40 crop of each input, float32 and float64 vs longdouble."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,10 +7,11 @@ import torch
 from PIL import Image
 
 from common import EPS, TOL, max_rel, randn
+from dpst_ext import samples
 from dpst_ext.engine import MattingLaplacian
 from dpst_ext.engine.reference import matvec_reference
 
-DATA = Path(__file__).parents[2] / "shared" / "data" / "dpst_examples" / "input"
+DATA = samples.EXAMPLES / "input"     # the developers' example photos; absent on a user's clone
 INPUTS = sorted(DATA.glob("in*.png"))[:4] if DATA.is_dir() else []
 
 
