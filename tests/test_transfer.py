@@ -6,7 +6,7 @@ from PIL import Image
 
 import dpst_ext
 from dpst_ext import samples
-from dpst_ext.engine import MattingLaplacian
+from dpst_ext.metrics import photoreal_residual as residual   # (1/N) sum_c V_c^T M_I V_c, eps 1e-7
 from dpst_ext.transfer import TransferInterrupted, run_transfer
 
 SIZE = 40
@@ -15,12 +15,6 @@ SIZE = 40
 @pytest.fixture(scope="module")
 def pair():
     return samples.photo("rocket", SIZE, torch.float32), samples.photo("coffee", SIZE, torch.float32)
-
-
-def residual(content, rgb):
-    """Photorealism residual (1/N) sum_c V_c^T M_I V_c, eps 1e-7 (issue 4's metric)."""
-    L = MattingLaplacian(content.double(), eps=1e-7)
-    return float(L.quad(rgb.double())) / (rgb.shape[1] * rgb.shape[2])
 
 
 # The optimiser's own tests run on one label (auto_masks=False, the reference's behaviour without masks),
@@ -228,3 +222,11 @@ def test_methods_fill_only_what_is_not_given():
         TransferOptions(method="best").resolved()
     with pytest.raises(TypeError, match="unknown option 'sise'"):
         TransferOptions().resolved(sise=3)
+
+
+def test_the_options_know_the_engines_smoothing_modes():
+    # dpst_ext.options must stay free of torch, so it names the modes itself; the engine owns their tolerances.
+    from dpst_ext.engine.highres import SMOOTHING_TOL
+    from dpst_ext.options import SMOOTHING
+
+    assert set(SMOOTHING) == {"off", *SMOOTHING_TOL}
