@@ -42,9 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import lab  # noqa: E402
 
 from dpst_ext.automask import AUTO_LAYERS, agreement, auto_masks, labels_to_image, save_masks  # noqa: E402
-from dpst_ext.image_io import load_image, resize_long_side  # noqa: E402
+from dpst_ext.image_io import resize_long_side  # noqa: E402
 from dpst_ext.metrics import colour_style_distance as style_distance, photoreal_residual  # noqa: E402
 from dpst_ext.options import LossWeights  # noqa: E402
 from dpst_ext.masks import MaskPair, parse_mask, resize_labels  # noqa: E402
@@ -55,12 +57,6 @@ from dpst_ext.vgg import VGG19Features  # noqa: E402
 def hand_labels(data: Path, n: int):
     p = example_pair(n, data)
     return p.content, p.style, p.content_labels, p.style_labels
-
-
-def lab(rgb: torch.Tensor) -> np.ndarray:
-    from skimage.color import rgb2lab
-
-    return rgb2lab(rgb.permute(1, 2, 0).double().clamp(0, 1).numpy())
 
 
 def load_state(path: Path) -> dict:

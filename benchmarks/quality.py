@@ -37,10 +37,18 @@ MEASURES = (("colour", "colour style distance", "{:.2f}"), ("gram", "Gram style 
             ("residual", "photorealism residual", "{:.5f}"), ("edge_ssim", "edge SSIM", "{:.2f}"))
 
 
-def reinhard(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    from skimage.color import lab2rgb, rgb2lab
+def lab(rgb: torch.Tensor) -> np.ndarray:
+    """scikit-image's Lab of (3, H, W) as (H, W, 3), for the baselines that must convert back (lab2rgb);
+    the measures use dpst_ext.image_io.rgb_to_lab."""
+    from skimage.color import rgb2lab
 
-    lc, ls = (rgb2lab(x.permute(1, 2, 0).double().numpy()) for x in (content, style))
+    return rgb2lab(rgb.permute(1, 2, 0).double().clamp(0, 1).numpy())
+
+
+def reinhard(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    from skimage.color import lab2rgb
+
+    lc, ls = lab(content), lab(style)
     out = (lc - lc.mean((0, 1))) / (lc.std((0, 1)) + 1e-8) * ls.std((0, 1)) + ls.mean((0, 1))
     return torch.from_numpy(lab2rgb(out).transpose(2, 0, 1)).float()
 
