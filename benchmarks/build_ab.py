@@ -47,7 +47,7 @@ if sys.argv[1]:
     small = F.interpolate(photo[None], scale_factor=1 / 3, mode="area")[0]
     work = (small ** 0.8 * torch.tensor([1.0, 0.9, 1.1])[:, None, None]).clamp(0, 1)
     t = time.perf_counter()
-    upscale_result(photo, small, work, smoothing="fast", check_memory=False)
+    upscale_result(photo, small, work, smoothing="fast")
     out["fullres_fast_s"] = round(time.perf_counter() - t, 1)
 print(json.dumps(out))
 """

@@ -147,8 +147,9 @@ class DPSTObjective:
             self._laplacian = MattingLaplacian(self.content.to(self.laplacian_dtype), eps=self.laplacian_eps)
         return self._laplacian
 
-    def photoreal_residual(self, rgb: torch.Tensor) -> torch.Tensor:
-        """sum_c V_c^T M_I V_c for an RGB 0..1 image (3, H, W) (unweighted)."""
+    def photoreal(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The photorealism term before its weight: sum_c V_c^T M_I V_c (MattingLaplacian.quad) for an RGB 0..1
+        image (3, H, W). dpst_ext.metrics.photoreal_residual is the same per pixel, as a quality measure."""
         return self.laplacian.quad(rgb.to(self.laplacian_dtype))
 
     def __call__(self, x: torch.Tensor, use_photoreal: bool = False) -> dict[str, torch.Tensor]:
@@ -162,6 +163,6 @@ class DPSTObjective:
         terms["style"] = w.style * style
         terms["tv"] = w.tv * tv_loss(x)
         if use_photoreal and w.photoreal > 0:
-            terms["photoreal"] = (w.photoreal * self.photoreal_residual(deprocess(x)[0])).to(x.dtype)
+            terms["photoreal"] = (w.photoreal * self.photoreal(deprocess(x)[0])).to(x.dtype)
         terms["total"] = sum(terms.values())
         return terms

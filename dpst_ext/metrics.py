@@ -117,6 +117,8 @@ def gram_style_distance(output: torch.Tensor, style: torch.Tensor, masks: MaskPa
 
 
 def photoreal_residual(content: torch.Tensor, output: torch.Tensor) -> float:
+    """The photorealism term per pixel, sum_c V_c^T M V_c / (H W) in float64 (MattingLaplacian.quad): how far
+    the output is from a locally affine function of the content's colours."""
     from .engine.laplacian import MattingLaplacian
 
     lap = MattingLaplacian(content.double(), eps=1e-7)

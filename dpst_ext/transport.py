@@ -208,4 +208,4 @@ def closed_form(content: torch.Tensor, style: torch.Tensor, masks: MaskPair | No
     y = transport_colours(content, style, masks, seed=seed, **transport_options)
     if smoothing == "off":
         return y.to(torch.float32)
-    return upscale_result(content, content, y, smoothing=smoothing, check_memory=False)
+    return upscale_result(content, content, y, smoothing=smoothing)

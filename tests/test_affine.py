@@ -54,7 +54,7 @@ def photo_pair(name, long_side, dtype):
 
 
 def reference_fit(content, output, ridge=1e-3):
-    return postprocess.local_affine_coefficients(content.double(), output.double(), ridge)
+    return postprocess.local_affine_fit_torch(content.double(), output.double(), ridge)
 
 
 def reference_apply(coeffs, content, radius, edge):

@@ -26,7 +26,7 @@ small = torch.rand(3, h // 4, w // 4, generator=g)
 content = F.interpolate(small[None], size=(h, w), mode="bilinear")[0].contiguous()
 content += 0.02 * torch.rand(3, h, w, generator=g)
 upscale_result(content, F.interpolate(content[None], size=small.shape[1:], mode="area")[0], small ** 0.8,
-               smoothing=smoothing, maxiter=3, check_memory=False, preconditioner=pre)
+               smoothing=smoothing, maxiter=3, preconditioner=pre)
 # VmHWM, the peak RSS of this process's own address space. Not ru_maxrss: Linux carries the hiwater mark
 # of the address space replaced at exec into it, and a child started by vfork/posix_spawn replaces the
 # parent's, so ru_maxrss reports at least the pytest process's size (seen: 639 MiB for a 390 MiB stage).

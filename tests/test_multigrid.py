@@ -16,7 +16,7 @@ import torch
 from common import EPS, photo_crop
 from dpst_ext import samples
 from dpst_ext.engine import MattingLaplacian
-from dpst_ext.engine.multigrid import AffineMultigrid, Aggregation, BlockStencil, galerkin, local_affine_basis
+from dpst_ext.engine.multigrid import AffineMultigrid, Aggregation, BlockStencil, galerkin, block_affine_basis
 from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, smooth, weight_from_beta, window_counts
 
 W = weight_from_beta(0.9999)
@@ -76,7 +76,7 @@ def test_aggregation_is_orthonormal_local_affine_and_adjoint(shape, planar):
 def test_local_affine_basis_keeps_full_rank_blocks_and_gives_coarse_coordinates():
     g = torch.Generator().manual_seed(1)
     null = torch.rand(8, 8, 1, 4, generator=g, dtype=torch.float64)
-    q, keep, coarse = local_affine_basis(null, 4, band=1)
+    q, keep, coarse = block_affine_basis(null, 4, band=1)
     assert q.shape == (2, 2, 4, 4, 1, 4) and bool(keep.all())
     # Q^T B: B is recovered from the coarse coefficients, Q (Q^T B) = B on every aggregate.
     blocks = null.reshape(2, 4, 2, 4, 1, 4).permute(0, 2, 1, 3, 4, 5).reshape(2, 2, 16, 4)

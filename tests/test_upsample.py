@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from dpst_ext import samples
-from dpst_ext.engine.upsample import affine_upsample, apply_coefficients, fit_local_affine, global_affine_fit
+from dpst_ext.engine.upsample import affine_upsample, apply_coefficients, upsampling_coefficients, global_affine_fit
 
 A = torch.tensor([[0.8, 0.3, -0.1], [0.05, 0.7, 0.2], [-0.2, 0.1, 1.1]], dtype=torch.float64)
 B = torch.tensor([0.05, -0.02, 0.1], dtype=torch.float64)
@@ -64,7 +64,7 @@ def test_fit_reproduces_a_piecewise_affine_result_away_from_the_seam():
     left = _recolour(small_img)
     right = small_img.flip(0) * 0.5 + 0.2
     result = torch.cat([left[..., :30], right[..., 30:]], dim=2)
-    coef = fit_local_affine(small_img, result, radius=1, eps=1e-6)
+    coef = upsampling_coefficients(small_img, result, radius=1, eps=1e-6)
     fitted = (coef[:, :3] * small_img[None]).sum(1) + coef[:, 3]
     far = torch.ones(60, dtype=torch.bool)
     far[27:33] = False
@@ -77,6 +77,6 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="result_small must be"):
         affine_upsample(full_img, small_img, small_img[:, :10])
     with pytest.raises(ValueError, match="eps must be > 0"):
-        fit_local_affine(small_img, small_img, eps=0.0)
+        upsampling_coefficients(small_img, small_img, eps=0.0)
     with pytest.raises(ValueError, match="content_full must have shape"):
         affine_upsample(full_img[:2], small_img, small_img)

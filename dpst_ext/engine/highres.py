@@ -17,7 +17,7 @@ import time
 import torch
 
 from .laplacian import as_image_tensor
-from .memory import plan_highres
+from .memory import MemoryPlan, plan_highres
 from .smoothing import smooth
 from .upsample import affine_upsample
 
@@ -39,7 +39,7 @@ class HighresInterrupted(KeyboardInterrupt):
 def upscale_result(content_full, content_small, result_small, smoothing: str = "fast", beta: float = 0.9999,
                    tol: float | None = None, affine_eps: float = 1e-4, affine_radius: int = 1,
                    normalize="interior", maxiter: int = 5000, preconditioner: str = "none",
-                   check_memory: bool = True, available: int | None = None, clamp: bool = True, callback=None,
+                   plan: MemoryPlan | None = None, available: int | None = None, clamp: bool = True, callback=None,
                    report: dict | None = None) -> torch.Tensor:
     """The working-size ``result_small`` (3, h, w) at ``content_full``'s resolution (3, H, W), float32.
 
@@ -50,8 +50,9 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
     "fast", 1 thread, it took 354 iterations and 43 s against 275 and 23 s without. The multigrid takes
     4x fewer iterations but each costs ~3x more (4 MP, "fast": 33 s against 38 s, +0.2 GiB), so it is not
     the default (docs/experiments/2026-11-smoothing-solver.md).
-    report: if a dict, filled with timings, iterations and the memory plan. available: memory budget in bytes
-    for the plan (default: what the OS reports free); check_memory=False skips the plan.
+    report: if a dict, filled with timings, iterations and the memory plan. plan: the memory plan
+    (engine.memory.plan_highres) a caller made before work of its own; None: planned here, before any work,
+    against ``available`` bytes (default: what the OS reports free).
     """
     if smoothing not in SMOOTHING_TOL and smoothing != "off":
         raise ValueError(f"smoothing must be 'off', 'fast' or 'exact', got {smoothing!r}")
@@ -64,14 +65,14 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
                          f"{tuple(content_small.shape[1:])} and {tuple(result_small.shape[1:])}")
     h, w = content_full.shape[1:]
     info = report if report is not None else {}
-    if check_memory:
+    if plan is None:
         plan = plan_highres(h, w, device=content_full.device, available=available, smoothing=smoothing,
                             preconditioner=preconditioner,
                             working_pixels=content_small.shape[1] * content_small.shape[2])
-        info["memory_estimate"] = plan.estimate
-        info["memory_available"] = plan.available
-        if callback is not None:
-            callback("plan", plan)
+    info["memory_estimate"] = plan.estimate
+    info["memory_available"] = plan.available
+    if callback is not None:
+        callback("plan", plan)
     y, step, done = None, "upsample", [0]
 
     def on_cg(level, it, rel):

@@ -41,10 +41,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AffineMultigrid", "local_affine_basis", "BlockStencil"]
+__all__ = ["AffineMultigrid", "block_affine_basis", "BlockStencil"]
 
 
-def local_affine_basis(null: torch.Tensor, block: int, dtype=torch.float64, rel_tol: float = 1e-7,
+def block_affine_basis(null: torch.Tensor, block: int, dtype=torch.float64, rel_tol: float = 1e-7,
                        band: int = 32):
     """Orthonormal basis of the near-null vectors over each block x block aggregate of nodes.
 
@@ -95,7 +95,7 @@ class Aggregation:
     def __init__(self, null: torch.Tensor, block: int, dtype, planar: bool = False):
         self.h, self.w, self.k, _ = null.shape
         self.block, self.planar = block, planar
-        q, self.kept, self.coarse_null = local_affine_basis(null, block, dtype)   # coarse_null: P^T B
+        q, self.kept, self.coarse_null = block_affine_basis(null, block, dtype)   # coarse_null: P^T B
         hc, wc = q.shape[:2]
         self.coarse_shape = (hc, wc)
         self.q = q.reshape(hc * wc, block * block * self.k, -1)

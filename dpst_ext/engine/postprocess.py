@@ -21,21 +21,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .upsample import _check_pair as check_pair
 from .upsample import box_mean, guided_coefficients  # noqa: F401  (box_mean re-exported)
 
-__all__ = ["smooth_local_affine_torch", "local_affine_coefficients", "joint_bilateral", "apply_affine", "box_mean",
+__all__ = ["smooth_local_affine_torch", "local_affine_fit_torch", "joint_bilateral", "apply_affine", "box_mean",
            "guided_filter", "refine_posterization"]
 
 
 def _check_pair(content: torch.Tensor, output: torch.Tensor):
-    for name, t in (("content", content), ("output", output)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != 3:
-            raise ValueError(f"{name} must be a tensor of shape (3, H, W), got "
-                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be floating point, got {t.dtype}")
-    if content.shape != output.shape:
-        raise ValueError(f"content and output must have the same shape, got {tuple(content.shape)} and {tuple(output.shape)}")
+    check_pair(content, output, "content", "output", channels=3)
 
 
 def _box_sum(x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +37,7 @@ def _box_sum(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x[None], 3, stride=1, padding=1, count_include_pad=True)[0] * 9.0
 
 
-def local_affine_coefficients(content: torch.Tensor, output: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+def local_affine_fit_torch(content: torch.Tensor, output: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     """Per-pixel least-squares affine maps (12, H, W): A_p row-major as (3 output colours) x (R, G, B, 1)."""
     _check_pair(content, output)
     h, w = content.shape[1:]
@@ -105,7 +99,7 @@ def smooth_local_affine_torch(content: torch.Tensor, output: torch.Tensor, radiu
     """
     _check_pair(content, output)
     output = output.to(content.dtype)
-    coef = local_affine_coefficients(content, output, ridge)
+    coef = local_affine_fit_torch(content, output, ridge)
     coef = joint_bilateral(coef, content, radius, edge)
     return apply_affine(coef, content)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["box_mean", "guided_coefficients", "global_affine_fit", "fit_local_affine", "apply_coefficients", "affine_upsample"]
+__all__ = ["box_mean", "guided_coefficients", "global_affine_fit", "upsampling_coefficients", "apply_coefficients", "affine_upsample"]
 
 
 def box_mean(t: torch.Tensor, radius: int) -> torch.Tensor:
@@ -73,13 +73,20 @@ def guided_coefficients(guide: torch.Tensor, p: torch.Tensor, radius: int, eps: 
     return box_mean(coef.reshape(4 * c, h, w), radius).reshape(c, 4, h, w)
 
 
-def _check_pair(content, result, name_c="content", name_r="result"):
+def _check_pair(content, result, name_c="content", name_r="result", channels: int | None = None):
+    """content: a floating (3, H, W) tensor; result: a floating (C, H, W) tensor of the same H, W (C ==
+    ``channels`` when given). ValueError / TypeError naming the argument."""
     if not isinstance(content, torch.Tensor) or content.dim() != 3 or content.shape[0] != 3:
         raise ValueError(f"{name_c} must be a (3, H, W) tensor, got "
                          f"{tuple(content.shape) if isinstance(content, torch.Tensor) else type(content).__name__}")
-    if not isinstance(result, torch.Tensor) or result.dim() != 3 or tuple(result.shape[1:]) != tuple(content.shape[1:]):
-        raise ValueError(f"{name_r} must be a (C, H, W) tensor with {name_c}'s H, W = {tuple(content.shape[1:])}, "
+    c = "C" if channels is None else str(channels)
+    if (not isinstance(result, torch.Tensor) or result.dim() != 3 or tuple(result.shape[1:]) != tuple(content.shape[1:])
+            or channels not in (None, result.shape[0])):
+        raise ValueError(f"{name_r} must be a ({c}, H, W) tensor with {name_c}'s H, W = {tuple(content.shape[1:])}, "
                          f"got {tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__}")
+    for name, t in ((name_c, content), (name_r, result)):
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got {t.dtype}")
 
 
 def global_affine_fit(content: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
@@ -94,7 +101,7 @@ def global_affine_fit(content: torch.Tensor, result: torch.Tensor) -> torch.Tens
     return sol.T.contiguous()
 
 
-def fit_local_affine(content: torch.Tensor, result: torch.Tensor, radius: int = 1, eps: float = 1e-4) -> torch.Tensor:
+def upsampling_coefficients(content: torch.Tensor, result: torch.Tensor, radius: int = 1, eps: float = 1e-4) -> torch.Tensor:
     """Per-pixel affine coefficients (C, 4, H, W) float64 with result ~= A content + b locally (module
     docstring, steps 1-2). ``eps`` is the ridge on the colour covariance (colours in 0..1)."""
     _check_pair(content, result)
@@ -154,5 +161,5 @@ def affine_upsample(content_full: torch.Tensor, content_small: torch.Tensor, res
     _check_pair(content_small, result_small, "content_small", "result_small")
     if content_full.dim() != 3 or content_full.shape[0] != 3:
         raise ValueError(f"content_full must have shape (3, H, W), got {tuple(content_full.shape)}")
-    coef = fit_local_affine(content_small, result_small, radius, eps)
+    coef = upsampling_coefficients(content_small, result_small, radius, eps)
     return apply_coefficients(coef, content_full, band_rows, out_dtype)
