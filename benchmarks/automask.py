@@ -177,7 +177,7 @@ def transfer_section(data, pairs, state, out, size, iters, save_dir, modes=("han
             if mode == "hand":
                 kw = {"content_mask": labels_to_image(hc), "style_mask": labels_to_image(hs)}
             # Output at the working size: the metrics compare it with the content at that size.
-            opts = dict(size=size, iters=iters, init=init, threads=1, smooth_every=0,
+            opts = dict(size=size, iters=iters, init=init, threads=1, local_affine_every=0,
                         auto_masks=(mode == "auto"), output_size="working")
             if photoreal_weight is not None:
                 opts["weights"] = {"photoreal": photoreal_weight}

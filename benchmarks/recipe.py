@@ -45,7 +45,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
-    opts = TransferOptions(method="default", output_size="working", smooth=False)
+    opts = TransferOptions(method="default", output_size="working", local_affine=False)
     for s in args.set or []:
         _option(opts, s)
     opts = opts.resolved()
@@ -75,12 +75,11 @@ def main(argv=None):
         small = resize_long_side(pair.content, opts.size)
         out = {}
         for it, (img, seconds) in sorted(shots.items()):
-            sla = smooth_local_affine(small.float(), img.float(), opts.smooth_radius, opts.smooth_edge,
-                                      opts.smooth_ridge).clamp(0, 1)
+            sla = smooth_local_affine(small.float(), img.float(), opts.local_affine_radius, opts.local_affine_edge,
+                                      opts.local_affine_ridge).clamp(0, 1)
             for finish in args.finishes.split(","):
                 base = sla if finish.startswith("sla") else img
-                full = upscale_result(pair.content, small, base, smoothing="fast" if "+smooth" in finish else "off",
-                                      check_memory=False)
+                full = upscale_result(pair.content, small, base, smoothing="fast" if "+smooth" in finish else "off")
                 out[f"{it}/{finish}"] = {**score(pair.content, pair.style, full, masks, vgg=vgg),
                                          "seconds": round(seconds, 1)}
         rows[str(n)] = out

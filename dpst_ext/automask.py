@@ -446,7 +446,10 @@ def segmenter_masks(content, style, segmenter: Callable, mapping: dict | None = 
     maps = []
     for name, src in (("content", content), ("style", style)):
         img = load_image(src, name)
-        m = segmenter(img)
+        try:
+            m = segmenter(img)
+        except Exception as e:  # the user's model: its failure in one line, the traceback chained
+            raise ValueError(f"segmenter failed on the {name} photo: {type(e).__name__}: {e}") from e
         if isinstance(m, np.ndarray):
             m = torch.from_numpy(np.ascontiguousarray(m))
         if not isinstance(m, torch.Tensor):

@@ -11,25 +11,62 @@
 
 The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
 --max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
-place on a terminal). Ctrl-C writes the best image so far to OUT and exits with status 130. Bad input,
+place on a terminal). Ctrl-C writes the best image so far to OUT and exits with status 130 (SIGTERM: the
+same, status 143); a signal that arrives while an output is being written waits until it is. Bad input,
 or a full-size output that will not fit in memory (checked before any work): a one-line message and
 exit status 2. Every output is written atomically (temporary file, then rename).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import time
 import warnings
 
 __all__ = ["main", "build_parser"]
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130        # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143         # SIGTERM, handled as Ctrl-C
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line ('dpst transfer: error: argument --size: must be ...'), not the usage text."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _option_strings(parser: argparse.ArgumentParser, with_value: bool = False) -> set[str]:
+    """The options of every subcommand (only those that take a value, with ``with_value``)."""
+    found = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= {o for a in sub._actions if a.nargs != 0 or not with_value for o in a.option_strings}
+    return found
+
+
+def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--iters -1,2`` as ``--iters=-1,2``: argparse would take '-1,2' for an option and say only 'expected
+    one argument'; joined, the option's own check explains the rule."""
+    takes_value = _option_strings(parser, with_value=True)
+    out = []
+    for a in argv:
+        if out and out[-1] in takes_value and re.fullmatch(r"-[\d.][\d.,eE+-]*", a):
+            out[-1] = f"{out[-1]}={a}"
+        else:
+            out.append(a)
+    return out
 
 
 def _iters(text: str):
@@ -44,6 +81,16 @@ def _iters(text: str):
     return tuple(parts)
 
 
+def _count(text: str):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return v
+
+
 def _positive_int(text: str):
     try:
         v = int(text)
@@ -55,7 +102,7 @@ def _positive_int(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dpst", description="Deep Photo Style Transfer (Luan et al. 2017).")
+    p = _Parser(prog="dpst", description="Deep Photo Style Transfer (Luan et al. 2017).")
     sub = p.add_subparsers(dest="command", required=True)
     from .options import INITS, METHODS, RECIPES, LossWeights, TransferOptions
 
@@ -70,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Laplacian, then refined by the Deep Photo Style Transfer objective; fast: "
                                    "the closed form alone (seconds); reference: the paper's recipe (noise start, "
                                    "1000 + 1000 L-BFGS iterations; tens of minutes on a CPU). --size, --iters, "
-                                   "--init, --stage1-size and --no-smooth override the method's recipe.")
+                                   "--init, --stage1-size and --[no-]local-affine override the method's recipe.")
     t.add_argument("content", help="content photo (PNG, JPEG, ...)")
     t.add_argument("style", help="style photo")
     t.add_argument("-o", "--output", required=True, help="output image path (format from the extension)")
+    t.add_argument("--format", default=None, metavar="FMT",
+                   help="image format of the output (png, jpeg, tiff, webp, ...) when its extension does not say")
     t.add_argument("--content-mask", help="colour-coded segmentation of the content photo")
     t.add_argument("--style-mask", help="colour-coded segmentation of the style photo")
     t.add_argument("--method", choices=METHODS, default=opts.method,
@@ -99,14 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tv-weight", type=float, default=w.tv, help=f"default {w.tv:g}")
     t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=w.photoreal,
                    help=f"lambda of the matting-Laplacian term (default {w.photoreal:g})")
-    t.add_argument("--no-smooth", action="store_const", const=False, default=None, dest="smooth",
-                   help="skip the smooth local affine post-processing (by method: "
-                        f"{recipe('smooth', lambda v: 'on' if v else 'off')})")
+    t.add_argument("--local-affine", action=argparse.BooleanOptionalAction, default=None,
+                   help="the reference's smooth local affine post-processing at the end (by method: "
+                        f"{recipe('local_affine', lambda v: 'on' if v else 'off')})")
     t.add_argument("--refine-posterization", action="store_true",
                    help="after smoothing, put the content's fine detail back under a guided filter "
                         "(out = GF(result) + content - GF(content), radius 8, eps 0.01) against banding")
-    t.add_argument("--smooth-every", type=int, default=opts.smooth_every, metavar="N",
-                   help=f"smooth local affine previews every N stage-2 iterations (default {opts.smooth_every}: "
+    t.add_argument("--local-affine-every", type=_count, default=opts.local_affine_every, metavar="N",
+                   help=f"smooth local affine previews every N stage-2 iterations (default {opts.local_affine_every}: "
                         "end only)")
     t.add_argument("--mask-mode", choices=["nearest", "reference"], default="nearest",
                    help="nearest palette colour (tolerant) or the reference's channel thresholds")
@@ -284,23 +333,101 @@ def _print_warnings_briefly():
     warnings.showwarning = show
 
 
-def _check_paths(args, names) -> str | None:
-    """The first problem with the input files and the output folder, as a message (None: all there)."""
+class _Signals:
+    """SIGTERM handled as Ctrl-C (the best image is kept; exit status 143), and both held back while an
+    output is being written, so that a write once begun completes. Active inside ``with``; a no-op off the
+    main thread (Python delivers signals to the main thread only)."""
+
+    def __init__(self):
+        self.received = None       # the last signal that stopped or will stop the command
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._terminate)}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _terminate(self, signum, frame):
+        self.received = signal.SIGTERM
+        raise KeyboardInterrupt
+
+    def status(self) -> int:
+        return EXIT_TERMINATED if self.received == signal.SIGTERM else EXIT_INTERRUPTED
+
+    def stopped(self):
+        """Record Ctrl-C (a KeyboardInterrupt that no SIGTERM raised); returns the exit status."""
+        if self.received is None:
+            self.received = signal.SIGINT
+        return self.status()
+
+    @contextlib.contextmanager
+    def held(self):
+        """Signals that arrive inside are recorded, not raised; ``self.received`` tells afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def record(signum, frame):
+            self.received = signum
+
+        old = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
+def _as_flags(message: str, flags: set[str]) -> str:
+    """A TransferOptions message ('weights.photoreal must be ...', 'stage1_size must ...') in the command's
+    words ('--photoreal-weight must be ...', '--stage1-size must ...')."""
+    m = re.match(r"(weights\.)?(\w+)\b", message)
+    if m:
+        flag = f"--{m.group(2)}-weight" if m.group(1) else "--" + m.group(2).replace("_", "-")
+        if flag in flags:
+            return flag + message[m.end():]
+    return message
+
+
+def _check_files(args, names) -> None:
+    """Every input file given is there and is a file (ValueError naming the first that is not)."""
     for name in names:
-        path = getattr(args, name)
-        if path is not None and not os.path.isfile(path):
-            return f"{name.replace('_', ' ')} file not found: {path}"
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        return f"output folder does not exist: {out_dir}"
-    return None
+        path = getattr(args, name, None)
+        label = name.replace("_", " ")
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            raise ValueError(f"{label} {path} is a directory: give the path of a file")
+        if not os.path.isfile(path):
+            raise ValueError(f"{label} file not found: {path}")
 
 
-def _run_masks(args) -> int:
+def _check_outputs(args, inputs, outputs) -> None:
+    """Every output can be written (image_io.output_target) and overwrites none of the inputs."""
+    from .image_io import output_target
+
+    given = [(n.replace("_", " "), getattr(args, n)) for n in inputs if getattr(args, n, None)]
+    for label, path, fmt in outputs:
+        target, _ = output_target(path, fmt, label)
+        for what, src in given:
+            if target.exists() and os.path.samefile(target, src):
+                raise ValueError(f"{label} {path} would overwrite the {what}: choose another file name")
+
+
+def _run_masks(args, sigs: _Signals) -> int:
     _print_warnings_briefly()
-    problem = _check_paths(args, ("content", "style", "vgg_weights"))
-    if problem:
-        return _fail(problem)
+    inputs = ("content", "style", "vgg_weights")
+    try:
+        _check_files(args, inputs)
+        cm, sm = mask_paths(args.output)
+        _check_outputs(args, inputs, [("output", args.output, None), ("content mask output", cm, "png"),
+                                      ("style mask output", sm, "png")])
+    except ValueError as e:
+        return _fail(str(e))
     import torch
 
     from .transfer import TransferOptions, auto_labels
@@ -315,16 +442,20 @@ def _run_masks(args) -> int:
         labels = auto_labels(args.content, args.style, opts)   # what a transfer would compute
     except KeyboardInterrupt:
         sys.stderr.write("\ndpst: interrupted; nothing written\n")
-        return EXIT_INTERRUPTED
+        return sigs.stopped()
     except (FileNotFoundError, ValueError, TypeError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    _save_auto_masks(*labels, args)
+    with sigs.held():
+        _save_auto_masks(*labels, args)
+    if sigs.received:
+        sys.stderr.write("dpst: interrupted; the masks were written in full first\n")
+        return sigs.status()
     if not args.quiet:
         sys.stderr.write(f"dpst: masks computed in {time.perf_counter() - t0:.1f}s\n")
     return 0
 
 
-def _run_transfer(args) -> int:
+def _run_transfer(args, sigs: _Signals, flags: set[str]) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
     from .image_io import save_image
     from .options import LossWeights
@@ -334,29 +465,35 @@ def _run_transfer(args) -> int:
 
     reuse_freed_memory()   # image-sized temporaries reuse the heap instead of fresh mmaps (engine/memory.py)
     _print_warnings_briefly()
-    problem = _check_paths(args, ("content", "style", "content_mask", "style_mask", "vgg_weights"))
-    if problem:
-        return _fail(problem)
-    if args.auto_masks and (args.content_mask or args.style_mask):
-        return _fail("--auto-masks computes the masks: do not also give --content-mask/--style-mask")
-    if args.segmenter and (args.content_mask or args.style_mask or args.auto_masks is not None):
-        return _fail("--segmenter computes the masks: do not also give --content-mask/--style-mask or "
-                     "--auto-masks/--no-auto-masks")
+    inputs = ("content", "style", "content_mask", "style_mask", "vgg_weights")
     try:
+        _check_files(args, inputs)
+        if args.auto_masks and (args.content_mask or args.style_mask):
+            raise ValueError("--auto-masks computes the masks: do not also give --content-mask/--style-mask")
+        if args.segmenter and (args.content_mask or args.style_mask or args.auto_masks is not None):
+            raise ValueError("--segmenter computes the masks: do not also give --content-mask/--style-mask or "
+                             "--auto-masks/--no-auto-masks")
+        outputs = [("output", args.output, args.format)]
+        if not (args.content_mask or args.style_mask) and args.auto_masks is not False:
+            outputs += [("content mask output", mask_paths(args.output)[0], "png"),
+                        ("style mask output", mask_paths(args.output)[1], "png")]
+        if args.save_stage1:
+            outputs.append(("--save-stage1", args.save_stage1, None))
+        _check_outputs(args, inputs, outputs)
         segmenter, mapping = _segmenter_from_args(args)
+        opts = TransferOptions(
+            method=args.method, size=args.size, iters=args.iters, seed=args.seed, init=args.init,
+            device=args.device, stage1_size=args.stage1_size, local_affine=args.local_affine,
+            local_affine_every=args.local_affine_every,
+            weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
+            refine_posterization=args.refine_posterization, mask_mode=args.mask_mode, orphans=args.orphans,
+            vgg_weights=args.vgg_weights, threads=args.threads, output_size=args.output_size,
+            max_output=args.max_output, smoothing=args.smoothing,
+            memory_budget=None if args.max_memory is None else int(args.max_memory * 2**30),
+            auto_masks=args.auto_masks, auto_k=args.auto_k, segmenter=segmenter, segmenter_mapping=mapping)
+        opts.resolved()            # every option check, before any work
     except ValueError as e:
-        return _fail(str(e))
-
-    opts = TransferOptions(
-        method=args.method, size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device,
-        stage1_size=args.stage1_size, smooth=args.smooth, smooth_every=args.smooth_every,
-        weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
-        refine_posterization=args.refine_posterization, mask_mode=args.mask_mode, orphans=args.orphans,
-        vgg_weights=args.vgg_weights, threads=args.threads, output_size=args.output_size,
-        max_output=args.max_output, smoothing=args.smoothing)
-    opts.memory_budget = None if args.max_memory is None else int(args.max_memory * 2**30)
-    opts.auto_masks, opts.auto_k = args.auto_masks, args.auto_k
-    opts.segmenter, opts.segmenter_mapping = segmenter, mapping
+        return _fail(_as_flags(str(e), flags))
     printer = ProgressPrinter(sys.stderr, args.quiet)
 
     def callback(p):
@@ -364,39 +501,47 @@ def _run_transfer(args) -> int:
         if isinstance(p, HighresProgress):
             return
         if args.save_every and p.iteration % args.save_every == 0:
-            save_image(p.preview if p.preview is not None else p.image(), args.output)
+            save_image(p.preview if p.preview is not None else p.image(), args.output, args.format)
 
     t0 = time.perf_counter()
     try:
         result = run_transfer(args.content, args.style, args.content_mask, args.style_mask, options=opts,
                               callback=callback)
     except TransferInterrupted as e:
-        _save_auto_masks(e.content_labels, e.style_labels, args)
-        if e.image is None:
-            sys.stderr.write("\ndpst: interrupted before any image was computed; nothing written\n")
-        elif e.stage == "highres":
-            save_image(e.image, args.output)
-            sys.stderr.write(f"\ndpst: interrupted during the full-size step (CG iteration {e.iteration}); wrote "
-                             f"the result upsampled without smoothing to {args.output}\n")
-        else:
-            save_image(e.image, args.output)
-            sys.stderr.write(f"\ndpst: interrupted (stage {e.stage}, iteration {e.iteration}); "
-                             f"wrote the best image so far to {args.output}\n")
-        return EXIT_INTERRUPTED
+        status = sigs.stopped()
+        how = "terminated" if status == EXIT_TERMINATED else "interrupted"
+        with sigs.held():
+            _save_auto_masks(e.content_labels, e.style_labels, args)
+            if e.image is None:
+                sys.stderr.write(f"\ndpst: {how} before any image was computed; nothing written\n")
+            elif e.stage == "highres":
+                save_image(e.image, args.output, args.format)
+                sys.stderr.write(f"\ndpst: {how} during the full-size step (CG iteration {e.iteration}); wrote "
+                                 f"the result upsampled without smoothing to {args.output}\n")
+            else:
+                save_image(e.image, args.output, args.format)
+                sys.stderr.write(f"\ndpst: {how} (stage {e.stage}, iteration {e.iteration}); "
+                                 f"wrote the best image so far to {args.output}\n")
+        return status
     except KeyboardInterrupt:
+        status = sigs.stopped()
         sys.stderr.write("\ndpst: interrupted during setup; nothing written\n")
-        return EXIT_INTERRUPTED
+        return status
     except (FileNotFoundError, ValueError, TypeError, InsufficientMemoryError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    save_image(result.image, args.output)
-    _save_auto_masks(result.content_labels, result.style_labels, args)
-    if args.save_stage1 and result.stage1 is not None:
-        save_image(result.stage1, args.save_stage1)
+    with sigs.held():   # a write once begun completes
+        save_image(result.image, args.output, args.format)
+        _save_auto_masks(result.content_labels, result.style_labels, args)
+        if args.save_stage1 and result.stage1 is not None:
+            save_image(result.stage1, args.save_stage1)
+    if sigs.received:
+        sys.stderr.write(f"dpst: interrupted while writing; {args.output} was written in full first\n")
+        return sigs.status()
     if not args.quiet:
         t = result.timings
         sys.stderr.write(f"dpst: wrote {args.output} ({result.image.shape[2]}x{result.image.shape[1]}) in "
                          f"{time.perf_counter() - t0:.1f}s (stage 1 {t.get('stage1', 0):.1f}s, stage 2 "
-                         f"{t.get('stage2', 0):.1f}s, smooth {t.get('smooth', 0):.1f}s" + _highres_summary(result) + ")\n")
+                         f"{t.get('stage2', 0):.1f}s, local affine {t.get('local_affine', 0):.1f}s" + _highres_summary(result) + ")\n")
     return 0
 
 
@@ -423,12 +568,19 @@ def _highres_summary(result) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "transfer":
-        return _run_transfer(args)
-    if args.command == "masks":
-        return _run_masks(args)
-    return _fail(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it first
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(_join_negative_values(parser, argv))
+    show = warnings.showwarning
+    try:
+        with _Signals() as sigs:
+            if args.command == "transfer":
+                return _run_transfer(args, sigs, _option_strings(parser))
+            if args.command == "masks":
+                return _run_masks(args, sigs)
+            return _fail(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it first
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Accepted: a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4) in u
 0..1, or a torch tensor (3, H, W) / (1, 3, H, W) in 0..1. Files go through Pillow with the EXIF
 orientation applied; alpha is dropped, grayscale is replicated to RGB, 16-bit is scaled by 65535.
 Outputs are written atomically (a temporary file in the same folder, then os.replace), so an
-interrupted run never leaves a truncated image behind.
+interrupted run never leaves a truncated image behind; ``output_target`` checks an output path before any
+work (folder, writability, format, no directory or special file).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["load_image", "to_pil", "save_image", "resize_long_side", "open_pil", "rgb_to_lab"]
+__all__ = ["load_image", "to_pil", "save_image", "output_target", "resize_long_side", "open_pil", "rgb_to_lab"]
 
 
 def open_pil(path) -> Image.Image:
@@ -82,7 +83,12 @@ def load_image(src, name: str = "image") -> torch.Tensor:
         if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
             raise ValueError(f"{name} as a tensor must have shape (3, H, W) or (1, 3, H, W), got {tuple(src.shape)}")
         t = t[:3] if t.shape[0] >= 3 else t.expand(3, -1, -1)
-        t = t.to(torch.float32) / 255.0 if t.dtype == torch.uint8 else t.to(torch.float32)
+        if t.dtype == torch.uint8:
+            t = t.to(torch.float32) / 255.0
+        elif t.dtype.is_floating_point:
+            t = t.to(torch.float32)
+        else:
+            raise ValueError(f"{name} as a {t.dtype} tensor: pass uint8 (0..255) or floating point (0..1)")
         t = t.cpu().contiguous()
     else:
         raise TypeError(f"{name} must be a path, PIL image, numpy array or torch tensor, got {type(src).__name__}")
@@ -90,7 +96,22 @@ def load_image(src, name: str = "image") -> torch.Tensor:
         raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    return t
+    return _in_unit_range(t, name)
+
+
+# Floating-point images may overshoot 0..1 by resampling (bicubic, Lanczos): clipped without a word.
+RANGE_SLACK = 0.01
+
+
+def _in_unit_range(t: torch.Tensor, name: str) -> torch.Tensor:
+    lo, hi = float(t.min()), float(t.max())
+    if hi > 1 + RANGE_SLACK:
+        hint = "pass uint8 or divide by 255" if hi <= 255 + RANGE_SLACK else "scale it to 0..1"
+        raise ValueError(f"{name} has values up to {hi:.4g}: floating-point images must be in 0..1 ({hint})")
+    if lo < -RANGE_SLACK:
+        raise ValueError(f"{name} has values down to {lo:.4g}: floating-point images must be in 0..1 "
+                         "(undo any normalisation first)")
+    return t.clamp_(0, 1) if lo < 0 or hi > 1 else t
 
 
 def resize_long_side(image: torch.Tensor, long_side: int | None, mode: str = "bicubic") -> torch.Tensor:
@@ -131,23 +152,70 @@ def to_pil(image) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(a), "RGB")
 
 
-def save_image(image, path) -> Path:
-    """Write ``image`` to ``path`` atomically; the format follows the extension (PNG when unknown)."""
+# The formats named in messages (Pillow writes more: any extension it knows for writing is accepted).
+COMMON_FORMATS = ".png, .jpg, .tif, .webp or .bmp"
+
+
+def output_target(path, format: str | None = None, name: str = "output") -> tuple[Path, str]:
+    """Where and how ``save_image`` would write ``path``: (the file to replace, the Pillow format).
+
+    Checks everything a write needs before any work, with errors naming ``name`` and the rule: the folder
+    exists and can be written, the path is not a directory or a special file (a device, a pipe), and the
+    format is one Pillow can write, from ``format`` or else the extension. A symlink is written through:
+    its target file is replaced and the link is kept.
+    """
     path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.is_dir():
+        raise ValueError(f"{name} {path} is a directory: give a file name, e.g. {path / 'out.png'}")
+    if target.exists() and not target.is_file():
+        raise ValueError(f"{name} {path} is not a regular file: give the path of an image file to write")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"{name} folder does not exist: {folder}")
+    Image.init()
+    if format is not None:
+        fmt = format.upper().replace("JPG", "JPEG").replace("TIF", "TIFF").replace("TIFFF", "TIFF")
+        if fmt not in Image.SAVE:
+            raise ValueError(f"{name} format {format!r} cannot be written: use png, jpeg, tiff, webp or bmp")
+    else:
+        fmt = Image.registered_extensions().get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"{name} {path}: unknown image extension {path.suffix or '(none)'!r}: use "
+                             f"{COMMON_FORMATS}, or give the format (--format)")
+        if fmt not in Image.SAVE:
+            raise ValueError(f"{name} {path}: Pillow cannot write {fmt} files: use {COMMON_FORMATS}")
+    probe = _temporary(target)
+    try:   # the one test of writability that holds for every user, root included: create a file
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as e:
+        raise ValueError(f"{name} folder {folder} is not writable ({e.strerror})") from None
+    probe.unlink()
+    return target, fmt
+
+
+def _temporary(target: Path) -> Path:
+    return target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def save_image(image, path, format: str | None = None) -> Path:
+    """Write ``image`` to ``path`` atomically (a temporary file beside it, then a rename); the format is
+    ``format`` or follows the extension. ``output_target`` says what is refused; a symlink is written
+    through; a missing folder is created. Returns the path written."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    target, fmt = output_target(path, format)
     pil = image if isinstance(image, Image.Image) else to_pil(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # A fresh temporary file beside the target, created as open() creates files (mode 0666 less the umask):
     # tempfile.mkstemp would make it 0600, and the rename would keep that, leaving outputs unreadable to
     # other users.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = _temporary(target)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             pil.save(f, format=fmt)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+    return Path(path)

@@ -15,6 +15,7 @@ dpst_ext.metrics (docs/quality.md).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -23,21 +24,24 @@ if TYPE_CHECKING:
 
 __all__ = ["LossWeights", "TransferOptions", "Progress", "HighresProgress", "TransferResult",
            "TransferInterrupted", "resolve_device", "METHODS", "RECIPES", "INITS", "SMOOTHING",
-           "AUTO_MASKS_DEFAULT", "STYLE_LAYERS", "CONTENT_LAYER"]
+           "AUTO_MASKS_DEFAULT", "STYLE_LAYERS", "CONTENT_LAYER", "MIN_SIDE"]
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")   # the DPST objective's VGG-19 layers
 CONTENT_LAYER = "relu4_2"
 METHODS = ("default", "fast", "reference")
 INITS = ("noise", "content", "colour", "transport")
 SMOOTHING = ("off", "fast", "exact")       # the full-resolution smoothing (dpst_ext.engine.highres)
+# The smallest side of either photo at the working size: VGG-19 pools 4 times (relu5_1 at 1/16), and the
+# masks are downsampled with it.
+MIN_SIDE = 16
 
 # The options each method sets unless the caller sets them (a field left None).
 RECIPES = {
-    "reference": dict(size=512, iters=(1000, 1000), init="noise", stage1_size=None, smooth=True, smoothing="fast",
+    "reference": dict(size=512, iters=(1000, 1000), init="noise", stage1_size=None, local_affine=True, smoothing="fast",
                       content_target="content"),
-    "default": dict(size=384, iters=(0, 50), init="transport", stage1_size=None, smooth=False, smoothing="off",
+    "default": dict(size=384, iters=(0, 50), init="transport", stage1_size=None, local_affine=False, smoothing="off",
                     content_target="start"),
-    "fast": dict(size=1024, iters=(0, 0), init="transport", stage1_size=None, smooth=False, smoothing="off",
+    "fast": dict(size=1024, iters=(0, 0), init="transport", stage1_size=None, local_affine=False, smoothing="off",
                  content_target="content"),
 }
 
@@ -58,7 +62,7 @@ class LossWeights:
 
 @dataclass
 class TransferOptions:
-    # The method's recipe (RECIPES) fills size, iters, init, stage1_size, smooth and smoothing where None.
+    # The method's recipe (RECIPES) fills size, iters, init, stage1_size, local_affine and smoothing where None.
     method: str = "default"           # "default", "fast" (closed form only) or "reference" (the paper's)
     size: int | None = None           # long side of the working resolution (never above the output's)
     iters: tuple[int, int] | None = None  # L-BFGS iterations of stage 1 and stage 2
@@ -72,11 +76,11 @@ class TransferOptions:
                                       # dpst_ext.transport.closed_form)
     content_target: str | None = None  # the content loss compares with the "content" (the paper) or with
                                       # the "start" (init colour or transport: the content recoloured)
-    smooth: bool | None = None        # smooth local affine at the end of stage 2
-    smooth_every: int = 0             # ... and every N iterations of stage 2, for previews (0: only at the end)
-    smooth_radius: int = 15
-    smooth_edge: float = 0.01
-    smooth_ridge: float = 1e-3
+    local_affine: bool | None = None  # the reference's smooth local affine post-processing at the end of stage 2
+    local_affine_every: int = 0       # ... and every N iterations of stage 2, for previews (0: only at the end)
+    local_affine_radius: int = 15
+    local_affine_edge: float = 0.01
+    local_affine_ridge: float = 1e-3
     refine_posterization: bool = False  # then the reference's guided-filter refinement (radius 8, eps 0.01)
     history_size: int = 100
     lr: float = 1.0
@@ -130,14 +134,29 @@ class TransferOptions:
             raise ValueError(f"content_target must be 'content' or 'start', got {o.content_target!r}")
         if o.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {o.init!r}")
-        if o.size < 16:
-            raise ValueError(f"size must be at least 16 px (VGG pools 4 times), got {o.size}")
+        if o.size < MIN_SIDE:
+            raise ValueError(f"size must be at least {MIN_SIDE} px (VGG pools 4 times), got {o.size}")
+        if o.stage1_size is not None and not 0 < o.stage1_size <= o.size:
+            raise ValueError(f"stage1_size must be between 1 and size ({o.size} px): stage 1 is the coarse "
+                             f"stage, got {o.stage1_size}")
+        for name in ("content", "style", "tv", "photoreal"):
+            v = getattr(o.weights, name)
+            try:
+                ok = math.isfinite(float(v)) and float(v) >= 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"weights.{name} must be finite and non-negative, got {v!r}")
+        if not isinstance(o.local_affine_every, int) or o.local_affine_every < 0:
+            raise ValueError(f"local_affine_every must be a non-negative integer, got {o.local_affine_every!r}")
+        if o.auto_k is not None and not (isinstance(o.auto_k, int) and o.auto_k > 0):
+            raise ValueError(f"auto_k must be a positive integer, got {o.auto_k!r}")
         if o.output_size not in ("full", "working"):
             raise ValueError(f"output_size must be 'full' or 'working', got {o.output_size!r}")
         if o.smoothing not in SMOOTHING:
             raise ValueError(f"smoothing must be one of {', '.join(SMOOTHING)}, got {o.smoothing!r}")
-        if o.max_output is not None and o.max_output < 16:
-            raise ValueError(f"max_output must be at least 16 px, got {o.max_output}")
+        if o.max_output is not None and o.max_output < MIN_SIDE:
+            raise ValueError(f"max_output must be at least {MIN_SIDE} px, got {o.max_output}")
         if o.memory_budget is not None and o.memory_budget <= 0:
             raise ValueError(f"memory_budget must be a positive number of bytes, got {o.memory_budget}")
         return o

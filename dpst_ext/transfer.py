@@ -35,7 +35,7 @@ from .losses import DPSTObjective
 from .masks import MaskPair, parse_mask
 from .transport import closed_form
 from .optimise import Best, optimise, resize
-from .options import (AUTO_MASKS_DEFAULT, METHODS, RECIPES, HighresProgress,  # noqa: F401
+from .options import (AUTO_MASKS_DEFAULT, METHODS, MIN_SIDE, RECIPES, HighresProgress,  # noqa: F401
                       Progress, TransferInterrupted, TransferOptions, TransferResult, resolve_device)
 from .vgg import VGG19Features, deprocess, preprocess
 
@@ -106,6 +106,18 @@ def _prepare_masks(content_mask, style_mask, content_hw, style_hw, opts: Transfe
     return MaskPair.from_labels(cl, sl, orphans=opts.orphans)
 
 
+def _check_side(name: str, full: torch.Tensor, working: torch.Tensor | None = None) -> None:
+    """ValueError unless the photo's short side is at least MIN_SIDE px at the working size."""
+    h, w = (working if working is not None else full).shape[1:]
+    if min(h, w) >= MIN_SIDE:
+        return
+    size = f"{full.shape[2]}x{full.shape[1]} px"
+    if working is not None and working.shape[1:] != full.shape[1:]:
+        size += f", {w}x{h} at the working size"
+    raise ValueError(f"{name} photo is {size}: its short side must be at least {MIN_SIDE} px (VGG-19 pools "
+                     "4 times); use a larger photo, --size or --max-output")
+
+
 def _auto_wanted(content_mask, style_mask, opts: TransferOptions) -> bool:
     if content_mask is not None or style_mask is not None:
         if opts.auto_masks or opts.segmenter is not None:
@@ -123,6 +135,9 @@ def auto_labels(content, style, opts: TransferOptions, vgg=None):
     masks it writes are the ones a transfer would use."""
     from .automask import auto_masks, segmenter_masks
 
+    content, style = load_image(content, "content"), load_image(style, "style")
+    for name, image in (("content", content), ("style", style)):
+        _check_side(name, image)
     if opts.segmenter is not None:
         return segmenter_masks(content, style, opts.segmenter, opts.segmenter_mapping)
     if vgg is None:
@@ -156,6 +171,8 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                                 tuple(style_full.shape[1:]), opts)
     content_full, content_img, plan = _plan_output(content_full, opts, device)
     style_img = resize_long_side(style_full, opts.size)
+    _check_side("content", content_full, content_img)
+    _check_side("style", style_full, style_img)
     optimising = n1 + n2 > 0 or opts.init != "transport"
     auto = _auto_wanted(content_mask, style_mask, opts)
     vgg = None
@@ -232,16 +249,16 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
                 obj2.retarget(resize(start, (h, w)))
         content_dev = obj2.content
 
-        def smooth(x):
+        def local_affine(x):
             rgb = deprocess(x.detach())[0].clamp(0, 1)
             # The compiled op (csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_kernels.cuh);
             # dpst_ext/engine/postprocess.py is its readable definition. float32 agrees with it to ~1e-6.
-            return smooth_local_affine(content_dev.float(), rgb.float(), opts.smooth_radius, opts.smooth_edge,
-                                       opts.smooth_ridge).clamp(0, 1).cpu()
+            return smooth_local_affine(content_dev.float(), rgb.float(), opts.local_affine_radius, opts.local_affine_edge,
+                                       opts.local_affine_ridge).clamp(0, 1).cpu()
 
         def on_iter(it, x):
-            if opts.smooth and opts.smooth_every and it % opts.smooth_every == 0 and it < n2:
-                return smooth(x)
+            if opts.local_affine and opts.local_affine_every and it % opts.local_affine_every == 0 and it < n2:
+                return local_affine(x)
             return None
 
         if n2 > 0:
@@ -253,12 +270,12 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
         result.raw = deprocess(x2)[0].clamp(0, 1).float().cpu()
         t = time.perf_counter()
         try:
-            result.image = smooth(x2) if opts.smooth else result.raw
+            result.image = local_affine(x2) if opts.local_affine else result.raw
             if opts.refine_posterization:
                 result.image = refine_posterization(content_dev.float().cpu(), result.image).clamp(0, 1)
         except KeyboardInterrupt:
             raise TransferInterrupted(result.raw, 2, n2) from None
-        timings["smooth"] = time.perf_counter() - t
+        timings["local_affine"] = time.perf_counter() - t
         result.working = result.image
         result.timings = timings
         if plan is not None:
@@ -283,6 +300,8 @@ def _plan_output(content_full: torch.Tensor, opts: TransferOptions, device):
     full_side = max(content_full.shape[1:])
     if opts.size is None or opts.size > full_side:
         opts.size = full_side
+    if opts.stage1_size is not None and opts.stage1_size >= opts.size:
+        opts.stage1_size = None            # a small photo: stage 1 runs at the (capped) working size
     content_img = resize_long_side(content_full, opts.size)
     (h, w), (hs, ws) = content_full.shape[1:], content_img.shape[1:]
     if (h, w) == (hs, ws):
@@ -309,10 +328,10 @@ def _upscale(content_full, content_small, working, opts: TransferOptions, plan: 
         it, res = (info[0], max(info[1])) if step == "smooth" else (0, math.nan)
         callback(HighresProgress(step, it, res, tol, time.perf_counter() - start, shape))
 
-    rep = {"memory_estimate": plan.estimate, "memory_available": plan.available}
+    rep = {}
     try:
         report("start", None)
-        out = upscale_result(content_full, content_small, working, smoothing=opts.smoothing, check_memory=False,
+        out = upscale_result(content_full, content_small, working, smoothing=opts.smoothing, plan=plan,
                              callback=report, report=rep)
     except KeyboardInterrupt as e:
         # HighresInterrupted carries the upsampling once it is done; before that, bicubic (instant).

@@ -260,9 +260,9 @@ def test_transfer_uses_segmenter(tmp_path):
 
     c, s, tc, ts = two_region_pair()
     seg = lambda img: (torch.arange(img.shape[1])[:, None] >= img.shape[1] // 2).expand(img.shape[1:]).long()  # noqa: E731
-    res = run_transfer(c, s, size=32, iters=(1, 1), segmenter=seg, smooth=False)
+    res = run_transfer(c, s, size=32, iters=(1, 1), segmenter=seg, local_affine=False)
     assert torch.equal(res.content_labels, seg(c)) and torch.equal(res.style_labels, seg(s))
-    res = run_transfer(c, s, size=32, iters=(1, 1), auto_masks=False, smooth=False)
+    res = run_transfer(c, s, size=32, iters=(1, 1), auto_masks=False, local_affine=False)
     assert res.content_labels is None
     with pytest.raises(ValueError, match="do not also give content_mask"):
         run_transfer(c, s, labels_to_image(tc), labels_to_image(ts), size=32, iters=(1, 1), auto_masks=True)

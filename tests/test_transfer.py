@@ -31,7 +31,7 @@ ITERS = (20, 8)
 @pytest.fixture(scope="module")
 def run(pair):
     c, s = pair
-    return run_transfer(c, s, size=SIZE, iters=ITERS, smooth=False, seed=1, **ONE_LABEL)
+    return run_transfer(c, s, size=SIZE, iters=ITERS, local_affine=False, seed=1, **ONE_LABEL)
 
 
 def test_each_stage_lowers_its_objective(run):
@@ -45,13 +45,13 @@ def test_each_stage_lowers_its_objective(run):
 def test_photorealism_term_lowers_the_residual(pair, run):
     c, s = pair
     content = dpst_ext.image_io.resize_long_side(c, SIZE)
-    without = run_transfer(c, s, size=SIZE, iters=ITERS, smooth=False, seed=1,
+    without = run_transfer(c, s, size=SIZE, iters=ITERS, local_affine=False, seed=1,
                            weights=dpst_ext.losses.LossWeights(photoreal=0.0), **ONE_LABEL)
     assert torch.equal(without.stage1, run.stage1)   # same seed, same stage 1
     # lambda = 1e4 moves the residual slowly (the reference ran 1000 iterations); 8 iterations show it
     # going the right way, and a strong lambda shows the term dominating.
     assert residual(content, run.raw) < residual(content, without.raw)
-    strong = run_transfer(c, s, size=SIZE, iters=ITERS, smooth=False, seed=1,
+    strong = run_transfer(c, s, size=SIZE, iters=ITERS, local_affine=False, seed=1,
                           weights=dpst_ext.losses.LossWeights(photoreal=1e7), **ONE_LABEL)
     assert residual(content, strong.raw) < 0.5 * residual(content, without.raw)
     assert residual(content, strong.raw) < residual(content, strong.stage1)
@@ -59,8 +59,8 @@ def test_photorealism_term_lowers_the_residual(pair, run):
 
 def test_deterministic_on_cpu(pair, run):
     c, s = pair
-    a = run_transfer(c, s, size=SIZE, iters=(3, 2), smooth=False, seed=5)
-    b = run_transfer(c, s, size=SIZE, iters=(3, 2), smooth=False, seed=5)
+    a = run_transfer(c, s, size=SIZE, iters=(3, 2), local_affine=False, seed=5)
+    b = run_transfer(c, s, size=SIZE, iters=(3, 2), local_affine=False, seed=5)
     assert torch.equal(a.image, b.image)
 
 
@@ -73,9 +73,9 @@ def test_masks_and_smoothing_and_coarse_to_fine(pair):
     sm[:, : s.shape[2] // 2] = (0, 0, 255)
     sm[:, s.shape[2] // 2:] = (0, 255, 0)
     previews = []
-    res = run_transfer(c, s, Image.fromarray(cm), sm, size=SIZE, iters=(4, 4), stage1_size=24, smooth_every=2,
-                       init="content", smooth=True,
-                       smooth_radius=3, callback=lambda p: previews.append(p.preview) if p.preview is not None else None)
+    res = run_transfer(c, s, Image.fromarray(cm), sm, size=SIZE, iters=(4, 4), stage1_size=24, local_affine_every=2,
+                       init="content", local_affine=True,
+                       local_affine_radius=3, callback=lambda p: previews.append(p.preview) if p.preview is not None else None)
     assert res.stage1.shape[1:] == (16, 24)      # stage 1 at the coarse size
     assert res.image.shape[1:] == (27, SIZE)
     assert len(previews) == 1                     # at iteration 2 (iteration 4 is the final smoothing)
@@ -86,9 +86,9 @@ def test_api_round_trip_accepts_pil_numpy_tensor(pair):
     c, s = pair
     c_pil = Image.fromarray((c.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     s_np = (s.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    out = dpst_ext.transfer(c_pil, s_np, size=32, iters=(2, 2), smooth_radius=2)
+    out = dpst_ext.transfer(c_pil, s_np, size=32, iters=(2, 2), local_affine_radius=2)
     assert isinstance(out, Image.Image) and out.size == (SIZE, 27) and out.mode == "RGB"  # the content's size
-    t = dpst_ext.transfer(c, s, size=32, iters=(2, 0), return_tensor=True, smooth=False, output_size="working")
+    t = dpst_ext.transfer(c, s, size=32, iters=(2, 0), return_tensor=True, local_affine=False, output_size="working")
     assert t.shape == (3, 22, 32) and 0 <= float(t.min()) and float(t.max()) <= 1
 
 
@@ -125,8 +125,8 @@ def test_refine_posterization_option(pair):
     from dpst_ext.image_io import resize_long_side
 
     c, s = pair
-    plain = run_transfer(c, s, size=SIZE, iters=(2, 2), seed=3, smooth_radius=2)
-    refined = run_transfer(c, s, size=SIZE, iters=(2, 2), seed=3, smooth_radius=2, refine_posterization=True)
+    plain = run_transfer(c, s, size=SIZE, iters=(2, 2), seed=3, local_affine_radius=2)
+    refined = run_transfer(c, s, size=SIZE, iters=(2, 2), seed=3, local_affine_radius=2, refine_posterization=True)
     expected = refine_posterization(resize_long_side(c, SIZE), plain.image).clamp(0, 1)
     torch.testing.assert_close(refined.image, expected, rtol=0, atol=1e-6)
     assert not torch.allclose(refined.image, plain.image, atol=1e-3)
@@ -173,7 +173,7 @@ def test_colour_init_matches_per_label_colour_statistics():
 
 def test_colour_init_runs_in_the_pipeline(pair):
     c, s = pair
-    res = run_transfer(c, s, size=SIZE, iters=(0, 0), init="colour", smooth=False, seed=2, auto_masks=False)
+    res = run_transfer(c, s, size=SIZE, iters=(0, 0), init="colour", local_affine=False, seed=2, auto_masks=False)
     from dpst_ext.image_io import resize_long_side
     from dpst_ext.masks import MaskPair
     from dpst_ext.transfer import colour_transfer_init
@@ -202,7 +202,7 @@ def test_transport_start_and_default_recipe(pair):
     from dpst_ext.transport import closed_form
 
     c, s = pair
-    res = run_transfer(c, s, size=SIZE, iters=(0, 3), smooth=False, output_size="working", auto_masks=False)
+    res = run_transfer(c, s, size=SIZE, iters=(0, 3), local_affine=False, output_size="working", auto_masks=False)
     cs, ss = resize_long_side(c, SIZE), resize_long_side(s, SIZE)
     start = closed_form(cs, ss, MaskPair.single(cs.shape[1:], ss.shape[1:]))
     # Stage 1 ran no iteration: its output is the start (plus the reference's 1e-4 noise in Caffe space).

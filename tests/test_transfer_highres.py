@@ -168,7 +168,7 @@ def test_identity_recolouring_comes_out_as_the_full_content(images, tmp_path):
     the identity), so the full-size output must be the full content itself, through the whole command."""
     out = tmp_path / "out.png"
     r = run(["transfer", str(images / "coffee.png"), str(images / "chelsea.png"), "-o", str(out), "--size", "32",
-             "--iters", "0,0", "--init", "content", "--no-smooth", "--smoothing", "off"])
+             "--iters", "0,0", "--init", "content", "--no-local-affine", "--smoothing", "off"])
     assert r.returncode == 0, r.stderr
     got, want = load_image(out), load_image(images / "coffee.png")
     assert got.shape == want.shape

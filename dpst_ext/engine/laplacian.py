@@ -87,6 +87,9 @@ class MattingLaplacian:
             v = torch.from_numpy(v)
         if not isinstance(v, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(v).__name__}")
+        if v.is_complex():
+            raise TypeError(f"{name} must be real (L is real: apply it to the real and imaginary parts), "
+                            f"got {v.dtype} (complex)")
         hw = (self.height, self.width)
         if v.dim() == 2 and tuple(v.shape) == hw:
             return v.unsqueeze(0), True
@@ -114,8 +117,6 @@ class MattingLaplacian:
         """sum_c v_c^T L v_c (0-dim tensor). Differentiable in v: the gradient is 2 L v."""
         v3, _ = self._values(v)
         return ops.photoreal_loss(self.image, self.stats, v3.to(self.image))
-
-    loss = quad
 
     def diagonal(self) -> torch.Tensor:
         """diag(L) as an (H, W) tensor (e.g. for a Jacobi preconditioner)."""
