@@ -57,13 +57,6 @@ def _positive_int(text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpst", description="Deep Photo Style Transfer (Luan et al. 2017).")
     sub = p.add_subparsers(dest="command", required=True)
-    from .options import INITS, METHODS, RECIPES, LossWeights, TransferOptions
-
-    opts, w = TransferOptions(), LossWeights()
-
-    def recipe(key, fmt=str):
-        return ", ".join(f"{m} {fmt(RECIPES[m][key])}" for m in METHODS)
-
     t = sub.add_parser("transfer", help="transfer the style of one photo onto another",
                        description="Photorealistic style transfer. --method default: the content's colours "
                                    "transported label by label onto the style's, smoothed by the matting "
@@ -76,59 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", required=True, help="output image path (format from the extension)")
     t.add_argument("--content-mask", help="colour-coded segmentation of the content photo")
     t.add_argument("--style-mask", help="colour-coded segmentation of the style photo")
-    t.add_argument("--method", choices=METHODS, default=opts.method,
-                   help=f"default (the best measured result in about 2 min per 700 px photo on 2 CPU cores), "
-                        f"fast or reference (default {opts.method})")
-    t.add_argument("--size", type=_positive_int, default=None,
-                   help=f"long side in px of the working resolution (by method: {recipe('size')})")
-    t.add_argument("--iters", type=_iters, default=None, metavar="N1,N2",
-                   help="L-BFGS iterations of stage 1 and stage 2 (by method: "
-                        f"{recipe('iters', lambda v: ','.join(map(str, v)))})")
-    t.add_argument("--stage1-size", type=_positive_int, default=None, metavar="PX",
-                   help="coarse-to-fine: run stage 1 at this long side, then upsample (saves CPU time)")
-    t.add_argument("--init", choices=INITS, default=None,
-                   help="the optimisation starts from noise (the reference), the content, the content "
-                        "recoloured by a Gaussian map per label (colour) or the closed form (transport) "
-                        f"(by method: {recipe('init')})")
-    t.add_argument("--device", default=opts.device, choices=["auto", "cpu", "cuda"], help=f"default {opts.device}")
-    t.add_argument("--seed", type=int, default=opts.seed, help=f"random seed (default {opts.seed})")
     t.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
                    help="also write the current image to OUTPUT every N iterations")
-    t.add_argument("--content-weight", type=float, default=w.content, help=f"default {w.content:g}")
-    t.add_argument("--style-weight", type=float, default=w.style, help=f"default {w.style:g}")
-    t.add_argument("--tv-weight", type=float, default=w.tv, help=f"default {w.tv:g}")
-    t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=w.photoreal,
-                   help=f"lambda of the matting-Laplacian term (default {w.photoreal:g})")
-    t.add_argument("--no-smooth", action="store_const", const=False, default=None, dest="smooth",
-                   help="skip the smooth local affine post-processing (by method: "
-                        f"{recipe('smooth', lambda v: 'on' if v else 'off')})")
-    t.add_argument("--refine-posterization", action="store_true",
-                   help="after smoothing, put the content's fine detail back under a guided filter "
-                        "(out = GF(result) + content - GF(content), radius 8, eps 0.01) against banding")
-    t.add_argument("--smooth-every", type=int, default=opts.smooth_every, metavar="N",
-                   help=f"smooth local affine previews every N stage-2 iterations (default {opts.smooth_every}: "
-                        "end only)")
-    t.add_argument("--mask-mode", choices=["nearest", "reference"], default="nearest",
-                   help="nearest palette colour (tolerant) or the reference's channel thresholds")
-    t.add_argument("--orphans", choices=["restrict", "keep"], default="restrict",
-                   help="content labels missing from the style: no style target (restrict, the paper) "
-                        "or an empty target (keep, the reference code)")
-    t.add_argument("--vgg-weights", default=None, metavar="PATH",
-                   help="VGG-19 state dict (torchvision or our names) instead of the bundled weights")
     t.add_argument("--save-stage1", default=None, metavar="PATH", help="also write stage 1's output")
     t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    # Automatic masks (issue 6).
-    t.add_argument("--auto-masks", action=argparse.BooleanOptionalAction, default=None,
-                   help="without --content-mask/--style-mask: co-segment content and style into shared labels "
-                        "and save them beside OUTPUT as OUT_content_mask.png / OUT_style_mask.png "
-                        "(repaint and pass back with --content-mask/--style-mask); on by default, "
-                        "--no-auto-masks: one label for the whole photo")
-    t.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
-                   help="number of automatic labels (default: up to 8; labels too small for a style, or "
-                        "alike in colour in both photos, are merged)")
-    _add_segmenter_arguments(t)
-    _add_output_arguments(t)
+    add_transfer_options(t)
 
     m = sub.add_parser("masks", help="only compute the automatic masks, to inspect or repaint before a transfer",
                        description="Co-segment CONTENT and STYLE into shared labels and write them as the 9-colour "
@@ -151,6 +97,91 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-q", "--quiet", action="store_true", help="no messages")
     _add_segmenter_arguments(m)
     return p
+
+
+def add_transfer_options(parser):
+    """The options of one transfer (method, sizes, weights, masks mode, automatic masks, segmenter, output
+    resolution): `dpst transfer` takes them once, `dpst batch` for the whole batch and per item in a
+    manifest. options_from_args turns them into TransferOptions."""
+    from .options import INITS, METHODS, RECIPES, LossWeights, TransferOptions
+
+    opts, w = TransferOptions(), LossWeights()
+
+    def recipe(key, fmt=str):
+        return ", ".join(f"{m} {fmt(RECIPES[m][key])}" for m in METHODS)
+
+    t = parser.add_argument_group("transfer options")
+    t.add_argument("--method", choices=METHODS, default=opts.method,
+                   help=f"default (the best measured result in about 2 min per 700 px photo on 2 CPU cores), "
+                        f"fast or reference (default {opts.method})")
+    t.add_argument("--size", type=_positive_int, default=None,
+                   help=f"long side in px of the working resolution (by method: {recipe('size')})")
+    t.add_argument("--iters", type=_iters, default=None, metavar="N1,N2",
+                   help="L-BFGS iterations of stage 1 and stage 2 (by method: "
+                        f"{recipe('iters', lambda v: ','.join(map(str, v)))})")
+    t.add_argument("--stage1-size", type=_positive_int, default=None, metavar="PX",
+                   help="coarse-to-fine: run stage 1 at this long side, then upsample (saves CPU time)")
+    t.add_argument("--init", choices=INITS, default=None,
+                   help="the optimisation starts from noise (the reference), the content, the content "
+                        "recoloured by a Gaussian map per label (colour) or the closed form (transport) "
+                        f"(by method: {recipe('init')})")
+    t.add_argument("--device", default=opts.device, choices=["auto", "cpu", "cuda"], help=f"default {opts.device}")
+    t.add_argument("--seed", type=int, default=opts.seed, help=f"random seed (default {opts.seed})")
+    t.add_argument("--content-weight", type=float, default=w.content, help=f"default {w.content:g}")
+    t.add_argument("--style-weight", type=float, default=w.style, help=f"default {w.style:g}")
+    t.add_argument("--tv-weight", type=float, default=w.tv, help=f"default {w.tv:g}")
+    t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=w.photoreal,
+                   help=f"lambda of the matting-Laplacian term (default {w.photoreal:g})")
+    t.add_argument("--no-smooth", action="store_const", const=False, default=None, dest="smooth",
+                   help="skip the smooth local affine post-processing (by method: "
+                        f"{recipe('smooth', lambda v: 'on' if v else 'off')})")
+    t.add_argument("--refine-posterization", action="store_true",
+                   help="after smoothing, put the content's fine detail back under a guided filter "
+                        "(out = GF(result) + content - GF(content), radius 8, eps 0.01) against banding")
+    t.add_argument("--smooth-every", type=int, default=opts.smooth_every, metavar="N",
+                   help=f"smooth local affine previews every N stage-2 iterations (default {opts.smooth_every}: "
+                        "end only)")
+    t.add_argument("--mask-mode", choices=["nearest", "reference"], default="nearest",
+                   help="nearest palette colour (tolerant) or the reference's channel thresholds")
+    t.add_argument("--orphans", choices=["restrict", "keep"], default="restrict",
+                   help="content labels missing from the style: no style target (restrict, the paper) "
+                        "or an empty target (keep, the reference code)")
+    t.add_argument("--vgg-weights", default=None, metavar="PATH",
+                   help="VGG-19 state dict (torchvision or our names) instead of the bundled weights")
+    # Automatic masks (issue 6).
+    t.add_argument("--auto-masks", action=argparse.BooleanOptionalAction, default=None,
+                   help="without --content-mask/--style-mask: co-segment content and style into shared labels "
+                        "and save them beside OUTPUT as OUT_content_mask.png / OUT_style_mask.png "
+                        "(repaint and pass back with --content-mask/--style-mask); on by default, "
+                        "--no-auto-masks: one label for the whole photo")
+    t.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
+                   help="number of automatic labels (default: up to 8; labels too small for a style, or "
+                        "alike in colour in both photos, are merged)")
+    _add_segmenter_arguments(parser)
+    _add_output_arguments(parser)
+
+
+# Options of add_transfer_options whose TransferOptions field has another name or unit.
+_WEIGHT_DESTS = {"content_weight": "content", "style_weight": "style", "tv_weight": "tv",
+                 "photoreal_weight": "photoreal"}
+
+
+def options_from_args(args, base):
+    """``base`` (a TransferOptions) with the transfer options found in ``args`` (a namespace of
+    add_transfer_options; a partial one, as a manifest row gives, changes only what it holds). The
+    segmenter options are left to _segmenter_from_args (loading user code is the caller's decision)."""
+    import dataclasses
+
+    given = vars(args)
+    fields = {f.name for f in dataclasses.fields(base)}
+    own = ("segmenter", "segmenter_mapping", "threads")
+    changes = {k: v for k, v in given.items() if k in fields and k not in own}
+    weights = {_WEIGHT_DESTS[k]: v for k, v in given.items() if k in _WEIGHT_DESTS}
+    if weights:
+        changes["weights"] = dataclasses.replace(base.weights, **weights)
+    if "max_memory" in given:
+        changes["memory_budget"] = None if given["max_memory"] is None else int(given["max_memory"] * 2**30)
+    return dataclasses.replace(base, **changes)
 
 
 def _add_segmenter_arguments(t):
@@ -327,7 +358,6 @@ def _run_masks(args) -> int:
 def _run_transfer(args) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
     from .image_io import save_image
-    from .options import LossWeights
     from .engine.memory import InsufficientMemoryError, reuse_freed_memory
     from .progress import ProgressPrinter
     from .transfer import HighresProgress, TransferInterrupted, TransferOptions, run_transfer
@@ -347,15 +377,7 @@ def _run_transfer(args) -> int:
     except ValueError as e:
         return _fail(str(e))
 
-    opts = TransferOptions(
-        method=args.method, size=args.size, iters=args.iters, seed=args.seed, init=args.init, device=args.device,
-        stage1_size=args.stage1_size, smooth=args.smooth, smooth_every=args.smooth_every,
-        weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
-        refine_posterization=args.refine_posterization, mask_mode=args.mask_mode, orphans=args.orphans,
-        vgg_weights=args.vgg_weights, threads=args.threads, output_size=args.output_size,
-        max_output=args.max_output, smoothing=args.smoothing)
-    opts.memory_budget = None if args.max_memory is None else int(args.max_memory * 2**30)
-    opts.auto_masks, opts.auto_k = args.auto_masks, args.auto_k
+    opts = options_from_args(args, TransferOptions(threads=args.threads))
     opts.segmenter, opts.segmenter_mapping = segmenter, mapping
     printer = ProgressPrinter(sys.stderr, args.quiet)
 
