@@ -8,6 +8,8 @@
                                              # then dpst transfer ... --content-mask/--style-mask
     dpst transfer|masks ... --segmenter my_parser.py:segment [--segmenter-mapping groups.json]
                                              # masks from your own segmentation model instead
+    dpst batch PHOTOS... --style S -o FOLDER  # many photos in one look, on Ray (dpst_ext.batch); or
+    dpst batch --manifest items.csv -o FOLDER #   one row per item: content, style, masks, output, options
 
 The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
 --max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
@@ -54,6 +56,16 @@ def _positive_int(text: str):
     return v
 
 
+def _non_negative_int(text: str):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpst", description="Deep Photo Style Transfer (Luan et al. 2017).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -96,6 +108,41 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     m.add_argument("-q", "--quiet", action="store_true", help="no messages")
     _add_segmenter_arguments(m)
+
+    b = sub.add_parser("batch", help="style many photos in one look, on Ray (this machine, or a cluster)",
+                       description="Style many content photos: a folder, globs or files with one --style photo, or "
+                                   "a --manifest (CSV or JSON Lines: content, style, content_mask, style_mask, "
+                                   "output, and any transfer option per item by its name, e.g. size, iters, "
+                                   "max-output). The transfer options below apply to every item. Runs on an "
+                                   "embedded local Ray (or --address); each worker loads VGG-19 once. Every item "
+                                   "is checked before any work; a rerun skips the items already done with the same "
+                                   "inputs and options (a log in the output folder). Exit status 0 when every item "
+                                   "is done, 1 when some failed (reasons in the summary), 2 for a bad command.")
+    b.add_argument("inputs", nargs="*", help="content photos: folders (their image files), globs or files")
+    b.add_argument("--style", help="the style photo for every content photo (with a manifest: for rows without one)")
+    b.add_argument("--manifest", metavar="FILE", help="CSV (header row) or JSON Lines (.jsonl), one item per row")
+    b.add_argument("-o", "--output", required=True, metavar="FOLDER",
+                   help="output folder (created); also holds the resume log and the summary")
+    b.add_argument("--name", default="{stem}", metavar="TEMPLATE",
+                   help="output file name: {stem} (the content's name), {style} (the style's), {index} "
+                        "(default {stem}; a manifest's output column wins)")
+    b.add_argument("--format", metavar="EXT", help="output format by extension, e.g. png, jpg, tif (default: the "
+                                                   "content's own)")
+    b.add_argument("--save-masks", action="store_true",
+                   help="also write each item's automatic masks beside its output (OUT_content_mask.png, ...)")
+    b.add_argument("--summary", metavar="PATH",
+                   help="where the summary JSON goes (default FOLDER/dpst-batch-summary.json)")
+    b.add_argument("-v", "--verbose", action="store_true", help="a line per finished item, and the workers' logs")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    r = b.add_argument_group("Ray", "Default: a local Ray on this machine, workers x threads <= its cores (one "
+                                    "thread per worker; memory per worker from the largest item's estimate).")
+    r.add_argument("--workers", type=_non_negative_int, default=None,
+                   help="worker processes (0: one after another in this process, without Ray, for debugging)")
+    r.add_argument("--threads", type=_positive_int, default=None, help="CPU threads per worker")
+    r.add_argument("--address", default=None, metavar="ADDR",
+                   help="auto (the Ray cluster this node belongs to) or ray://HOST:PORT; inputs and outputs "
+                        "must be at the same paths on every node")
+    add_transfer_options(b)
     return p
 
 
@@ -444,12 +491,39 @@ def _highres_summary(result) -> str:
             f"{h.get('upsample_seconds', 0):.1f}s, smoothing {h.get('smooth_seconds', 0):.1f}s{its}")
 
 
+def _run_batch(args) -> int:
+    _print_warnings_briefly()
+    if args.inputs and args.manifest:
+        return _fail("give content photos or --manifest, not both")
+    if not args.inputs and not args.manifest:
+        return _fail("give content photos (folders, globs or files) with --style, or --manifest")
+    from .options import TransferOptions
+
+    try:
+        _segmenter_from_args(args)   # checks --segmenter / --segmenter-mapping / --auto-k together
+        mapping = None if args.segmenter_mapping is None else load_mapping(args.segmenter_mapping)
+        from .batch import batch
+
+        summary = batch(args.inputs or None, args.style, manifest=args.manifest, output_dir=args.output,
+                        options=options_from_args(args, TransferOptions()), name=args.name, format=args.format,
+                        workers=args.workers, threads=args.threads, address=args.address, summary=args.summary,
+                        save_masks=args.save_masks, segmenter=args.segmenter, segmenter_mapping=mapping,
+                        verbose=args.verbose, quiet=args.quiet)
+    except (ImportError, ValueError, TypeError) as e:
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if summary.ok else 1
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "transfer":
         return _run_transfer(args)
     if args.command == "masks":
         return _run_masks(args)
+    if args.command == "batch":
+        return _run_batch(args)
     return _fail(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it first
 
 
