@@ -680,7 +680,10 @@ def batch(inputs=None, style=None, *, manifest=None, output_dir, options: Transf
     state.compact()
     todo = []
     for item in ready:
-        (result.skipped.append(item.record()) if state.complete(item) else todo.append(item))
+        if state.complete(item):
+            result.skipped.append(item.record())
+        else:
+            todo.append(item)
     if result.skipped and not quiet:
         say(f"{len(result.skipped)} of {len(ready)} already done with the same inputs and options: skipped")
 

@@ -5,6 +5,9 @@ killed mid-item retried, and the checks made before any work. Tiny photos with -
 import csv
 import json
 import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +22,8 @@ from dpst_ext.cli import main  # noqa: E402
 from dpst_ext.image_io import save_image, to_pil  # noqa: E402
 from dpst_ext.samples import photo  # noqa: E402
 from dpst_ext.transfer import run_transfer  # noqa: E402
+
+from common import CMD, ENV  # noqa: E402
 
 FAST = ["--method", "fast", "--no-auto-masks", "-q"]
 
@@ -87,13 +92,11 @@ def test_folder_batch_equals_single_transfers_and_resumes(photos, tmp_path):
     s = _summary(out)
     assert len(s["skipped"]) == 3 and not s["done"] and len(s["failed"]) == 1
     assert _mtimes(out) == before
-    # A changed option re-does every item it changes; a deleted output is redone alone.
+    # A deleted output is redone alone (a changed option: test_manifest_csv_per_item_options_and_bad_items).
     (tmp_path / "in" / "broken.png").unlink()
     (out / "coffee_in_style.jpg").unlink()
     assert main(argv) == 0
     assert [d["output"] for d in _summary(out)["done"]] == [str(out / "coffee_in_style.jpg")]
-    assert main(argv + ["--seed", "3"]) == 0
-    assert len(_summary(out)["done"]) == 3
     assert not list(out.glob(".*.tmp"))      # atomic writes leave no temporary file
 
 
@@ -165,11 +168,36 @@ def test_killed_worker_is_retried(photos, tmp_path):
                    f"        os._exit(1)\n"
                    f"    return np.zeros(img.shape[1:], np.int64)\n")
     out = tmp_path / "out"
-    s = batch([photos / "in/astronaut.png", photos / "in/rocket.png"], photos / "style.jpg", output_dir=out,
-              method="fast", segmenter=f"{seg}:segment", workers=1, quiet=True)
+    s = batch(photos / "in/rocket.png", photos / "style.jpg", output_dir=out, method="fast",
+              segmenter=f"{seg}:segment", workers=1, quiet=True)
     assert marker.exists()                       # a worker did die mid-item
-    assert s.ok and len(s.done) == 2, s.failed   # and its item was done by the restarted worker
-    assert sorted(p.name for p in out.glob("*.png")) == ["astronaut.png", "rocket.png"]
+    assert s.ok and len(s.done) == 1, s.failed   # and its item was done by the restarted worker
+    assert [p.name for p in out.glob("*.png")] == ["rocket.png"]
+
+
+def test_driver_killed_mid_batch_then_rerun(photos, tmp_path):
+    """SIGKILL the driver once an item is recorded; the rerun does the rest, and each output exactly once."""
+    out = tmp_path / "out"
+    # The driver joins this module's Ray (--address auto) so the test does not start a second one.
+    proc = subprocess.Popen(CMD + ["batch", str(photos / "in"), "--style", str(photos / "style.jpg"), "-o", str(out),
+                                   "--address", "auto", "--workers", "1", *FAST], env=ENV, cwd=os.getcwd(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = out / STATE_NAME
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 1) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no item finished in 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {json.loads(line)["output"] for line in log.read_text().splitlines()}
+    assert 1 <= len(first) < 3, proc.stderr.read().decode()
+    s = batch(photos / "in", photos / "style.jpg", output_dir=out, method="fast", auto_masks=False, quiet=True)
+    assert s.ok and {d["output"] for d in s.skipped} == first      # not done again
+    assert len(s.done) + len(s.skipped) == 3 and not {d["output"] for d in s.done} & first
+    for p in out.glob("*.png"):
+        with Image.open(p) as im:
+            im.load()                            # complete images
+    assert not list(out.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize("kwargs,message", [
