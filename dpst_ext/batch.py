@@ -130,38 +130,35 @@ def _row_parser() -> _RowParser:
     return p
 
 
+def _switch(key, value) -> bool:
+    v = value if isinstance(value, bool) else str(value).strip().lower()
+    if v in (True, "true", "yes", "1", "on"):
+        return True
+    if v in (False, "false", "no", "0", "off"):
+        return False
+    raise ValueError(f"option {key!r} is a switch: give true or false, got {value!r}")
+
+
 def _row_argv(row: dict, parser: argparse.ArgumentParser) -> list[str]:
     """A manifest row's options as command-line arguments: {"max-output": 800, "no-smooth": true} (JSON
-    Lines) or the same as CSV cells ("800", "yes"); empty cells are not given."""
+    Lines) or the same as CSV cells ("800", "yes"); empty cells are not given. A switch set to false gives
+    its opposite where there is one (auto-masks: false is --no-auto-masks, smooth: false --no-smooth)."""
     flags = {s: a for a in parser._actions for s in a.option_strings}
     argv = []
     for key, value in row.items():
         if value is None or value == "":
             continue
-        opt = "--" + str(key).strip().lstrip("-").replace("_", "-")
-        action = flags.get(opt)
-        if action is None:
-            if isinstance(value, bool) or str(value).lower() in ("false", "no", "0", "true", "yes", "1"):
-                truth = value if isinstance(value, bool) else str(value).lower() in ("true", "yes", "1")
-                if not truth and "--no-" + opt[2:] in flags:    # smooth: false -> --no-smooth
-                    argv.append("--no-" + opt[2:])
-                    continue
+        name = str(key).strip().lstrip("-").replace("_", "-")
+        action = flags.get("--" + name)
+        if action is not None and action.nargs != 0:     # an option with a value
+            argv += ["--" + name, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+            continue
+        opposite = name[3:] if name.startswith("no-") else "no-" + name
+        if action is None and "--" + opposite not in flags:
             raise ValueError(f"unknown option {key!r} (options are dpst transfer's, e.g. method, size, iters)")
-        if action.nargs == 0:      # a flag: true / yes / 1 gives it, false / no / 0 does not
-            truth = value if isinstance(value, bool) else str(value).strip().lower()
-            if truth in (True, "true", "yes", "1", "on"):
-                argv.append(opt)
-            elif truth in (False, "false", "no", "0", "off"):
-                if opt.startswith("--no-") and "--" + opt[5:] in flags:   # no-auto-masks: false -> --auto-masks
-                    argv.append("--" + opt[5:])
-                elif "--no-" + opt[2:] in flags:
-                    argv.append("--no-" + opt[2:])
-            else:
-                raise ValueError(f"option {key!r} is a switch: give true or false, got {value!r}")
-        else:
-            if isinstance(value, (list, tuple)):
-                value = ",".join(map(str, value))
-            argv += [opt, str(value)]
+        chosen = "--" + (name if _switch(key, value) else opposite)
+        if chosen in flags:
+            argv.append(chosen)
     return argv
 
 
@@ -355,6 +352,14 @@ def item_memory(width: int, height: int, opts: TransferOptions) -> int:
     return int(need)
 
 
+@functools.lru_cache(maxsize=None)
+def _checked_segmenter(spec: str) -> None:
+    """Whether --segmenter SPEC imports (ValueError names the problem); the workers load it again."""
+    from .cli import load_segmenter
+
+    load_segmenter(spec)
+
+
 def check_item(item: Item) -> None:
     """Everything about one item that can be known before running it; sets item.key and item.memory.
     Raises ValueError naming the problem."""
@@ -375,6 +380,8 @@ def check_item(item: Item) -> None:
         raise ValueError(str(e)) from None
     if item.content_mask is not None and (opts.auto_masks or item.segmenter):
         raise ValueError("auto-masks / segmenter compute the masks: do not also give content_mask/style_mask")
+    if item.segmenter is not None:
+        _checked_segmenter(item.segmenter)
     if opts.vgg_weights is not None:
         if not isinstance(opts.vgg_weights, (str, os.PathLike)):
             raise ValueError("vgg_weights must be a path in a batch (each worker loads it)")
@@ -640,24 +647,13 @@ def batch(inputs=None, style=None, *, manifest=None, output_dir, options: Transf
     except OSError as e:
         raise ValueError(f"cannot create the output folder {out_dir}: {e.strerror}") from None
     summary_path = Path(summary) if summary else out_dir / SUMMARY_NAME
-    if segmenter is not None:
-        from .cli import load_segmenter
-
-        load_segmenter(segmenter)   # it imports (ValueError names the problem); the workers load it again
-
     items, failed = collect_items(inputs, style, manifest, output_dir=str(out_dir), options=opts, name=name,
                                   format=format, segmenter=segmenter, segmenter_mapping=segmenter_mapping,
                                   save_masks=save_masks)
-    result = BatchSummary(total=len(items) + len(failed), failed=failed, address=address,
-                          summary_path=str(summary_path))
-
-    def say(line: str):
-        if not quiet:
-            (bar.write if bar is not None else lambda s: sys.stderr.write(s + "\n"))(f"dpst: {line}")
-
-    bar = None
+    result = BatchSummary(total=len(items) + len(failed), address=address, summary_path=str(summary_path))
+    report = _Report(result, quiet, verbose)
     for f in failed:
-        say(f"failed: {f['reason']}")
+        report.fail(f)
     # Every item checked before any work: inputs open, options valid, outputs writable and each its own.
     from .engine.memory import GiB, available_bytes
 
@@ -674,72 +670,31 @@ def batch(inputs=None, style=None, *, manifest=None, output_dir, options: Transf
                                  "the output size (max-output) or turn the full-size smoothing off")
             ready.append(item)
         except (ValueError, OSError) as e:
-            result.failed.append(item.record(reason=f"{item.where}: {_one_line(e)}"))
-            say(f"failed: {result.failed[-1]['reason']}")
-    state = _State(out_dir)
-    state.compact()
+            report.fail(item.record(reason=f"{item.where}: {_one_line(e)}"))
+    report.state = _State(out_dir)
+    report.state.compact()
     todo = []
     for item in ready:
-        if state.complete(item):
+        if report.state.complete(item):
             result.skipped.append(item.record())
         else:
             todo.append(item)
-    if result.skipped and not quiet:
-        say(f"{len(result.skipped)} of {len(ready)} already done with the same inputs and options: skipped")
-
-    def on_result(item: Item, r: dict):
-        if r["ok"]:
-            state.add(item, r.get("masks", ()))
-            result.done.append(item.record(seconds=r["seconds"]))
-            if verbose:
-                say(f"done {item.output} ({r['size'][0]}x{r['size'][1]}) in {r['seconds']:.1f}s")
-        else:
-            result.failed.append(item.record(reason=f"{item.where}: {r['reason']}"))
-            say(f"failed: {result.failed[-1]['reason']}")
-        if bar is not None:
-            bar.update(1)
-
-    started_ray = False
+    if result.skipped:
+        report.say(f"{len(result.skipped)} of {len(ready)} already done with the same inputs and options: skipped")
     try:
-        if todo:
+        for item in todo:
+            _remove_stale_temporaries(item.output)
+        if todo and workers == 0:
+            worker = _Worker(threads, own_process=False)
             for item in todo:
-                _remove_stale_temporaries(item.output)
-            if workers == 0:
-                worker = _Worker(threads, own_process=False)
-                result.threads = threads or 0
-                for item in todo:
-                    on_result(item, worker.run(item))
-            else:
-                import ray
-                from tqdm import tqdm
-
-                started_ray = _start_ray(address, _cores(), verbose)
-                res = ray.cluster_resources()
-                gpu = opts.device.startswith("cuda") or (opts.device == "auto" and res.get("GPU", 0) > 0)
-                if gpu:
-                    workers = workers or max(1, int(res.get("GPU", 0)))
-                    threads = threads or max(1, int(res.get("CPU", 1)) // workers)
-                else:
-                    workers, threads = _plan_workers(len(todo), int(res.get("CPU", 1)), workers, threads)
-                memory = max(item.memory for item in todo)
-                workers = max(1, min(workers, int(res.get("memory", memory) // memory)))
-                result.workers, result.threads = workers, threads
-                if not quiet:
-                    say(f"{len(todo)} to do on {workers} worker{'s' * (workers != 1)} x {threads} "
-                        f"thread{'s' * (threads != 1)} ({'Ray at ' + address if address else 'local Ray'})")
-                bar = tqdm(total=len(todo), unit="photo", desc="dpst batch", file=sys.stderr, disable=quiet,
-                           dynamic_ncols=True)
-                _run_on_ray(todo, workers, threads, gpu, on_result)
+                report.finished(item, worker.run(item))
+        elif todo:
+            _run_batch_on_ray(todo, opts.device, workers, threads, address, report)
     except KeyboardInterrupt:
         result.interrupted = True
-        say("interrupted: the finished items are recorded; rerun the same command to resume")
+        report.say("interrupted: the finished items are recorded; rerun the same command to resume")
     finally:
-        if bar is not None:
-            bar.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        report.close()
     result.seconds = round(time.perf_counter() - t0, 3)
     _write_atomic(summary_path, json.dumps(result.as_dict(), indent=1) + "\n")
     if not quiet:
@@ -747,3 +702,81 @@ def batch(inputs=None, style=None, *, manifest=None, output_dir, options: Transf
         for f in result.failed:
             sys.stderr.write(f"  failed: {f['reason']}\n")
     return result
+
+
+class _Report:
+    """The summary as it fills, the resume log, and what a person sees: each failure at once, the bar, a
+    line per finished item with -v."""
+
+    def __init__(self, result: BatchSummary, quiet: bool, verbose: bool):
+        self.result, self.quiet, self.verbose = result, quiet, verbose
+        self.state: _State | None = None
+        self.bar = None
+
+    def say(self, line: str) -> None:
+        if not self.quiet:
+            (self.bar.write if self.bar is not None else lambda t: sys.stderr.write(t + "\n"))(f"dpst: {line}")
+
+    def fail(self, record: dict) -> None:
+        self.result.failed.append(record)
+        self.say(f"failed: {record['reason']}")
+
+    def start_bar(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="photo", desc="dpst batch", file=sys.stderr, disable=self.quiet,
+                        dynamic_ncols=True)
+
+    def finished(self, item: Item, r: dict) -> None:
+        if r["ok"]:
+            self.state.add(item, r.get("masks", ()))
+            self.result.done.append(item.record(seconds=r["seconds"]))
+            if self.verbose:
+                self.say(f"done {item.output} ({r['size'][0]}x{r['size'][1]}) in {r['seconds']:.1f}s")
+        else:
+            self.fail(item.record(reason=f"{item.where}: {r['reason']}"))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _run_batch_on_ray(todo: list[Item], device: str, workers: int | None, threads: int | None,
+                      address: str | None, report: _Report) -> None:
+    """Start (or join) Ray, size the workers to its resources, run ``todo`` on them, stop what was started."""
+    import ray
+
+    from .engine.memory import GiB
+
+    started = _start_ray(address, _cores(), report.verbose)
+    try:
+        res = ray.cluster_resources()
+        gpu = device.startswith("cuda") or (device == "auto" and res.get("GPU", 0) > 0)
+        if gpu:
+            workers = workers or max(1, int(res.get("GPU", 0)))
+            threads = threads or max(1, int(res.get("CPU", 1)) // workers)
+        else:
+            workers, threads = _plan_workers(len(todo), int(res.get("CPU", 1)), workers, threads)
+        # Ray would wait for ever for a worker no node can hold: such items fail here.
+        node_memory = max(n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive"))
+        for item in [i for i in todo if i.memory > node_memory]:
+            todo.remove(item)
+            report.fail(item.record(reason=f"{item.where}: needs about {item.memory / GiB:.1f} GiB, the largest "
+                                           f"Ray node offers {node_memory / GiB:.1f} GiB: cap the output size "
+                                           "(max-output)"))
+        if not todo:
+            return
+        memory = max(item.memory for item in todo)
+        workers = max(1, min(workers, int(res.get("memory", memory) // memory)))
+        report.result.workers, report.result.threads = workers, threads
+        report.say(f"{len(todo)} to do on {workers} worker{'s' * (workers != 1)} x {threads} "
+                   f"thread{'s' * (threads != 1)} ({'Ray at ' + address if address else 'local Ray'})")
+        report.start_bar(len(todo))
+        _run_on_ray(todo, workers, threads, gpu, report.finished)
+    finally:
+        report.close()
+        if started:
+            ray.shutdown()

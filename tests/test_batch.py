@@ -229,6 +229,14 @@ def test_batch_level_errors(photos, tmp_path, capsys, monkeypatch):
     assert 'pip install "dpst_ext[batch]"' in capsys.readouterr().err
 
 
+def test_items_that_do_not_fit_in_memory_fail_before_any_work(photos, tmp_path, monkeypatch):
+    import dpst_ext.engine.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 2**29)   # a 0.5 GiB machine
+    s = batch(photos / "in/coffee.png", photos / "style.jpg", output_dir=tmp_path, method="fast", quiet=True)
+    assert not s.done and s.workers == 0 and "needs about 0.8 GiB, 0.5 GiB available" in s.failed[0]["reason"]
+
+
 def test_plan_workers():
     assert _plan_workers(10, 2, None, None) == (2, 1)
     assert _plan_workers(1, 2, None, None) == (1, 2)
