@@ -566,6 +566,9 @@ def _start_ray(address: str | None, cpus: int, verbose: bool) -> bool:
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     kwargs = dict(include_dashboard=False, log_to_driver=verbose, logging_level="ERROR")
     if address is None:
+        # Ray runs its workers at nice 15; the embedded Ray's workers are this command's own work, as a
+        # `dpst transfer` process is (RAY_worker_niceness in the environment still decides).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         # The workers import the same dpst_ext as this process (also from a source checkout).
         here = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
