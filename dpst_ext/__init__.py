@@ -7,6 +7,7 @@ Layers, each importing only the ones below it:
                       are csrc/cpu/laplacian_cpu.cpp (CPU) and csrc/cuda/ (CUDA), the per-window maths
                       csrc/window_math.h; smoothing, multigrid, upsampling, the memory plan, references
     dpst_ext.*        style transfer: image_io, vgg, masks, automask, losses, transfer
+    dpst_ext.batch    many photos on Ray (the optional extra [batch])
     dpst_ext.cli      the ``dpst`` command (and dpst_ext.demo)
 
 The names in ``__all__`` load their module on first use, so ``import dpst_ext`` (and ``dpst --help``)
@@ -27,6 +28,7 @@ _EXPORTS = {  # name -> (module, attribute or None for the module itself)
     "as_image_tensor": ("dpst_ext.engine.laplacian", "as_image_tensor"),
     "transfer": ("dpst_ext.transfer", "transfer"),
     "run_transfer": ("dpst_ext.transfer", "run_transfer"),
+    "batch": ("dpst_ext.batch", "batch"),
 }
 __all__ = list(_EXPORTS)
 
@@ -44,11 +46,11 @@ def __dir__():
 
 
 class _Package(types.ModuleType):
-    """``dpst_ext.transfer`` is the function transfer(), although the submodule dpst_ext.transfer has the
-    same name: importing the submodule must not rebind the package's attribute to it."""
+    """``dpst_ext.transfer`` and ``dpst_ext.batch`` are functions, although the submodules dpst_ext.transfer
+    and dpst_ext.batch have the same names: importing a submodule must not rebind the package's attribute."""
 
     def __setattr__(self, name, value):
-        if name == "transfer" and isinstance(value, types.ModuleType):
+        if name in ("transfer", "batch") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -8,6 +8,8 @@
                                              # then dpst transfer ... --content-mask/--style-mask
     dpst transfer|masks ... --segmenter my_parser.py:segment [--segmenter-mapping groups.json]
                                              # masks from your own segmentation model instead
+    dpst batch PHOTOS... --style S -o FOLDER  # many photos in one look, on Ray (dpst_ext.batch); or
+    dpst batch --manifest items.csv -o FOLDER #   one row per item: content, style, masks, output, options
 
 The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
 --max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
@@ -104,13 +106,6 @@ def _positive_int(text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dpst", description="Deep Photo Style Transfer (Luan et al. 2017).")
     sub = p.add_subparsers(dest="command", required=True)
-    from .options import INITS, METHODS, RECIPES, LossWeights, TransferOptions
-
-    opts, w = TransferOptions(), LossWeights()
-
-    def recipe(key, fmt=str):
-        return ", ".join(f"{m} {fmt(RECIPES[m][key])}" for m in METHODS)
-
     t = sub.add_parser("transfer", help="transfer the style of one photo onto another",
                        description="Photorealistic style transfer. --method default: the content's colours "
                                    "transported label by label onto the style's, smoothed by the matting "
@@ -125,59 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image format of the output (png, jpeg, tiff, webp, ...) when its extension does not say")
     t.add_argument("--content-mask", help="colour-coded segmentation of the content photo")
     t.add_argument("--style-mask", help="colour-coded segmentation of the style photo")
-    t.add_argument("--method", choices=METHODS, default=opts.method,
-                   help=f"default (the best measured result in about 2 min per 700 px photo on 2 CPU cores), "
-                        f"fast or reference (default {opts.method})")
-    t.add_argument("--size", type=_positive_int, default=None,
-                   help=f"long side in px of the working resolution (by method: {recipe('size')})")
-    t.add_argument("--iters", type=_iters, default=None, metavar="N1,N2",
-                   help="L-BFGS iterations of stage 1 and stage 2 (by method: "
-                        f"{recipe('iters', lambda v: ','.join(map(str, v)))})")
-    t.add_argument("--stage1-size", type=_positive_int, default=None, metavar="PX",
-                   help="coarse-to-fine: run stage 1 at this long side, then upsample (saves CPU time)")
-    t.add_argument("--init", choices=INITS, default=None,
-                   help="the optimisation starts from noise (the reference), the content, the content "
-                        "recoloured by a Gaussian map per label (colour) or the closed form (transport) "
-                        f"(by method: {recipe('init')})")
-    t.add_argument("--device", default=opts.device, choices=["auto", "cpu", "cuda"], help=f"default {opts.device}")
-    t.add_argument("--seed", type=int, default=opts.seed, help=f"random seed (default {opts.seed})")
     t.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
                    help="also write the current image to OUTPUT every N iterations")
-    t.add_argument("--content-weight", type=float, default=w.content, help=f"default {w.content:g}")
-    t.add_argument("--style-weight", type=float, default=w.style, help=f"default {w.style:g}")
-    t.add_argument("--tv-weight", type=float, default=w.tv, help=f"default {w.tv:g}")
-    t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=w.photoreal,
-                   help=f"lambda of the matting-Laplacian term (default {w.photoreal:g})")
-    t.add_argument("--local-affine", action=argparse.BooleanOptionalAction, default=None,
-                   help="the reference's smooth local affine post-processing at the end (by method: "
-                        f"{recipe('local_affine', lambda v: 'on' if v else 'off')})")
-    t.add_argument("--refine-posterization", action="store_true",
-                   help="after smoothing, put the content's fine detail back under a guided filter "
-                        "(out = GF(result) + content - GF(content), radius 8, eps 0.01) against banding")
-    t.add_argument("--local-affine-every", type=_count, default=opts.local_affine_every, metavar="N",
-                   help=f"smooth local affine previews every N stage-2 iterations (default {opts.local_affine_every}: "
-                        "end only)")
-    t.add_argument("--mask-mode", choices=["nearest", "reference"], default="nearest",
-                   help="nearest palette colour (tolerant) or the reference's channel thresholds")
-    t.add_argument("--orphans", choices=["restrict", "keep"], default="restrict",
-                   help="content labels missing from the style: no style target (restrict, the paper) "
-                        "or an empty target (keep, the reference code)")
-    t.add_argument("--vgg-weights", default=None, metavar="PATH",
-                   help="VGG-19 state dict (torchvision or our names) instead of the bundled weights")
     t.add_argument("--save-stage1", default=None, metavar="PATH", help="also write stage 1's output")
     t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    # Automatic masks (issue 6).
-    t.add_argument("--auto-masks", action=argparse.BooleanOptionalAction, default=None,
-                   help="without --content-mask/--style-mask: co-segment content and style into shared labels "
-                        "and save them beside OUTPUT as OUT_content_mask.png / OUT_style_mask.png "
-                        "(repaint and pass back with --content-mask/--style-mask); on by default, "
-                        "--no-auto-masks: one label for the whole photo")
-    t.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
-                   help="number of automatic labels (default: up to 8; labels too small for a style, or "
-                        "alike in colour in both photos, are merged)")
-    _add_segmenter_arguments(t)
-    _add_output_arguments(t)
+    add_transfer_options(t)
 
     m = sub.add_parser("masks", help="only compute the automatic masks, to inspect or repaint before a transfer",
                        description="Co-segment CONTENT and STYLE into shared labels and write them as the 9-colour "
@@ -199,7 +147,127 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     m.add_argument("-q", "--quiet", action="store_true", help="no messages")
     _add_segmenter_arguments(m)
+
+    b = sub.add_parser("batch", help="style many photos in one look, on Ray (this machine, or a cluster)",
+                       description="Style many content photos: a folder, globs or files with one --style photo, or "
+                                   "a --manifest (CSV or JSON Lines: content, style, content_mask, style_mask, "
+                                   "output, and any transfer option per item by its name, e.g. size, iters, "
+                                   "max-output). The transfer options below apply to every item. Runs on an "
+                                   "embedded local Ray (or --address); each worker loads VGG-19 once. Every item "
+                                   "is checked before any work; a rerun skips the items already done with the same "
+                                   "inputs and options (a log in the output folder). Exit status 0 when every item "
+                                   "is done, 1 when some failed (reasons in the summary), 2 for a bad command.")
+    b.add_argument("inputs", nargs="*", help="content photos: folders (their image files), globs or files")
+    b.add_argument("--style", help="the style photo for every content photo (with a manifest: for rows without one)")
+    b.add_argument("--manifest", metavar="FILE", help="CSV (header row) or JSON Lines (.jsonl), one item per row")
+    b.add_argument("-o", "--output", required=True, metavar="FOLDER",
+                   help="output folder (created); also holds the resume log and the summary")
+    b.add_argument("--name", default="{stem}", metavar="TEMPLATE",
+                   help="output file name: {stem} (the content's name), {style} (the style's), {index} "
+                        "(default {stem}; a manifest's output column wins)")
+    b.add_argument("--format", metavar="EXT", help="output format by extension, e.g. png, jpg, tif (default: the "
+                                                   "content's own)")
+    b.add_argument("--save-masks", action="store_true",
+                   help="also write each item's automatic masks beside its output (OUT_content_mask.png, ...)")
+    b.add_argument("--summary", metavar="PATH",
+                   help="where the summary JSON goes (default FOLDER/dpst-batch-summary.json)")
+    b.add_argument("-v", "--verbose", action="store_true", help="a line per finished item, and the workers' logs")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    r = b.add_argument_group("Ray", "Default: a local Ray on this machine, workers x threads <= its cores (one "
+                                    "thread per worker; memory per worker from the largest item's estimate).")
+    r.add_argument("--workers", type=_count, default=None,
+                   help="worker processes (0: one after another in this process, without Ray, for debugging)")
+    r.add_argument("--threads", type=_positive_int, default=None, help="CPU threads per worker")
+    r.add_argument("--address", default=None, metavar="ADDR",
+                   help="auto (the Ray cluster this node belongs to) or ray://HOST:PORT; inputs and outputs "
+                        "must be at the same paths on every node")
+    add_transfer_options(b)
     return p
+
+
+def add_transfer_options(parser):
+    """The options of one transfer (method, sizes, weights, masks mode, automatic masks, segmenter, output
+    resolution): `dpst transfer` takes them once, `dpst batch` for the whole batch and per item in a
+    manifest. options_from_args turns them into TransferOptions."""
+    from .options import INITS, METHODS, RECIPES, LossWeights, TransferOptions
+
+    opts, w = TransferOptions(), LossWeights()
+
+    def recipe(key, fmt=str):
+        return ", ".join(f"{m} {fmt(RECIPES[m][key])}" for m in METHODS)
+
+    t = parser.add_argument_group("transfer options")
+    t.add_argument("--method", choices=METHODS, default=opts.method,
+                   help=f"default (the best measured result in about 2 min per 700 px photo on 2 CPU cores), "
+                        f"fast or reference (default {opts.method})")
+    t.add_argument("--size", type=_positive_int, default=None,
+                   help=f"long side in px of the working resolution (by method: {recipe('size')})")
+    t.add_argument("--iters", type=_iters, default=None, metavar="N1,N2",
+                   help="L-BFGS iterations of stage 1 and stage 2 (by method: "
+                        f"{recipe('iters', lambda v: ','.join(map(str, v)))})")
+    t.add_argument("--stage1-size", type=_positive_int, default=None, metavar="PX",
+                   help="coarse-to-fine: run stage 1 at this long side, then upsample (saves CPU time)")
+    t.add_argument("--init", choices=INITS, default=None,
+                   help="the optimisation starts from noise (the reference), the content, the content "
+                        "recoloured by a Gaussian map per label (colour) or the closed form (transport) "
+                        f"(by method: {recipe('init')})")
+    t.add_argument("--device", default=opts.device, choices=["auto", "cpu", "cuda"], help=f"default {opts.device}")
+    t.add_argument("--seed", type=int, default=opts.seed, help=f"random seed (default {opts.seed})")
+    t.add_argument("--content-weight", type=float, default=w.content, help=f"default {w.content:g}")
+    t.add_argument("--style-weight", type=float, default=w.style, help=f"default {w.style:g}")
+    t.add_argument("--tv-weight", type=float, default=w.tv, help=f"default {w.tv:g}")
+    t.add_argument("--photoreal-weight", "--lambda", dest="photoreal_weight", type=float, default=w.photoreal,
+                   help=f"lambda of the matting-Laplacian term (default {w.photoreal:g})")
+    t.add_argument("--local-affine", action=argparse.BooleanOptionalAction, default=None,
+                   help="the reference's smooth local affine post-processing at the end (by method: "
+                        f"{recipe('local_affine', lambda v: 'on' if v else 'off')})")
+    t.add_argument("--refine-posterization", action="store_true",
+                   help="after smoothing, put the content's fine detail back under a guided filter "
+                        "(out = GF(result) + content - GF(content), radius 8, eps 0.01) against banding")
+    t.add_argument("--local-affine-every", type=_count, default=opts.local_affine_every, metavar="N",
+                   help=f"smooth local affine previews every N stage-2 iterations (default {opts.local_affine_every}: "
+                        "end only)")
+    t.add_argument("--mask-mode", choices=["nearest", "reference"], default="nearest",
+                   help="nearest palette colour (tolerant) or the reference's channel thresholds")
+    t.add_argument("--orphans", choices=["restrict", "keep"], default="restrict",
+                   help="content labels missing from the style: no style target (restrict, the paper) "
+                        "or an empty target (keep, the reference code)")
+    t.add_argument("--vgg-weights", default=None, metavar="PATH",
+                   help="VGG-19 state dict (torchvision or our names) instead of the bundled weights")
+    # Automatic masks (issue 6).
+    t.add_argument("--auto-masks", action=argparse.BooleanOptionalAction, default=None,
+                   help="without --content-mask/--style-mask: co-segment content and style into shared labels "
+                        "and save them beside OUTPUT as OUT_content_mask.png / OUT_style_mask.png "
+                        "(repaint and pass back with --content-mask/--style-mask); on by default, "
+                        "--no-auto-masks: one label for the whole photo")
+    t.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
+                   help="number of automatic labels (default: up to 8; labels too small for a style, or "
+                        "alike in colour in both photos, are merged)")
+    _add_segmenter_arguments(parser)
+    _add_output_arguments(parser)
+
+
+# Options of add_transfer_options whose TransferOptions field has another name or unit.
+_WEIGHT_DESTS = {"content_weight": "content", "style_weight": "style", "tv_weight": "tv",
+                 "photoreal_weight": "photoreal"}
+
+
+def options_from_args(args, base):
+    """``base`` (a TransferOptions) with the transfer options found in ``args`` (a namespace of
+    add_transfer_options; a partial one, as a manifest row gives, changes only what it holds). The
+    segmenter options are left to _segmenter_from_args (loading user code is the caller's decision)."""
+    import dataclasses
+
+    given = vars(args)
+    fields = {f.name for f in dataclasses.fields(base)}
+    own = ("segmenter", "segmenter_mapping", "threads")
+    changes = {k: v for k, v in given.items() if k in fields and k not in own}
+    weights = {_WEIGHT_DESTS[k]: v for k, v in given.items() if k in _WEIGHT_DESTS}
+    if weights:
+        changes["weights"] = dataclasses.replace(base.weights, **weights)
+    if "max_memory" in given:
+        changes["memory_budget"] = None if given["max_memory"] is None else int(given["max_memory"] * 2**30)
+    return dataclasses.replace(base, **changes)
 
 
 def _add_segmenter_arguments(t):
@@ -458,7 +526,6 @@ def _run_masks(args, sigs: _Signals) -> int:
 def _run_transfer(args, sigs: _Signals, flags: set[str]) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
     from .image_io import save_image
-    from .options import LossWeights
     from .engine.memory import InsufficientMemoryError, reuse_freed_memory
     from .progress import ProgressPrinter
     from .transfer import HighresProgress, TransferInterrupted, TransferOptions, run_transfer
@@ -481,16 +548,8 @@ def _run_transfer(args, sigs: _Signals, flags: set[str]) -> int:
             outputs.append(("--save-stage1", args.save_stage1, None))
         _check_outputs(args, inputs, outputs)
         segmenter, mapping = _segmenter_from_args(args)
-        opts = TransferOptions(
-            method=args.method, size=args.size, iters=args.iters, seed=args.seed, init=args.init,
-            device=args.device, stage1_size=args.stage1_size, local_affine=args.local_affine,
-            local_affine_every=args.local_affine_every,
-            weights=LossWeights(args.content_weight, args.style_weight, args.tv_weight, args.photoreal_weight),
-            refine_posterization=args.refine_posterization, mask_mode=args.mask_mode, orphans=args.orphans,
-            vgg_weights=args.vgg_weights, threads=args.threads, output_size=args.output_size,
-            max_output=args.max_output, smoothing=args.smoothing,
-            memory_budget=None if args.max_memory is None else int(args.max_memory * 2**30),
-            auto_masks=args.auto_masks, auto_k=args.auto_k, segmenter=segmenter, segmenter_mapping=mapping)
+        opts = options_from_args(args, TransferOptions(threads=args.threads))
+        opts.segmenter, opts.segmenter_mapping = segmenter, mapping
         opts.resolved()            # every option check, before any work
     except ValueError as e:
         return _fail(_as_flags(str(e), flags))
@@ -567,6 +626,31 @@ def _highres_summary(result) -> str:
             f"{h.get('upsample_seconds', 0):.1f}s, smoothing {h.get('smooth_seconds', 0):.1f}s{its}")
 
 
+def _run_batch(args) -> int:
+    _print_warnings_briefly()
+    if args.inputs and args.manifest:
+        return _fail("give content photos or --manifest, not both")
+    if not args.inputs and not args.manifest:
+        return _fail("give content photos (folders, globs or files) with --style, or --manifest")
+    from .options import TransferOptions
+
+    try:
+        _segmenter_from_args(args)   # checks --segmenter / --segmenter-mapping / --auto-k together
+        mapping = None if args.segmenter_mapping is None else load_mapping(args.segmenter_mapping)
+        from .batch import batch
+
+        summary = batch(args.inputs or None, args.style, manifest=args.manifest, output_dir=args.output,
+                        options=options_from_args(args, TransferOptions()), name=args.name, format=args.format,
+                        workers=args.workers, threads=args.threads, address=args.address, summary=args.summary,
+                        save_masks=args.save_masks, segmenter=args.segmenter, segmenter_mapping=mapping,
+                        verbose=args.verbose, quiet=args.quiet)
+    except (ImportError, ValueError, TypeError) as e:
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if summary.ok else 1
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -578,6 +662,8 @@ def main(argv=None) -> int:
                 return _run_transfer(args, sigs, _option_strings(parser))
             if args.command == "masks":
                 return _run_masks(args, sigs)
+            if args.command == "batch":
+                return _run_batch(args)
             return _fail(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it first
     finally:
         warnings.showwarning = show

@@ -39,7 +39,7 @@ from .options import (AUTO_MASKS_DEFAULT, METHODS, MIN_SIDE, RECIPES, HighresPro
                       Progress, TransferInterrupted, TransferOptions, TransferResult, resolve_device)
 from .vgg import VGG19Features, deprocess, preprocess
 
-__all__ = ["transfer", "run_transfer", "colour_transfer_init", "auto_labels",
+__all__ = ["transfer", "run_transfer", "vgg_for", "colour_transfer_init", "auto_labels",
            # defined in dpst_ext.options, importable from here as before
            "TransferOptions", "TransferResult", "TransferInterrupted", "Progress", "HighresProgress",
            "resolve_device", "METHODS", "RECIPES"]
@@ -145,9 +145,19 @@ def auto_labels(content, style, opts: TransferOptions, vgg=None):
     return auto_masks(content, style, k=opts.auto_k, seed=opts.seed, vgg=vgg)
 
 
+def vgg_for(opts: TransferOptions, device=None) -> VGG19Features:
+    """The VGG-19 a transfer with ``opts`` uses (its style, content and automatic-mask layers, opts.vgg_weights),
+    on ``device`` (default: opts.device). run_transfer builds it, or takes one built once for many photos."""
+    layers = tuple(dict.fromkeys((*opts.style_layers, opts.content_layer, *AUTO_LAYERS)))
+    device = resolve_device(opts.device) if device is None else device
+    return VGG19Features(layers, weights=opts.vgg_weights).to(device)
+
+
 def run_transfer(content, style, content_mask=None, style_mask=None, options: TransferOptions | None = None,
-                 callback: Callable[[Progress], None] | None = None, **kwargs) -> TransferResult:
+                 callback: Callable[[Progress], None] | None = None, vgg: VGG19Features | None = None,
+                 **kwargs) -> TransferResult:
     """The full method; returns a TransferResult. Options as TransferOptions fields (or ``options=``).
+    ``vgg``: vgg_for(options), when the caller keeps one for many transfers (dpst_ext.batch's workers).
 
     ``callback`` receives a Progress after each optimisation iteration and, when the output is upscaled,
     a HighresProgress for each step of the full-size stage (check the type, or pass output_size="working").
@@ -175,10 +185,10 @@ def run_transfer(content, style, content_mask=None, style_mask=None, options: Tr
     _check_side("style", style_full, style_img)
     optimising = n1 + n2 > 0 or opts.init != "transport"
     auto = _auto_wanted(content_mask, style_mask, opts)
-    vgg = None
-    if optimising or (auto and opts.segmenter is None):   # the closed form alone needs no VGG
-        vgg = VGG19Features(tuple(dict.fromkeys((*opts.style_layers, opts.content_layer, *AUTO_LAYERS))),
-                            weights=opts.vgg_weights).to(device)
+    if not (optimising or (auto and opts.segmenter is None)):   # the closed form alone needs no VGG
+        vgg = None
+    elif vgg is None:
+        vgg = vgg_for(opts, device)
     timings["setup"] = time.perf_counter() - t0
     labels = None
     if auto:
