@@ -59,10 +59,11 @@ class SlicedMap:
 
 def apply_lut(lut: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     """Colours (N, 3) in 0..1 through one (3, B, G, R) table of the RGB cube, trilinearly: (N, 3) float32.
-    The cost per pixel does not depend on how the table was made (30 sliced steps cost one lookup)."""
+    The cost per pixel does not depend on how the table was made (30 sliced steps cost one lookup).
+    A (C, B, G, R) table of any C gives (N, C)."""
     grid = (colours.to(torch.float32) * 2 - 1).reshape(1, 1, 1, -1, 3)   # grid_sample's (x, y, z) = (R, G, B)
     out = F.grid_sample(lut[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.reshape(3, -1).T
+    return out.reshape(lut.shape[0], -1).T
 
 
 def _interp(x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, bins: int = 1024) -> torch.Tensor:
@@ -179,14 +180,15 @@ def fit_label_maps(cp: torch.Tensor, sp: torch.Tensor, cm: torch.Tensor, sm: tor
     return maps, use
 
 
-def apply_label_luts(luts, cp: torch.Tensor, cm: torch.Tensor) -> torch.Tensor:
+def apply_label_luts(luts, cp: torch.Tensor, cm: torch.Tensor, min_weight: float = 0.0) -> torch.Tensor:
     """Colours ``cp`` (N, 3) through one map per row of the weights [1 - sum(cm); cm] ((K + 1, N): "in no
     label", then the K labels), blended by those weights: (N, 3) float64. ``luts[m]`` is a (3, B, G, R)
-    table (apply_lut), or a callable (n, 3) -> (n, 3) applying map m exactly."""
+    table (apply_lut), or a callable (n, 3) -> (n, 3) applying map m exactly. A map is applied only to
+    the pixels whose weight for it is above ``min_weight``."""
     weights = torch.cat([(1 - cm.sum(0)).clamp_min(0)[None], cm])
     out = torch.zeros_like(cp, dtype=torch.float64)
     for m, wk in enumerate(weights):
-        idx = torch.nonzero(wk > 0).squeeze(1)
+        idx = torch.nonzero(wk > min_weight).squeeze(1)
         if idx.numel():
             px = cp[idx]
             lut = luts[m]
