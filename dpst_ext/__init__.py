@@ -27,6 +27,8 @@ _EXPORTS = {  # name -> (module, attribute or None for the module itself)
     "as_image_tensor": ("dpst_ext.engine.laplacian", "as_image_tensor"),
     "transfer": ("dpst_ext.transfer", "transfer"),
     "run_transfer": ("dpst_ext.transfer", "run_transfer"),
+    "stylize_video": ("dpst_ext.video", "stylize_video"),      # needs the [video] extra (PyAV)
+    "stylize_frames": ("dpst_ext.video", "stylize_frames"),
 }
 __all__ = list(_EXPORTS)
 

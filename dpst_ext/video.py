@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -64,6 +65,7 @@ from .options import RECIPES
 from .transport import apply_label_luts, apply_lut, fit_label_maps
 
 __all__ = ["VideoOptions", "VideoInterrupted", "stylize_video", "stylize_frames", "render_chunk", "Planner",
+           "write_video", "parts_dir", "colour_label_model",
            "flicker", "global_shift", "VIDEO_DEFAULT_REFUSED", "MASK_MODES"]
 
 LUT_SIZE = 33
@@ -81,6 +83,7 @@ class VideoOptions:
     masks: object = "auto"            # "auto", "none", or a content mask (path, image) for every frame
     style_mask: object = None         # the style's mask, needed with a content mask
     keyframe_seconds: float = 1.0     # colour maps are fitted this often within a shot and interpolated between
+    window: float = 0.5               # a keyframe's map pools the frames this many intervals either side
     cut_threshold: float = 0.4        # histogram total-variation distance between frames that starts a new shot
     analysis_size: int = 512          # long side of the frames the plan is fitted on (cuts, labels, colours)
     style_size: int = RECIPES["fast"]["size"]   # long side of the style's colours (as the fast photo method)
@@ -107,6 +110,8 @@ class VideoOptions:
             raise ValueError("masks must be 'auto', 'none' or a content mask file")
         elif o.style_mask is None:
             raise ValueError("masks is a content mask: give style_mask (--style-mask) too, the style's labels")
+        if not 0 <= o.window <= 8:
+            raise ValueError(f"window must be 0..8 keyframe intervals, got {o.window}")
         if not o.keyframe_seconds > 0:
             raise ValueError(f"keyframe_seconds must be > 0, got {o.keyframe_seconds}")
         if not 0 < o.cut_threshold <= 1:
@@ -128,8 +133,8 @@ class VideoOptions:
             v = getattr(o, name)
             if v is not None and not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"{name} must be a time in seconds >= 0, got {v}")
-        if o.start is not None and o.end is not None and o.end <= o.start:
-            raise ValueError(f"end ({o.end} s) must be after start ({o.start} s)")
+        if o.end is not None and o.end <= (o.start or 0):
+            raise ValueError(f"end ({o.end} s) must be after start ({o.start or 0} s)")
         return o
 
 
@@ -261,6 +266,7 @@ class Planner:
         if not self.fps > 0 or not math.isfinite(self.fps):
             raise ValueError(f"fps must be a positive frame rate, got {fps}")
         self.interval = max(1, round(self.o.keyframe_seconds * self.fps))
+        self.reach = max(0, round(self.o.window * self.interval))   # frames either side of a keyframe pooled
         self.style = load_image(style, "style")
         if max(self.style.shape[1:]) > self.o.style_size:
             self.style = resize_long_side(self.style, self.o.style_size)
@@ -272,6 +278,7 @@ class Planner:
         self.shot_of: list[int] = []
         self.samples: dict[int, torch.Tensor] = {}   # frame -> (n, 3) float32 colours
         self.tables: dict[int, torch.Tensor] = {}
+        self.fitted: set[int] = set()        # keyframes fitted (their tables may be forgotten since)
         self.size = None                     # (H, W) of the frames
         self._hist = None
         self._vgg = None
@@ -295,11 +302,15 @@ class Planner:
                 self.shots[-1]["end"] = i - 1
             self.shots.append({"start": i, "end": None, "labels": self._labels_for(thumb)})
         self.shot_of.append(len(self.shots) - 1)
-        gen = torch.Generator().manual_seed(int(self.o.seed) * 1000003 + i)
+        gen = self._sample_generator(i)
         px = _pixels(thumb)
-        per_frame = min(len(px), max(1024, math.ceil(4 * self.o.samples / (self.interval + 1))))
+        per_frame = min(len(px), max(1024, math.ceil(4 * self.o.samples / (2 * self.reach + 1))))
         self.samples[i] = px[torch.randperm(len(px), generator=gen)[:per_frame]].to(torch.float32)
         self._fit_ready()
+
+    def _sample_generator(self, i: int) -> torch.Generator:
+        """Frame i's pixel draw, seeded by its place in its shot: a shot's maps depend on its frames alone."""
+        return torch.Generator().manual_seed(int(self.o.seed) * 1000003 + i - self.shots[self.shot_of[i]]["start"])
 
     def finish(self) -> None:
         if self.shots and self.shots[-1]["end"] is None:
@@ -347,8 +358,8 @@ class Planner:
 
     def _window(self, shot: dict, k: int) -> tuple[int, int] | None:
         """Frames whose colours fit keyframe k: within half an interval, inside the shot; None until seen."""
-        lo = max(shot["start"], k - self.interval // 2)
-        hi = k + self.interval // 2
+        lo = max(shot["start"], k - self.reach)
+        hi = k + self.reach
         if shot["end"] is not None:
             hi = min(hi, shot["end"])
         elif hi > len(self.shot_of) - 1:
@@ -358,14 +369,15 @@ class Planner:
     def _fit_ready(self) -> None:
         for shot in self.shots[-2:]:
             for k in self.keyframes(shot):
-                if k in self.tables:
+                if k in self.fitted:
                     continue
                 w = self._window(shot, k)
                 if w is not None:
                     self.tables[k] = self._fit(shot, *w)
+                    self.fitted.add(k)
         # colours no unfitted keyframe's window can need
-        pending = [k for shot in self.shots[-1:] for k in self.keyframes(shot) if k not in self.tables]
-        first_needed = min(pending + [len(self.shot_of)]) - self.interval // 2 - 1
+        pending = [k for shot in self.shots[-1:] for k in self.keyframes(shot) if k not in self.fitted]
+        first_needed = min(pending + [len(self.shot_of)]) - self.reach - 1
         for i in [i for i in self.samples if i < first_needed]:
             del self.samples[i]
 
@@ -390,8 +402,7 @@ class Planner:
         h, w = self.size
         th, tw = _thumb_size(h, w, self.o.analysis_size)
         m = F.interpolate(cm[None], size=(th, tw), mode="nearest-exact")[0].reshape(cm.shape[0], -1)
-        gen = torch.Generator().manual_seed(int(self.o.seed) * 1000003 + i)
-        idx = torch.randperm(th * tw, generator=gen)[:len(self.samples[i])]
+        idx = torch.randperm(th * tw, generator=self._sample_generator(i))[:len(self.samples[i])]
         return m[:, idx].to(torch.float64)
 
     # -- output
@@ -717,6 +728,57 @@ def _copy_audio(src, astream, oc, start: float, duration: float) -> None:
         oc.mux(p)
 
 
+def write_video(path, frames: Iterable, fps=30, crf: int = 18, audio: np.ndarray | None = None,
+                sample_rate: int = 44100) -> str:
+    """Encode frames ((H, W, 3) uint8 arrays or anything stylize_frames takes) as H.264 (.mp4, .mov, .mkv),
+    atomically; ``audio``: optional (channels, samples) float32 in -1..1 (1 or 2 channels), encoded as AAC.
+    For the output of stylize_frames, or to make test clips."""
+    av = _av()
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in OUTPUT_FORMATS:
+        raise ValueError(f"path must end in {', '.join(OUTPUT_FORMATS)}, got {os.path.basename(str(path))!r}")
+    rate = Fraction(fps).limit_denominator(1001)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(str(path))}.{os.getpid()}.tmp")
+    try:
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None:
+            raise ValueError("frames is empty: a video needs at least one frame")
+        first = _as_uint8(first, 0)
+        with av.open(tmp, "w", format=OUTPUT_FORMATS[ext]) as c:
+            vs = c.add_stream(_video_codec(), rate=rate)
+            vs.width, vs.height = first.shape[1] - first.shape[1] % 2, first.shape[0] - first.shape[0] % 2
+            vs.pix_fmt = "yuv420p"
+            if vs.codec_context.name == "libx264":
+                vs.options = {"crf": str(crf), "preset": "fast"}
+            a = None
+            if audio is not None:       # every stream before the first packet
+                audio = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)
+                a = c.add_stream("aac", rate=sample_rate)
+                a.layout = "mono" if audio.shape[0] == 1 else "stereo"
+            for i, f in enumerate(itertools.chain([first], frames)):
+                vf = av.VideoFrame.from_ndarray(_as_uint8(f, i), format="rgb24")
+                vf.pts = i
+                for p in vs.encode(vf):
+                    c.mux(p)
+            for p in vs.encode():
+                c.mux(p)
+            if a is not None:
+                for s0 in range(0, audio.shape[1], 1024):
+                    af = av.AudioFrame.from_ndarray(audio[:, s0:s0 + 1024], format="fltp", layout=a.layout.name)
+                    af.sample_rate, af.pts = sample_rate, s0
+                    for p in a.encode(af):
+                        c.mux(p)
+                for p in a.encode():
+                    c.mux(p)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return str(path)
+
+
 def _file_id(path) -> dict:
     st = os.stat(path)
     return {"path": os.path.abspath(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -755,6 +817,8 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
     if not os.path.isdir(folder):
         raise ValueError(f"output folder does not exist: {folder}")
     info = _probe(path)
+    if opts.start is not None and info["duration"] is not None and opts.start >= info["duration"]:
+        raise ValueError(f"start ({opts.start} s) must be before the end of the input ({info['duration']:.2f} s)")
     style_img = load_image(style, "style")
     size = _output_size(info["width"], info["height"], opts.max_output)
     rate = info["rate"]
@@ -781,36 +845,12 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
             shutil.rmtree(pdir)
     os.makedirs(pdir, exist_ok=True)
 
-    if plan is None:          # pass 1: the plan
-        planner = Planner(style_img, opts, float(rate))
-        if planner.file_masks is not None:
-            _check_mask_aspect(planner.file_masks[0], (size[1], size[0]))
-        total = info["frames"] or (round(info["duration"] * float(rate)) if info["duration"] else None)
-        with bar(total=total, desc="analysing", unit="frame") as pb:
-            try:
-                for frame, dt in _decode(path, _thumb_wh(size, opts.analysis_size), opts.start, opts.end):
-                    timings["decode"] += dt
-                    t = time.perf_counter()
-                    planner.observe(frame)
-                    timings["analysis"] += time.perf_counter() - t
-                    pb.update(1)
-            except KeyboardInterrupt:
-                raise VideoInterrupted(out, 0, planner.frames) from None
-            except _av().error.FFmpegError as e:
-                raise ValueError(f"input {path} could not be decoded after {planner.frames} frames "
-                                 f"({str(e).splitlines()[0]})") from None
-        if planner.frames == 0:
-            raise ValueError(f"input {path} holds no frame between start {opts.start} s and end {opts.end} s")
-        planner.finish()
-        plan = {"maps": [planner.frame_maps(i) for i in range(planner.frames)], "tables": planner.tables,
-                "content_masks": None if planner.file_masks is None else planner.file_masks[0],
-                "shots": [(s["start"], s["end"]) for s in planner.shots], "cut_distances": planner.cut_distances}
-        torch.save(plan, plan_path + ".tmp")
-        os.replace(plan_path + ".tmp", plan_path)
-        with open(state_path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(state, f)
-        os.replace(state_path + ".tmp", state_path)
-
+    if plan is None:          # pass 1: the plan (nothing is kept if it fails)
+        try:
+            plan = _make_plan(path, style_img, opts, info, size, state, pdir, bar, timings)
+        except BaseException:
+            shutil.rmtree(pdir, ignore_errors=True)
+            raise
     n = len(plan["maps"])
     chunks = [(c, min(c + opts.chunk_frames, n)) for c in range(0, n, opts.chunk_frames)]
     seg_path = lambda c: os.path.join(pdir, f"segment_{c:06d}.mp4")  # noqa: E731
@@ -869,6 +909,43 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
             "codec": state["codec"]}
 
 
+def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dict, pdir: str, bar, timings) -> dict:
+    """Pass 1 of stylize_video: read the clip at the analysis size and fit its plan (saved in ``pdir``)."""
+    rate = info["rate"]
+    plan_path, state_path = os.path.join(pdir, "plan.pt"), os.path.join(pdir, "state.json")
+    planner = Planner(style_img, opts, float(rate))
+    if planner.file_masks is not None:
+        _check_mask_aspect(planner.file_masks[0], (size[1], size[0]))
+    total = info["frames"] or (round(info["duration"] * float(rate)) if info["duration"] else None)
+    with bar(total=total, desc="analysing", unit="frame") as pb:
+        try:
+            for frame, dt in _decode(path, _thumb_wh(size, opts.analysis_size), opts.start, opts.end):
+                timings["decode"] += dt
+                t = time.perf_counter()
+                planner.observe(frame)
+                timings["analysis"] += time.perf_counter() - t
+                pb.update(1)
+        except KeyboardInterrupt:
+            raise VideoInterrupted(None, 0, planner.frames) from None
+        except _av().error.FFmpegError as e:
+            raise ValueError(f"input {path} could not be decoded after {planner.frames} frames "
+                             f"({str(e).splitlines()[0]})") from None
+    if planner.frames == 0:
+        raise ValueError(f"input {path} holds no frame from start {opts.start or 0} s"
+                         + ("" if opts.end is None else f" to end {opts.end} s"))
+    planner.finish()
+    plan = {"maps": [planner.frame_maps(i) for i in range(planner.frames)], "tables": planner.tables,
+            "content_masks": None if planner.file_masks is None else planner.file_masks[0],
+            "shots": [(s["start"], s["end"]) for s in planner.shots], "cut_distances": planner.cut_distances}
+    torch.save(plan, plan_path + ".tmp")
+    os.replace(plan_path + ".tmp", plan_path)
+    with open(state_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(state, f)
+    os.replace(state_path + ".tmp", state_path)
+
+    return plan
+
+
 def _thumb_wh(size: tuple[int, int], long_side: int) -> tuple[int, int]:
     h, w = _thumb_size(size[1], size[0], long_side)
     return w, h
@@ -907,7 +984,8 @@ def global_shift(a: np.ndarray, b: np.ndarray, max_shift: int = 64) -> tuple[int
     phase correlation of their grey levels."""
     ga = a.astype(np.float64).mean(2)
     gb = b.astype(np.float64).mean(2)
-    fa, fb = np.fft.fft2(ga - ga.mean()), np.fft.fft2(gb - gb.mean())
+    window = np.outer(np.hanning(ga.shape[0]), np.hanning(ga.shape[1]))    # no wrap-around edges
+    fa, fb = np.fft.fft2((ga - ga.mean()) * window), np.fft.fft2((gb - gb.mean()) * window)
     r = fa * np.conj(fb)
     corr = np.fft.ifft2(r / np.maximum(np.abs(r), 1e-12)).real
     h, w = corr.shape
