@@ -161,10 +161,10 @@ def _add_video_parser(sub):
     v = sub.add_parser("video", help="a video clip in the look of a photo, without flicker (fast method)",
                        description="Stylise a video clip with the fast method, stable over time: colour maps are "
                                    "fitted on keyframes of each shot (cuts are detected) and interpolated between "
-                                   "them, the same for every frame of a chunk; automatic labels stay the same "
-                                   "across a shot. Keeps the frame rate, size and audio; H.264 output, written "
-                                   "atomically. Resumable: finished chunks stay in OUTPUT.parts/ and rerunning the "
-                                   "same command continues; Ctrl-C writes the frames done so far to OUTPUT. Needs "
+                                   "them; automatic labels (--masks auto) stay the same across a shot. Keeps the "
+                                   "frame rate, size and audio; H.264 output, written atomically. Resumable: "
+                                   "finished chunks stay in OUTPUT.parts/ and rerunning the same command continues; "
+                                   "Ctrl-C writes the frames done so far to OUTPUT. Needs "
                                    'PyAV: pip install "dpst_ext[video]". See docs/video.md.')
     v.add_argument("input", help="input video (any format FFmpeg reads: MP4, MOV, MKV, WebM, ...)")
     v.add_argument("style", help="style photo")
@@ -172,9 +172,10 @@ def _add_video_parser(sub):
     v.add_argument("--method", choices=["fast", "default"], default="fast",
                    help="fast (the only one offered for video); default is refused: the per-frame VGG "
                         "refinement costs tens of seconds per frame and flickers (docs/video.md)")
-    v.add_argument("--masks", default="auto", metavar="auto|none|FILE",
-                   help="auto: automatic labels from each shot's first frame, kept for the whole shot (default); "
-                        "none: one label; FILE: a colour-coded content mask for every frame (resized to the "
+    v.add_argument("--masks", default="none", metavar="none|auto|FILE",
+                   help="none: one label (default; measured closer to the style and steadier than auto, "
+                        "docs/video.md); auto: automatic labels of each shot's first frame, carried to its other "
+                        "frames by colour; FILE: a colour-coded content mask for every frame (resized to the "
                         "frames; same aspect ratio), with --style-mask")
     v.add_argument("--style-mask", default=None, metavar="FILE", help="the style's mask, with --masks FILE")
     v.add_argument("--start", type=float, default=None, metavar="S", help="first second of the input to process")

@@ -80,7 +80,9 @@ VIDEO_DEFAULT_REFUSED = ("method 'default' (the VGG refinement of every frame) i
 @dataclass
 class VideoOptions:
     method: str = "fast"              # only "fast" (VIDEO_DEFAULT_REFUSED)
-    masks: object = "auto"            # "auto", "none", or a content mask (path, image) for every frame
+    masks: object = "none"            # "none", "auto", or a content mask (path, image) for every frame
+                                      # (default "none": closer to the style and steadier than "auto" on the
+                                      # measured clips, docs/video.md)
     style_mask: object = None         # the style's mask, needed with a content mask
     keyframe_seconds: float = 1.0     # colour maps are fitted this often within a shot and interpolated between
     window: float = 0.5               # a keyframe's map pools the frames this many intervals either side
