@@ -24,7 +24,7 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) setup.py $(CSRC)
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,demo,batch]"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,demo,batch,video]"
 	touch $@
 
 install: $(BUILD_STAMP)

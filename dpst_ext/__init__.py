@@ -29,6 +29,8 @@ _EXPORTS = {  # name -> (module, attribute or None for the module itself)
     "transfer": ("dpst_ext.transfer", "transfer"),
     "run_transfer": ("dpst_ext.transfer", "run_transfer"),
     "batch": ("dpst_ext.batch", "batch"),
+    "stylize_video": ("dpst_ext.video", "stylize_video"),      # needs the [video] extra (PyAV)
+    "stylize_frames": ("dpst_ext.video", "stylize_frames"),
 }
 __all__ = list(_EXPORTS)
 

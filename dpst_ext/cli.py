@@ -10,6 +10,8 @@
                                              # masks from your own segmentation model instead
     dpst batch PHOTOS... --style S -o FOLDER  # many photos in one look, on Ray (dpst_ext.batch); or
     dpst batch --manifest items.csv -o FOLDER #   one row per item: content, style, masks, output, options
+    dpst video IN STYLE -o OUT.mp4 [--masks auto|none|FILE] [--start S --end S] [--max-output PX]
+                                             # a clip in the photo's look, without flicker (docs/video.md)
 
 The optimisation runs at the working size (--size); OUT has the content photo's own size (capped by
 --max-output) unless --output-size working. Progress goes to stderr (one line per stage, updated in
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (the Ray cluster this node belongs to) or ray://HOST:PORT; inputs and outputs "
                         "must be at the same paths on every node")
     add_transfer_options(b)
+    _add_video_parser(sub)
     return p
 
 
@@ -268,6 +271,100 @@ def options_from_args(args, base):
     if "max_memory" in given:
         changes["memory_budget"] = None if given["max_memory"] is None else int(given["max_memory"] * 2**30)
     return dataclasses.replace(base, **changes)
+
+
+def _add_video_parser(sub):
+    """``dpst video``: the fast method on a clip, without flicker (dpst_ext/video.py, docs/video.md)."""
+    v = sub.add_parser("video", help="a video clip in the look of a photo, without flicker (fast method)",
+                       description="Stylise a video clip with the fast method, stable over time: colour maps are "
+                                   "fitted on keyframes of each shot (cuts are detected) and interpolated between "
+                                   "them; automatic labels (--masks auto) stay the same across a shot. Keeps the "
+                                   "frame rate, size and audio; H.264 output, written atomically. Resumable: "
+                                   "finished chunks stay in OUTPUT.parts/ and rerunning the same command continues; "
+                                   "Ctrl-C writes the frames done so far to OUTPUT. Needs "
+                                   'PyAV: pip install "dpst_ext[video]". See docs/video.md.')
+    v.add_argument("input", help="input video (any format FFmpeg reads: MP4, MOV, MKV, WebM, ...)")
+    v.add_argument("style", help="style photo")
+    v.add_argument("-o", "--output", required=True, help="output video: .mp4, .mov or .mkv")
+    v.add_argument("--method", choices=["fast", "default"], default="fast",
+                   help="fast (the only one offered for video); default is refused: the per-frame VGG "
+                        "refinement costs tens of seconds per frame and flickers (docs/video.md)")
+    v.add_argument("--masks", default="none", metavar="none|auto|FILE",
+                   help="none: one label (default; measured closer to the style and steadier than auto, "
+                        "docs/video.md); auto: automatic labels of each shot's first frame, carried to its other "
+                        "frames by colour; FILE: a colour-coded content mask for every frame (resized to the "
+                        "frames; same aspect ratio), with --style-mask")
+    v.add_argument("--style-mask", default=None, metavar="FILE", help="the style's mask, with --masks FILE")
+    v.add_argument("--start", type=float, default=None, metavar="S", help="first second of the input to process")
+    v.add_argument("--end", type=float, default=None, metavar="S", help="second of the input to stop at")
+    v.add_argument("--max-output", type=_positive_int, default=None, metavar="PX",
+                   help="cap on the output's long side (default: the input's size)")
+    v.add_argument("--keyframe-seconds", type=float, default=1.0, metavar="S",
+                   help="seconds between keyframes whose colour maps are interpolated (default 1)")
+    v.add_argument("--cut-threshold", type=float, default=0.4, metavar="D",
+                   help="histogram distance between consecutive frames (0..1) that starts a new shot (default 0.4)")
+    v.add_argument("--smoothing", choices=["off", "fast"], default="off",
+                   help="matting smoothing of every frame, warm-started from the previous frame: off (default) "
+                        "or fast (tens of seconds per 720p frame)")
+    v.add_argument("--chunk-frames", type=_positive_int, default=48, metavar="N",
+                   help="frames per chunk, the unit of resuming (default 48)")
+    v.add_argument("--crf", type=int, default=18, help="H.264 quality, 0..51, lower is better (default 18)")
+    v.add_argument("--auto-k", type=_positive_int, default=None, metavar="K", help="number of automatic labels")
+    v.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    v.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _run_video(args, sigs: _Signals) -> int:
+    _print_warnings_briefly()
+    if not os.path.isfile(args.input):
+        return _fail(f"input video not found: {args.input}")
+    mask_file = args.masks not in ("auto", "none")
+    try:
+        _check_files(args, ("style", "style_mask") + (("masks",) if mask_file else ()))
+    except ValueError as e:
+        return _fail(str(e))
+    if args.method == "default":
+        from .video import VIDEO_DEFAULT_REFUSED
+
+        return _fail(VIDEO_DEFAULT_REFUSED)
+    try:
+        from .video import VideoInterrupted, VideoOptions, stylize_video
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        opts = dict(method=args.method, masks=args.masks, style_mask=args.style_mask, start=args.start, end=args.end,
+                    max_output=args.max_output, keyframe_seconds=args.keyframe_seconds,
+                    cut_threshold=args.cut_threshold, smoothing=args.smoothing, chunk_frames=args.chunk_frames,
+                    crf=args.crf, auto_k=args.auto_k, seed=args.seed)
+        VideoOptions(**opts).checked()
+    except (ImportError, ValueError) as e:
+        return _fail(str(e).splitlines()[0])
+    t0 = time.perf_counter()
+    try:
+        r = stylize_video(args.input, args.style, args.output, progress=not args.quiet, **opts)
+    except VideoInterrupted as e:
+        if e.frames:
+            sys.stderr.write(f"\ndpst: interrupted; wrote the first {e.frames} of {e.total} frames to {args.output} "
+                             "(rerun the same command to continue)\n")
+        else:
+            sys.stderr.write("\ndpst: interrupted before a chunk was finished; nothing written\n")
+        return sigs.stopped()
+    except KeyboardInterrupt:
+        sys.stderr.write("\ndpst: interrupted; nothing written\n")
+        return sigs.stopped()
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if not args.quiet:
+        t = r["timings"]
+        resumed = f", {r['resumed_frames']} frames from an earlier run" if r["resumed_frames"] else ""
+        sys.stderr.write(f"dpst: wrote {args.output} ({r['size'][0]}x{r['size'][1]}, {r['frames']} frames at "
+                         f"{float(r['rate']):.3g} fps, {r['shots']} shot(s), {r['keyframes']} keyframes{resumed}) in "
+                         f"{time.perf_counter() - t0:.1f}s (decode {t['decode']:.1f}s, analysis {t['analysis']:.1f}s, "
+                         f"transport {t['transport']:.1f}s, smoothing {t['smoothing']:.1f}s, encode "
+                         f"{t['encode']:.1f}s)\n")
+    return 0
 
 
 def _add_segmenter_arguments(t):
@@ -626,7 +723,7 @@ def _highres_summary(result) -> str:
             f"{h.get('upsample_seconds', 0):.1f}s, smoothing {h.get('smooth_seconds', 0):.1f}s{its}")
 
 
-def _run_batch(args) -> int:
+def _run_batch(args, sigs: _Signals) -> int:
     _print_warnings_briefly()
     if args.inputs and args.manifest:
         return _fail("give content photos or --manifest, not both")
@@ -647,7 +744,7 @@ def _run_batch(args) -> int:
     except (ImportError, ValueError, TypeError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     if summary.interrupted:
-        return EXIT_INTERRUPTED
+        return sigs.stopped()
     return 0 if summary.ok else 1
 
 
@@ -663,7 +760,9 @@ def main(argv=None) -> int:
             if args.command == "masks":
                 return _run_masks(args, sigs)
             if args.command == "batch":
-                return _run_batch(args)
+                return _run_batch(args, sigs)
+            if args.command == "video":
+                return _run_video(args, sigs)
             return _fail(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it first
     finally:
         warnings.showwarning = show

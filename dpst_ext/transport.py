@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from .engine.highres import upscale_result
 from .masks import MaskPair
 
-__all__ = ["SlicedMap", "fit_sliced_map", "apply_lut", "transport_colours", "closed_form"]
+__all__ = ["SlicedMap", "fit_sliced_map", "apply_lut", "fit_label_maps", "apply_label_luts", "transport_colours",
+           "closed_form"]
 
 
 class SlicedMap:
@@ -58,10 +59,11 @@ class SlicedMap:
 
 def apply_lut(lut: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     """Colours (N, 3) in 0..1 through one (3, B, G, R) table of the RGB cube, trilinearly: (N, 3) float32.
-    The cost per pixel does not depend on how the table was made (30 sliced steps cost one lookup)."""
+    The cost per pixel does not depend on how the table was made (30 sliced steps cost one lookup).
+    A (C, B, G, R) table of any C gives (N, C)."""
     grid = (colours.to(torch.float32) * 2 - 1).reshape(1, 1, 1, -1, 3)   # grid_sample's (x, y, z) = (R, G, B)
     out = F.grid_sample(lut[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.reshape(3, -1).T
+    return out.reshape(lut.shape[0], -1).T
 
 
 def _interp(x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, bins: int = 1024) -> torch.Tensor:
@@ -153,25 +155,15 @@ def _sample(pixels: torch.Tensor, weights: torch.Tensor, n: int, generator: torc
     return pixels[idx[torch.randint(idx.numel(), (n,), generator=generator)]]
 
 
-def transport_colours(content: torch.Tensor, style: torch.Tensor, masks: MaskPair | None = None,
-                      rotations: int = 30, quantiles: int = 256, samples: int = 16384, min_pixels: int = 64,
-                      lut_size: int = 33, seed: int = 0) -> torch.Tensor:
-    """The content (3, H, W) recoloured per label by iterative sliced optimal transport onto the style's
-    colours (module docstring); ``masks`` at the two images' sizes (None: the whole photos' map). The maps are
-    tabulated on a ``lut_size``^3 grid of the RGB cube and applied trilinearly (lut_size=None: exactly,
-    at ~100x the cost per pixel). RGB 0..1 out, clamped, the content's dtype."""
-    for name, img in (("content", content), ("style", style)):
-        if img.dim() != 3 or img.shape[0] != 3:
-            raise ValueError(f"{name} must be an RGB image (3, H, W), got shape {tuple(img.shape)}")
+def fit_label_maps(cp: torch.Tensor, sp: torch.Tensor, cm: torch.Tensor, sm: torch.Tensor, rotations: int = 30,
+                   quantiles: int = 256, samples: int = 16384, min_pixels: int = 64,
+                   seed: int = 0) -> tuple[SlicedMap, list[int]]:
+    """The maps of transport_colours from colours alone: content colours ``cp`` (N, 3) with label weights
+    ``cm`` (K, N), style colours ``sp`` (M, 3) with ``sm`` (K, M) (K = 0: no labels). The content's pixels
+    may come from several images (dpst_ext.video pools frames). Returns (maps, use): map 0 is the whole
+    photos'; label k uses map use[k + 1] (0 when the label is too small or absent in either photo);
+    use[0] = 0 is "in no label"."""
     gen = torch.Generator().manual_seed(int(seed))
-    cp = content.reshape(3, -1).T.to(torch.float64)                     # (N, 3)
-    sp = style.reshape(3, -1).T.to(torch.float64)
-    if masks is None:              # no labels: every pixel takes the whole photos' map
-        cm, sm = cp.new_zeros(0, len(cp)), sp.new_zeros(0, len(sp))
-    else:
-        cm = masks.content.reshape(masks.content.shape[0], -1).to(torch.float64)
-        sm = masks.style.reshape(masks.style.shape[0], -1).to(torch.float64)
-    # Map 0 is the whole photos'; labels too small (or absent) in either photo use it.
     pairs = [(torch.ones(len(cp), dtype=torch.float64), torch.ones(len(sp), dtype=torch.float64))]
     use = [0]
     for cw, sw in zip(cm, sm):
@@ -185,18 +177,51 @@ def transport_colours(content: torch.Tensor, style: torch.Tensor, masks: MaskPai
     maps = fit_sliced_map(torch.stack([_sample(cp, cw, samples, g) for (cw, _), g in zip(pairs, gens)]),
                           torch.stack([_sample(sp, sw, samples, g) for (_, sw), g in zip(pairs, gens)]),
                           rotations, quantiles, gen)
-    luts = maps.lut(lut_size) if lut_size else None
-    # Row k + 1 of the weights is label k; row 0 is "in no label" (1 - the labels' total): they sum to 1.
+    return maps, use
+
+
+def apply_label_luts(luts, cp: torch.Tensor, cm: torch.Tensor, min_weight: float = 0.0) -> torch.Tensor:
+    """Colours ``cp`` (N, 3) through one map per row of the weights [1 - sum(cm); cm] ((K + 1, N): "in no
+    label", then the K labels), blended by those weights: (N, 3) float64. ``luts[m]`` is a (3, B, G, R)
+    table (apply_lut), or a callable (n, 3) -> (n, 3) applying map m exactly. A map is applied only to
+    the pixels whose weight for it is above ``min_weight``."""
     weights = torch.cat([(1 - cm.sum(0)).clamp_min(0)[None], cm])
-    out = torch.zeros_like(cp)
-    for m, wk in zip(use, weights):
-        idx = torch.nonzero(wk > 0).squeeze(1)
+    out = torch.zeros_like(cp, dtype=torch.float64)
+    for m, wk in enumerate(weights):
+        idx = torch.nonzero(wk > min_weight).squeeze(1)
         if idx.numel():
             px = cp[idx]
-            mapped = apply_lut(luts[m], px).to(torch.float64) if luts is not None else \
-                SlicedMap(maps.rotations, maps.xs[:, m:m + 1], maps.ys[:, m:m + 1])(px[None])[0]
-            out.index_add_(0, idx, mapped * wk[idx, None])
-    out = out / weights.sum(0).clamp_min(1e-12)[:, None]
+            lut = luts[m]
+            mapped = (lut(px) if callable(lut) else apply_lut(lut, px)).to(torch.float64)
+            out.index_add_(0, idx, mapped * wk[idx, None].to(torch.float64))
+    return out / weights.sum(0).clamp_min(1e-12)[:, None].to(torch.float64)
+
+
+def transport_colours(content: torch.Tensor, style: torch.Tensor, masks: MaskPair | None = None,
+                      rotations: int = 30, quantiles: int = 256, samples: int = 16384, min_pixels: int = 64,
+                      lut_size: int = 33, seed: int = 0) -> torch.Tensor:
+    """The content (3, H, W) recoloured per label by iterative sliced optimal transport onto the style's
+    colours (module docstring); ``masks`` at the two images' sizes (None: the whole photos' map). The maps are
+    tabulated on a ``lut_size``^3 grid of the RGB cube and applied trilinearly (lut_size=None: exactly,
+    at ~100x the cost per pixel). RGB 0..1 out, clamped, the content's dtype."""
+    for name, img in (("content", content), ("style", style)):
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError(f"{name} must be an RGB image (3, H, W), got shape {tuple(img.shape)}")
+    cp = content.reshape(3, -1).T.to(torch.float64)                     # (N, 3)
+    sp = style.reshape(3, -1).T.to(torch.float64)
+    if masks is None:              # no labels: every pixel takes the whole photos' map
+        cm, sm = cp.new_zeros(0, len(cp)), sp.new_zeros(0, len(sp))
+    else:
+        cm = masks.content.reshape(masks.content.shape[0], -1).to(torch.float64)
+        sm = masks.style.reshape(masks.style.shape[0], -1).to(torch.float64)
+    maps, use = fit_label_maps(cp, sp, cm, sm, rotations, quantiles, samples, min_pixels, seed)
+    if lut_size:
+        tables = maps.lut(lut_size)
+        luts = [tables[m] for m in use]
+    else:
+        luts = [(lambda px, m=m: SlicedMap(maps.rotations, maps.xs[:, m:m + 1], maps.ys[:, m:m + 1])(px[None])[0])
+                for m in use]
+    out = apply_label_luts(luts, cp, cm)
     return out.T.reshape(content.shape).clamp(0, 1).to(content.dtype)
 
 

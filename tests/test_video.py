@@ -1,0 +1,232 @@
+"""dpst video and dpst_ext.video on tiny clips (64x48 px): files end to end, flicker, cuts, resuming, bad input."""
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+
+from dpst_ext import samples  # noqa: E402
+from dpst_ext.image_io import save_image  # noqa: E402
+from dpst_ext.transport import transport_colours  # noqa: E402
+from dpst_ext import video  # noqa: E402
+from dpst_ext.video import (VideoInterrupted, flicker, global_shift, stylize_frames, stylize_video,  # noqa: E402
+                            write_video)
+
+from common import CMD, ENV, run_cli  # noqa: E402
+
+FAST = dict(samples=2048, masks="none")   # fewer colours per keyframe: tests stay fast
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors: threads only add overhead (and spin on a shared machine).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def pan(n, photo="astronaut", h=48, w=64, step=2, ramp=0.3, y0=120, x0=40):
+    """n frames panning across a photo (``step`` px per frame) while the light rises by ``ramp`` overall."""
+    img = samples.photo(photo, 512, dtype=torch.float32).permute(1, 2, 0).numpy() * 255
+    return [np.clip(img[y0:y0 + h, x0 + step * i:x0 + step * i + w] * (0.85 + ramp * i / max(n - 1, 1)), 0, 255)
+            .astype(np.uint8) for i in range(n)]
+
+
+def read(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+        return frames, float(v.average_rate), len(c.streams.audio), c.duration / 1e6
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(2 * 44100) / 44100)).astype(np.float32)
+    write_video(d / "two_seconds.mp4", pan(24), fps=12, crf=12, audio=np.stack([tone, tone]))
+    write_video(d / "short.mp4", pan(5), fps=12, crf=12)
+    write_video(d / "one.mp4", pan(1), fps=12, crf=12)
+    save_image(samples.photo("chelsea", 96).float(), d / "style.png")
+    (d / "garbage.mp4").write_bytes(os.urandom(5000))
+    return d
+
+
+def test_two_second_clip_end_to_end(clips, tmp_path):
+    out = tmp_path / "out.mp4"
+    r = run_cli(["video", str(clips / "two_seconds.mp4"), str(clips / "style.png"), "-o", str(out), "--masks", "none",
+                 "--chunk-frames", "10", "--threads", "1"])
+    assert r.returncode == 0, r.stderr
+    frames, fps, n_audio, duration = read(out)
+    assert len(frames) == 24 and frames[0].shape == (48, 64, 3)
+    assert fps == 12 and n_audio == 1 and abs(duration - 2.0) < 0.15
+    assert "rendering" in r.stderr and "frame/s" in r.stderr       # the progress bar, with its rate
+    assert not os.path.exists(str(out) + ".parts")                   # finished: no state left behind
+    src, _, _, _ = read(clips / "two_seconds.mp4")
+    # Styled: the colours moved towards the cat's (not a copy of the input).
+    assert np.abs(frames[12].astype(float) - src[12]).mean() > 10
+
+
+def test_flicker_on_panned_clip():
+    frames = pan(16, h=96, w=128, step=1, ramp=0.15)
+    style = samples.photo("chelsea", 96).float()
+    out = list(stylize_frames(frames, style, fps=8, keyframe_seconds=1.0, **FAST))
+    assert len(out) == 16 and out[0].shape == frames[0].shape
+    ours = flicker(frames, out, motion=True)
+    # Per-frame transport (the photo method on each frame alone, fitted afresh each time) for comparison.
+    naive = [(transport_colours(torch.from_numpy(f).permute(2, 0, 1).float() / 255, style, samples=2048)
+              .permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for f in frames]
+    theirs = flicker(frames, naive, motion=True)
+    assert ours["ratio"] <= 1.01, ours             # no more change than the input, after aligning the pan
+    assert theirs["output"] > ours["output"], (theirs, ours)
+
+
+def test_global_shift_finds_the_pan():
+    f = pan(2, step=3, ramp=0.0)
+    assert global_shift(f[0], f[1]) == (0, 3)
+
+
+def test_cut_starts_a_new_shot():
+    a, b = pan(8), pan(8, photo="coffee", y0=60, x0=200)
+    style = samples.photo("chelsea", 96).float()
+    both = list(stylize_frames(a + b, style, fps=8, **FAST))
+    alone = list(stylize_frames(b, style, fps=8, **FAST))
+    # The second shot's maps are fitted on its own frames only, as if it were a clip of its own.
+    assert all(np.array_equal(x, y) for x, y in zip(both[8:], alone))
+
+
+def test_tensor_frames_and_mask_file(tmp_path):
+    frames = [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in pan(6)]
+    mask = np.zeros((24, 32, 3), np.uint8)
+    mask[:12] = (0, 0, 255)
+    mask[12:] = (0, 255, 0)
+    smask = np.zeros((64, 96, 3), np.uint8)
+    smask[:32] = (0, 0, 255)
+    smask[32:] = (0, 255, 0)
+    from PIL import Image
+    Image.fromarray(mask).save(tmp_path / "c.png")
+    Image.fromarray(smask).save(tmp_path / "s.png")
+    style = samples.photo("chelsea", 96).float()
+    out = list(stylize_frames(frames, style, fps=12, samples=2048, masks=tmp_path / "c.png",
+                              style_mask=tmp_path / "s.png"))
+    plain = list(stylize_frames(frames, style, fps=12, **FAST))
+    assert len(out) == 6 and out[0].shape == (48, 64, 3) and out[0].dtype == np.uint8
+    assert np.abs(out[3].astype(float) - plain[3]).mean() > 1       # the labels changed the maps
+    with pytest.raises(ValueError, match="style_mask"):
+        next(stylize_frames(frames, style, masks=tmp_path / "c.png"))
+    with pytest.raises(ValueError, match="aspect ratio"):
+        list(stylize_frames([f[:, :20] for f in frames], style, samples=2048, masks=tmp_path / "c.png",
+                            style_mask=tmp_path / "s.png"))
+
+
+def test_auto_labels_stay_with_their_colours():
+    frames = pan(6)
+    style = samples.photo("chelsea", 96).float()
+    out = list(stylize_frames(frames, style, fps=12, samples=2048, masks="auto"))
+    assert len(out) == 6
+    # A colour's label shares come from the shot's colour model alone: the same in every frame.
+    rng = np.random.default_rng(0)
+    img = torch.from_numpy(np.concatenate([rng.normal((0.8, 0.2, 0.2), 0.05, (20, 10, 3)),
+                                           rng.normal((0.2, 0.2, 0.8), 0.05, (20, 10, 3))], 1)).permute(2, 0, 1)
+    labels = torch.zeros(20, 20, dtype=torch.long)
+    labels[:, 10:] = 1
+    model = video.colour_label_model(img.clamp(0, 1).float(), labels, 2)
+    assert torch.allclose(model.sum(0), torch.ones(()), atol=1e-5)
+    red, blue = model[:, 0, 0, 32], model[:, 32, 0, 0]   # cells [b, g, r]: never seen, nearest seen cell's shares
+    assert red[0] > 0.99 and blue[1] > 0.99
+
+
+def test_resume_after_interruption(clips, tmp_path, monkeypatch):
+    src, style = clips / "two_seconds.mp4", clips / "style.png"
+    full = tmp_path / "full.mp4"
+    stylize_video(src, style, full, progress=False, chunk_frames=5, **FAST)
+    out = tmp_path / "out.mp4"
+    calls = []
+    real = video.render_chunk
+
+    def dies_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(video, "render_chunk", dies_on_third)
+    with pytest.raises(VideoInterrupted) as e:
+        stylize_video(src, style, out, progress=False, chunk_frames=5, **FAST)
+    assert e.value.frames == 10 and e.value.total == 24
+    part, _, n_audio, _ = read(out)            # what was done is a playable file, with its audio
+    assert len(part) == 10 and n_audio == 1
+    assert os.path.isfile(os.path.join(video.parts_dir(out), "state.json"))
+    monkeypatch.setattr(video, "render_chunk", real)
+    r = stylize_video(src, style, out, progress=False, chunk_frames=5, **FAST)
+    assert r["resumed_frames"] == 10
+    a, b = read(out)[0], read(full)[0]
+    assert len(a) == 24 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    # Other options: the old parts do not fit, so the run starts afresh.
+    monkeypatch.setattr(video, "render_chunk", dies_on_third)
+    calls.clear()
+    with pytest.raises(VideoInterrupted):
+        stylize_video(src, style, out, progress=False, chunk_frames=5, **FAST)
+    monkeypatch.setattr(video, "render_chunk", real)
+    assert stylize_video(src, style, out, progress=False, chunk_frames=5, samples=4096,
+                         masks="none")["resumed_frames"] == 0
+
+
+def test_ctrl_c_keeps_a_playable_file(clips, tmp_path):
+    out = tmp_path / "out.mp4"
+    args = ["video", str(clips / "two_seconds.mp4"), str(clips / "style.png"), "-o", str(out), "--masks", "none",
+            "--chunk-frames", "2", "--smoothing", "fast", "--threads", "1"]
+    p = subprocess.Popen(CMD + args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+    first = os.path.join(video.parts_dir(out), "segment_000000.mp4")
+    deadline = time.time() + 120
+    while not os.path.exists(first) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    if p.returncode == 0:
+        pytest.skip("the run finished before it could be interrupted")
+    assert p.returncode == 130, err
+    assert "rerun the same command to continue" in err
+    frames = read(out)[0]
+    assert 2 <= len(frames) < 24 and len(frames) % 2 == 0
+
+
+def test_short_and_single_frame_clips(clips, tmp_path):
+    for name, n in (("short.mp4", 5), ("one.mp4", 1)):
+        out = tmp_path / name
+        r = stylize_video(clips / name, clips / "style.png", out, progress=False, chunk_frames=48, **FAST)
+        assert r["frames"] == n and len(read(out)[0]) == n
+
+
+def test_start_end_and_max_output(clips, tmp_path):
+    out = tmp_path / "cut.mkv"
+    r = stylize_video(clips / "two_seconds.mp4", clips / "style.png", out, progress=False, start=0.5, end=1.5,
+                      max_output=32, **FAST)
+    frames, fps, n_audio, duration = read(out)
+    assert len(frames) == 12 and frames[0].shape == (24, 32, 3) and r["size"] == (32, 24)
+    assert n_audio == 1 and abs(duration - 1.0) < 0.15
+
+
+@pytest.mark.parametrize("args, message", [
+    (["garbage.mp4", "style.png"], "is not a readable video"),
+    (["missing.mp4", "style.png"], "input video not found"),
+    (["two_seconds.mp4", "style.png", "--method", "default"], "method 'default'"),
+    (["two_seconds.mp4", "style.png", "--masks", "none", "--end", "0"], "end (0.0 s) must be after start"),
+    (["two_seconds.mp4", "style.png", "--style-mask", "style.png"], "style_mask"),
+])
+def test_bad_input_one_line(clips, tmp_path, args, message):
+    paths = [str(clips / a) if a.endswith((".mp4", ".png")) else a for a in args]
+    r = run_cli(["video", *paths, "-o", str(tmp_path / "out.mp4")])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("dpst: error:") and message in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out.mp4")
+
+
+def test_bad_output_name(clips, tmp_path):
+    r = run_cli(["video", str(clips / "one.mp4"), str(clips / "style.png"), "-o", str(tmp_path / "out.gif")])
+    assert r.returncode == 2 and ".mp4" in r.stderr
