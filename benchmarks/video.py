@@ -2,6 +2,7 @@
 
     python benchmarks/video.py                  # all parts, ~15 min on 2 cores; writes benchmarks/video.json
     python benchmarks/video.py --parts flicker  # only the flicker and style measures
+    python benchmarks/video.py --parts sheet    # docs/video_frames.jpg
 
 Clips (built from scikit-image's photos, no download):
 
@@ -104,7 +105,16 @@ def measure(name, frames, cuts, style, masks, fps=24, per_frame_baseline=True):
     t_ours = time.perf_counter() - t
     res = {"clip": name, "masks": masks, "frames": len(frames), "size": list(frames[0].shape[:2]),
            "seconds": t_ours}
-    runs = {"video": ours}
+    # The same plan with each shot's first table for all its frames: how much a fixed colour map (the steadiest
+    # possible) changes the output; the video's excess over it is the change the moving maps add.
+    planner = video.Planner(style, video.VideoOptions(masks=masks), fps)
+    for f in frames:
+        planner.observe(f)
+    planner.finish()
+    maps = [planner.frame_maps(i) for i in range(len(frames))]
+    fixed_maps = [(planner.shots[m[3]]["start"],) * 2 + (0.0, m[3]) for m in maps]
+    fixed, _ = video.render_chunk(frames, fixed_maps, planner.tables, None, planner.o)
+    runs = {"video": ours, "fixed map per shot": fixed}
     if per_frame_baseline:
         t = time.perf_counter()
         runs["per-frame photo method"] = single_photo(frames, style, masks)
@@ -189,6 +199,25 @@ def default_method_cost(style, n=3):
             "fast_flicker_aligned": video.flicker(frames, fast, motion=True)}
 
 
+def sheet(path=os.path.join(HERE, "..", "docs", "video_frames.jpg")):
+    """docs/video_frames.jpg: frames 0, 23, 30 (top) and 47, 50, 71 (below) of the shots clip, each above its
+    output (masks none), the style on the right."""
+    from PIL import Image
+
+    frames, _ = shots_clip()
+    style = samples.photo("astronaut", dtype=torch.float32)
+    out = list(video.stylize_frames(frames, style, fps=24, masks="none"))
+    rows = []
+    for idx in ((0, 23, 30), (47, 50, 71)):
+        rows += [np.concatenate([frames[i] for i in idx], 1), np.concatenate([out[i] for i in idx], 1)]
+    grid = np.concatenate(rows, 0)
+    im = Image.fromarray(grid).resize((grid.shape[1] // 2, grid.shape[0] // 2), Image.LANCZOS)
+    canvas = Image.new("RGB", (im.width + 143, im.height), "white")
+    canvas.paste(im, (0, 0))
+    canvas.paste(Image.fromarray(_u8(style)).resize((135, 135), Image.LANCZOS), (im.width + 4, 0))
+    canvas.save(path, quality=85)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="flicker,speed,smoothing,default")
@@ -200,29 +229,34 @@ def main():
     style = samples.photo("chelsea", dtype=torch.float32)
     shots_style = samples.photo("astronaut", dtype=torch.float32)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core {platform.processor() or 'x86_64'}",
-              "torch": torch.__version__, "threads": args.threads}
+              "torch": torch.__version__, "load_average_at_start": os.getloadavg()[0]}
     if os.path.exists(args.out):
         with open(args.out) as f:
             result = {**json.load(f), **result}
     with tempfile.TemporaryDirectory() as tmp:
-        if "flicker" in parts:
-            result["flicker"] = []
+        for part, baseline in (("flicker", True), ("fixed", False)):    # "fixed": without the per-frame runs
+            if part not in parts:
+                continue
+            result[part] = []
             for name, (frames, cuts), st in (("pan", pan_clip(), style), ("shots", shots_clip(), shots_style)):
                 for masks in ("none", "auto"):
-                    r = measure(name, frames, cuts, st, masks)
+                    r = measure(name, frames, cuts, st, masks, per_frame_baseline=baseline)
+                    r["threads"] = args.threads
                     print(json.dumps(r), flush=True)
-                    result["flicker"].append(r)
+                    result[part].append(r)
         if "smoothing" in parts:
-            result["smoothing"] = smoothing_cost(style)
+            result["smoothing"] = {**smoothing_cost(style), "threads": args.threads}
             print(json.dumps(result["smoothing"]), flush=True)
         if "default" in parts:
-            result["default_method"] = default_method_cost(style)
+            result["default_method"] = {**default_method_cost(style), "threads": args.threads}
             print(json.dumps(result["default_method"]), flush=True)
+        if "sheet" in parts:
+            sheet()
         if "speed" in parts:
             sp = os.path.join(tmp, "style.png")
             from dpst_ext.image_io import save_image
             save_image(style, sp)
-            result["speed"] = speed(sp, tmp)
+            result["speed"] = [{**r, "threads": args.threads} for r in speed(sp, tmp)]
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 

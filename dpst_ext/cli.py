@@ -288,7 +288,7 @@ def _add_video_parser(sub):
     v.add_argument("-o", "--output", required=True, help="output video: .mp4, .mov or .mkv")
     v.add_argument("--method", choices=["fast", "default"], default="fast",
                    help="fast (the only one offered for video); default is refused: the per-frame VGG "
-                        "refinement costs tens of seconds per frame and flickers (docs/video.md)")
+                        "refinement took 52 s per 256x144 frame and changed more between frames (docs/video.md)")
     v.add_argument("--masks", default="none", metavar="none|auto|FILE",
                    help="none: one label (default; measured closer to the style and steadier than auto, "
                         "docs/video.md); auto: automatic labels of each shot's first frame, carried to its other "

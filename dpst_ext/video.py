@@ -13,11 +13,12 @@ Only the fast method's colour transport is used, and it is made stable over time
    label's share of every cell of a 33^3 grid of the RGB cube (counts blurred by 1.5 cells; cells no
    pixel reached take their nearest reached cell's shares). Every frame's labels are looked up from its
    colours, so a colour belongs to the same labels in every frame of a shot. A mask file
-   (``masks=PATH`` with ``style_mask``) labels every frame the same way; ``masks="none"`` uses one label.
+   (``masks=PATH`` with ``style_mask``) labels every frame the same way; ``masks="none"`` (the default)
+   uses one label.
 3. **Colour maps on keyframes.** Keyframes are every ``keyframe_seconds`` of a shot, plus its last frame.
    Each keyframe's maps (per label sliced optimal transport, dpst_ext.transport.fit_label_maps, as in the
-   fast method for photos) are fitted on the colours pooled from the frames around it (half an interval
-   either side, within the shot), with the same random rotations for every keyframe, and tabulated as
+   fast method for photos) are fitted on the colours pooled from the frames around it (``window``
+   intervals either side, half by default, within the shot), with the same random rotations for every keyframe, and tabulated as
    33^3 lookup tables. With automatic labels the per-label tables are blended by the colour model into
    one table.
 4. **Between keyframes** each frame's tables are the linear interpolation of its two keyframes' tables,
@@ -72,9 +73,9 @@ LUT_SIZE = 33
 MASK_MODES = ("auto", "none")
 OUTPUT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 # Why method "default" is not offered for video (measured 2026-12-03, benchmarks/video.py, docs/video.md).
-VIDEO_DEFAULT_REFUSED = ("method 'default' (the VGG refinement of every frame) is not offered for video: it costs "
-                         "tens of seconds per frame on a CPU and its per-frame optimisation is not stable over time "
-                         "(docs/video.md); use method 'fast'")
+VIDEO_DEFAULT_REFUSED = ("method 'default' (the VGG refinement of every frame) is not offered for video: it took 52 s "
+                         "per 256x144 frame on a CPU (about 20 min per second of video) and its frames changed more "
+                         "from one to the next than the fast method's (docs/video.md); use method 'fast'")
 
 
 @dataclass
@@ -610,6 +611,7 @@ def _decode(path, size: tuple[int, int], start: float | None, end: float | None,
         rate = float(vs.average_rate or vs.guessed_rate)
         n = -1
         t0 = None
+        tic = time.perf_counter()
         for i, frame in enumerate(c.decode(vs)):
             t = frame.time if frame.time is not None else i / rate
             if t0 is None:
@@ -620,12 +622,13 @@ def _decode(path, size: tuple[int, int], start: float | None, end: float | None,
             if end is not None and t >= end - 0.5 / rate:
                 break
             n += 1
-            tic = time.perf_counter()
             if n < skip:
                 yield None, 0.0
+                tic = time.perf_counter()
                 continue
             arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-            yield arr, time.perf_counter() - tic
+            yield arr, time.perf_counter() - tic        # decoding and conversion
+            tic = time.perf_counter()
 
 
 class _SegmentWriter:
