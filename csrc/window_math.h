@@ -150,26 +150,3 @@ DPST_HD inline T window_entry_whitened(const T zi[3], const T zj[3], bool same) 
 }
 
 }  // namespace dpst
-
-namespace dpst {
-
-// The window's part of M v in box-filter form (He, Sun and Tang 2010, "Fast matting using large kernel
-// matting Laplacian matrices"), from the window's raw sums over its 9 pixels j:
-//     sI = sum_j I_j (3),   sv = sum_j v_j,   sIv = sum_j I_j v_j (3).
-// Returns b and g such that (M^k v)_i = v_i - (b + I_i . g) for every pixel i of the window, i.e.
-//     g = W^T W (sIv - mu sv) = W^T W sum_j (I_j - mu)(v_j - vbar),   b = vbar - mu . g,
-// with mu = sI / 9 and vbar = sv / 9 (window_coeffs's g; b folds in vbar and the centring by mu).
-// sIv - mu sv cancels in smooth windows: callers accumulate the sums in double (the products of float32
-// inputs are exact there), and evaluate b + I_i . g in double too, where the two terms can be ~1/sqrt(eps)
-// times their difference.
-template <typename T>
-DPST_HD inline void window_affine(const T w[6], const T sI[3], T sv, const T sIv[3], T& b, T g[3]) {
-  const T mu[3] = {sI[0] / T(9), sI[1] / T(9), sI[2] / T(9)};
-  const T cov[3] = {sIv[0] - mu[0] * sv, sIv[1] - mu[1] * sv, sIv[2] - mu[2] * sv};
-  T a[3];
-  whiten(w, cov, a);
-  whiten_transpose(w, a, g);
-  b = sv / T(9) - (mu[0] * g[0] + mu[1] * g[1] + mu[2] * g[2]);
-}
-
-}  // namespace dpst

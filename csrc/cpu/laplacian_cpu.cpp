@@ -91,23 +91,25 @@ void window_stats_kernel(const T* image, T* stats, int64_t H, int64_t W, double 
   });
 }
 
-// ---- tiles -------------------------------------------------------------------------------------
+// ---- L.v: rolling window rows over (row chunk x column strip) tiles ---------------------------
 //
-// The loops below run over tiles of pixel rows [ya, yb) x columns [x0, x1) in parallel; each walks its
-// rows top to bottom keeping what it needs of the last three window rows in small rings (L2-resident),
-// so every window is computed once per tile (plus 2 halo rows and columns) and every input byte is read
-// from memory once. Per-column quantities are stored as separate arrays (structure of arrays, fields
-// kFieldStride apart) so that the loops over columns vectorise.
+// Each task owns a tile of pixel rows [ya, yb) and columns [x0, x1). It walks its rows top to bottom
+// keeping the coefficients of the last three window rows in a ring of three slots (about 80 KB for
+// 3 channels: L2-resident), so every window is computed once per tile (plus 2 halo rows and
+// columns) and every input byte is read from memory once. A slot holds, per window column p
+// (kx = x0 - 2 + p), the fields mu0 mu1 mu2, then per channel vbar g0 g1 g2, as separate arrays
+// (structure of arrays) so that the loops over kx and x vectorise. Windows outside the image are
+// stored as zeros (vbar = g = 0), which contribute exactly nothing: the gather needs no bounds tests.
 
-constexpr int64_t kStripCols = 512;  // tile width
+constexpr int64_t kStripCols = 512;  // tile width; ring = 3 slots x (3 + 4C) fields x kFieldStride
 // Fields of a slot lie a compile-time stride apart (>= the widest tile + 2 halo windows), so the
 // compiler can prove that the stores to different fields never overlap and vectorises the loop.
 constexpr int64_t kFieldStride = kStripCols + 8;
 
 struct Tiles {
   int64_t rows_per_chunk, nchunks, cols_per_strip, nstrips;
-  Tiles(int64_t H, int64_t W, int64_t strip_cols = kStripCols) {
-    nstrips = (W + strip_cols - 1) / strip_cols;
+  Tiles(int64_t H, int64_t W) {
+    nstrips = (W + kStripCols - 1) / kStripCols;
     cols_per_strip = (W + nstrips - 1) / nstrips;
     // About 16 tiles per thread balance the load (parallel_for hands each thread a contiguous run
     // of tiles); chunks of >= 32 rows keep the 2 recomputed halo window rows per chunk cheap.
@@ -117,170 +119,113 @@ struct Tiles {
   }
 };
 
-inline int64_t mod3(int64_t k) { return (k % 3 + 3) % 3; }
-
-// ---- L.v: box-filter form ---------------------------------------------------------------------
-//
-//     (M v)_i = n_i v_i - sum_{windows k containing i} (b_k + I_i . g_k)
-//
-// with (b_k, g_k) from the window's sums of I, v and I v (window_affine, csrc/window_math.h). Both sums
-// are 3x3 box sums, done separably: the products of a pixel row are summed over 3 columns (a ring of 3
-// such rows gives a window row's sums), and a window row's coefficients are summed over 3 columns onto
-// the pixels (a ring of 3 such rows gives a pixel row's). All arithmetic is in double whatever the
-// dtype (inputs and output keep theirs): the window sums of float32 products are then exact enough
-// for the cancellation in sum I v - mu sum v, and b + I . g keeps its ~1/sqrt(eps) cancellation out of
-// float32, which makes this more accurate than centring each (pixel, window) pair in float32
-// (benchmarks/accuracy.py) at a fraction of the flops.
-//
-// Fields: products (3 + 4 NC per column): I0 I1 I2, then per channel v, I0 v, I1 v, I2 v.
-//         coefficients (4 NC per column): per channel b, g0, g1, g2.
-// The rings and scratch rows hold 3 (3 + 4 NC) + 3 (4 NC) + (3 + 4 NC) + 4 NC doubles per column: narrow
-// strips keep them in L1.
-constexpr int64_t kBoxCols = 128;
-constexpr int64_t kBoxStride = kBoxCols + 8;  // >= pixels of a strip's windows (cols + 4)
-
-// Pixel row y: products of the pixels x in [xa, xb) into tmp (column p = x - base), then their sums
-// over 3 columns for the windows kx in [kxa, kxb) into slot (column p = kx - base).
+// Coefficients of window row ky, windows kx in [kxa, kxb), into one ring slot (field f of column p
+// at slot[f * kFieldStride + p], p = kx - base). NC channels of v (planes v + c * H * W).
 template <typename T, int NC>
-void box_product_row(const T* __restrict__ img, const T* __restrict__ v, double* __restrict__ tmp,
-                     double* __restrict__ slot, int64_t H, int64_t W, int64_t y, int64_t xa,
-                     int64_t xb, int64_t kxa, int64_t kxb, int64_t base) {
-  constexpr int64_t L = kBoxStride;
-  constexpr int F = 3 + 4 * NC;
-  const int64_t plane = H * W;
-  const T* I = img + y * W;
-  const T* V = v + y * W;
-  if (y + 1 < H)  // the next pixel row, likewise
-    for (int64_t x = xa; x < xb; x += 16) {
-      for (int c = 0; c < 3; ++c) __builtin_prefetch(I + W + c * plane + x);
-      for (int c = 0; c < NC; ++c) __builtin_prefetch(V + W + c * plane + x);
-    }
-  for (int64_t x = xa; x < xb; ++x) {
-    const int64_t p = x - base;
-    const double i0 = I[x], i1 = I[plane + x], i2 = I[2 * plane + x];
-    tmp[p] = i0; tmp[L + p] = i1; tmp[2 * L + p] = i2;
-#pragma GCC unroll 3
-    for (int c = 0; c < NC; ++c) {
-      const double vc = V[c * plane + x];
-      double* f = tmp + (3 + 4 * c) * L + p;
-      f[0] = vc; f[L] = i0 * vc; f[2 * L] = i1 * vc; f[3 * L] = i2 * vc;
-    }
-  }
-#pragma GCC unroll 15
-  for (int f = 0; f < F; ++f) {
-    const double* __restrict__ a = tmp + f * L - base;
-    double* __restrict__ s = slot + f * L - base;
-    for (int64_t kx = kxa; kx < kxb; ++kx) s[kx] = a[kx] + a[kx + 1] + a[kx + 2];
-  }
-}
-
-// Window row ky: coefficients of the windows kx in [kxa, kxb) from the column sums of pixel rows
-// ky..ky+2 (r0, r1, r2) into tmp (column p = kx - base, zeros for windows outside the image among the
-// tile's n = x1 - x0 + 2), then their sums over 3 columns onto the pixels x in [x0, x1) into slot
-// (column x - x0: windows x-2..x).
-template <typename T, int NC>
-void box_window_row(const T* __restrict__ st, const double* __restrict__ r0,
-                    const double* __restrict__ r1, const double* __restrict__ r2,
-                    double* __restrict__ tmp, double* __restrict__ slot, int64_t H, int64_t W,
-                    int64_t ky, int64_t kxa, int64_t kxb, int64_t base, int64_t x0, int64_t x1) {
-  constexpr int64_t L = kBoxStride;
-  constexpr int F = 4 * NC;
-  const int64_t ww = W - 2, splane = (H - 2) * ww;
+void matvec_window_row(const T* __restrict__ img, const T* __restrict__ st, const T* __restrict__ v,
+                       T* __restrict__ slot, int64_t H, int64_t W, int64_t ky, int64_t kxa,
+                       int64_t kxb, int64_t base) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W, ww = W - 2, splane = (H - 2) * ww;
+  const T* I = img + ky * W;
+  const T* V = v + ky * W;
   const T* S = st + ky * ww;
-  if (ky + 1 < H - 2)  // the next window row's matrices: a stream the loop below would wait on
-    for (int64_t kx = kxa; kx < kxb; kx += 16)
-      for (int q = 0; q < 6; ++q) __builtin_prefetch(S + ww + (3 + q) * splane + kx);
   for (int64_t kx = kxa; kx < kxb; ++kx) {
-    const int64_t p = kx - base;
-    double w[6], sum[3 + 4 * NC];
+    T mu[3], w[6], x[9][3], vj[9], vbar, g[3];
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) mu[q] = S[q * splane + kx];
 #pragma GCC unroll 6
     for (int q = 0; q < 6; ++q) w[q] = S[(3 + q) * splane + kx];
-#pragma GCC unroll 15
-    for (int q = 0; q < 3 + 4 * NC; ++q) sum[q] = r0[q * L + p] + r1[q * L + p] + r2[q * L + p];
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j)
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) x[j][ch] = I[ch * plane + (j / 3) * W + kx + j % 3] - mu[ch];
+    const int64_t p = kx - base;
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) slot[q * L + p] = mu[q];
 #pragma GCC unroll 3
     for (int c = 0; c < NC; ++c) {
-      double b, g[3];
-      window_affine(w, sum, sum[3 + 4 * c], sum + 4 + 4 * c, b, g);
-      double* f = tmp + 4 * c * L + p;
-      f[0] = b; f[L] = g[0]; f[2 * L] = g[1]; f[3 * L] = g[2];
+#pragma GCC unroll 9
+      for (int j = 0; j < 9; ++j) vj[j] = V[c * plane + (j / 3) * W + kx + j % 3];
+      window_coeffs(w, x, vj, vbar, g);
+      T* f = slot + (3 + 4 * c) * L + p;
+      f[0] = vbar; f[L] = g[0]; f[2 * L] = g[1]; f[3 * L] = g[2];
     }
-  }
-  const int64_t n = x1 - x0 + 2;
-#pragma GCC unroll 12
-  for (int f = 0; f < F; ++f) {
-    double* __restrict__ a = tmp + f * L;
-    std::fill(a, a + (kxa - base), 0.0);
-    std::fill(a + (kxb - base), a + n, 0.0);
-    double* __restrict__ s = slot + f * L;
-    for (int64_t q = 0; q < x1 - x0; ++q) s[q] = a[q] + a[q + 1] + a[q + 2];
   }
 }
 
-// Pixel row y, columns [x0, x1): n_i v_i - (B_i + I_i . G_i), (B, G) the sums of the coefficient rows
-// of window rows y-2..y (c0, c1, c2; zeros for rows outside the image).
+// Pixel row y, columns [x0, x1): (M v)_i = n_i v_i - sum_{k containing i} (vbar_k + (I_i - mu_k).g_k)
+// over the 3x3 windows whose coefficients sit in the ring (slots of window rows y-2, y-1, y).
 template <typename T, int NC>
-void box_pixel_row(const T* __restrict__ img, const T* __restrict__ v, const double* __restrict__ c0,
-                   const double* __restrict__ c1, const double* __restrict__ c2,
-                   const double* __restrict__ ncols, T* __restrict__ out, int64_t H, int64_t W,
-                   int64_t y, int64_t x0, int64_t x1, double nrows) {
-  constexpr int64_t L = kBoxStride;
-  const int64_t plane = H * W;
+void matvec_pixel_row(const T* __restrict__ img, const T* __restrict__ v,
+                      const T* __restrict__ ring, const T* __restrict__ ncols, T* __restrict__ out,
+                      int64_t H, int64_t W, int64_t y, int64_t x0, int64_t x1,
+                      const int64_t slot_of[3], T nrows) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W, F = 3 + 4 * NC;
   const T* I = img + y * W;
   const T* V = v + y * W;
   T* O = out + y * W;
+  const T* s0 = ring + slot_of[0] * F * L;
+  const T* s1 = ring + slot_of[1] * F * L;
+  const T* s2 = ring + slot_of[2] * F * L;
   for (int64_t x = x0; x < x1; ++x) {
-    const int64_t q = x - x0;
-    const double i0 = I[x], i1 = I[plane + x], i2 = I[2 * plane + x], n = nrows * ncols[x];
+    const T i0 = I[x], i1 = I[plane + x], i2 = I[2 * plane + x];
+    T acc[NC];
 #pragma GCC unroll 3
-    for (int c = 0; c < NC; ++c) {
-      double s[4];
-#pragma GCC unroll 4
-      for (int f = 0; f < 4; ++f) {
-        const int64_t k = (4 * c + f) * L + q;
-        s[f] = c0[k] + c1[k] + c2[k];
+    for (int c = 0; c < NC; ++c) acc[c] = 0;
+#pragma GCC unroll 3
+    for (int dy = 0; dy < 3; ++dy) {
+      const T* s = dy == 0 ? s0 : dy == 1 ? s1 : s2;
+#pragma GCC unroll 3
+      for (int dx = 0; dx < 3; ++dx) {
+        const int64_t p = x - x0 + 2 - dx;  // window kx = x - dx
+        const T xi0 = i0 - s[p], xi1 = i1 - s[L + p], xi2 = i2 - s[2 * L + p];
+#pragma GCC unroll 3
+        for (int c = 0; c < NC; ++c) {
+          const T* f = s + (3 + 4 * c) * L + p;
+          acc[c] += f[0] + xi0 * f[L] + xi1 * f[2 * L] + xi2 * f[3 * L];
+        }
       }
-      O[c * plane + x] = T(n * double(V[c * plane + x]) - (s[0] + i0 * s[1] + i1 * s[2] + i2 * s[3]));
     }
+    const T n = nrows * ncols[x];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) O[c * plane + x] = n * V[c * plane + x] - acc[c];
   }
 }
 
 template <typename T, int NC>
 void matvec_channels(const T* image, const T* stats, const T* v, T* out, int64_t H, int64_t W) {
-  constexpr int64_t L = kBoxStride;
-  constexpr int FP = 3 + 4 * NC, FC = 4 * NC;
-  const int64_t ww = W - 2;
-  const Tiles t(H, W, kBoxCols);
-  std::vector<double> ncols(W);
-  for (int64_t x = 0; x < W; ++x) ncols[x] = windows_covering(x, W);
+  const int64_t hw = H - 2, ww = W - 2, F = 3 + 4 * NC;
+  const Tiles t(H, W);
+  std::vector<T> ncols(W);
+  for (int64_t x = 0; x < W; ++x) ncols[x] = T(windows_covering(x, W));
   at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<double> buf((3 * FP + 3 * FC + FP + FC) * L);
-    double* prods = buf.data();          // 3 slots of FP fields: column sums of pixel rows (mod 3)
-    double* coefs = prods + 3 * FP * L;  // 3 slots of FC fields: column sums of window rows (mod 3)
-    double* ptmp = coefs + 3 * FC * L;
-    double* ctmp = ptmp + FP * L;
+    std::vector<T> ring;
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
       const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
-      const int64_t base = x0 - 2, kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
-      const int64_t xa = kxa, xb = std::min(W, x1 + 2);  // pixels of those windows
-      int64_t next = ya - 2;  // first pixel row whose products are not in the ring
-      for (int64_t ky = ya - 2; ky < yb; ++ky) {
-        double* cslot = coefs + mod3(ky) * FC * L;
-        if (ky >= 0 && ky < H - 2) {
-          for (int64_t r = std::max(next, ky); r <= ky + 2; ++r)
-            box_product_row<T, NC>(image, v, ptmp, prods + mod3(r) * FP * L, H, W, r, xa, xb, kxa,
-                                   kxb, base);
-          next = ky + 3;
-          box_window_row<T, NC>(stats, prods + mod3(ky) * FP * L, prods + mod3(ky + 1) * FP * L,
-                                prods + mod3(ky + 2) * FP * L, ctmp, cslot, H, W, ky, kxa, kxb, base,
-                                x0, x1);
-        } else {
-          for (int f = 0; f < FC; ++f) std::fill(cslot + f * L, cslot + f * L + (x1 - x0), 0.0);
+      const int64_t base = x0 - 2, n = x1 - x0 + 2, L = kFieldStride;
+      const int64_t kxa = std::max<int64_t>(base, 0), kxb = std::min(ww, x1);
+      ring.resize(3 * F * L);
+      auto fill_slot = [&](int64_t ky) {  // window row ky into slot ky mod 3
+        T* slot = ring.data() + ((ky + 3) % 3) * F * L;
+        if (ky < 0 || ky >= hw) {
+          std::fill(slot, slot + F * L, T(0));
+          return;
         }
-        if (ky >= ya)
-          box_pixel_row<T, NC>(image, v, coefs + mod3(ky - 2) * FC * L, coefs + mod3(ky - 1) * FC * L,
-                               cslot, ncols.data(), out, H, W, ky, x0, x1,
-                               double(windows_covering(ky, H)));
+        for (int64_t f = 0; f < F; ++f) {  // zero the columns of windows outside the image
+          std::fill(slot + f * L, slot + f * L + (kxa - base), T(0));
+          std::fill(slot + f * L + (kxb - base), slot + f * L + n, T(0));
+        }
+        matvec_window_row<T, NC>(image, stats, v, slot, H, W, ky, kxa, kxb, base);
+      };
+      fill_slot(ya - 2);
+      fill_slot(ya - 1);
+      for (int64_t y = ya; y < yb; ++y) {
+        fill_slot(y);
+        const int64_t slot_of[3] = {(y + 1) % 3, (y + 2) % 3, y % 3};  // window rows y-2, y-1, y
+        matvec_pixel_row<T, NC>(image, v, ring.data(), ncols.data(), out, H, W, y, x0, x1, slot_of, T(windows_covering(y, H)));
       }
     }
   });
