@@ -9,7 +9,8 @@ colour transform of the photo; the system of dpst_ext.engine.highres (normalize=
 preconditioner) and FastPhotoStyle's (normalize=True, Jacobi). Each round runs --iters iterations of
 each path, alternating, and reports per iteration the wall time and the CPU time of the process (all
 threads): on a shared machine the CPU time is the steadier figure, the wall time the one a user sees.
-Medians over the rounds; the ratio eager / fused is taken within each round, then the median.
+Medians over the rounds; the ratio eager / fused is taken within each round, then the median. glibc's heap
+reuse is on, as in the CLI (dpst_ext.engine.memory.reuse_freed_memory).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import time
 import torch
 
 from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine.memory import reuse_freed_memory
 from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, weight_from_beta
 from dpst_ext.samples import photo_megapixels
 
@@ -38,6 +40,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
+    reuse_freed_memory()   # as `dpst transfer` does: image-sized temporaries reuse the heap
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before "
           f"{os.getloadavg()[0]:.1f}")
     print("| MP | system | L·v wall / CPU (ms) | fused iteration wall / CPU (ms) | eager iteration wall / CPU (ms) "

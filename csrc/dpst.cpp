@@ -34,9 +34,9 @@ TORCH_LIBRARY(dpst, m) {
   // Fused vector passes of batched PCG on A v = v + weight s.M(s.v) (dpst_ext/engine/smoothing.py;
   // kernels csrc/cpu/pcg_cpu.cpp). x, r, p: (C, H, W) float64; m = M u in the Laplacian's dtype;
   // scale s and inv_diag d (Jacobi, 1/diag(A)): (H, W) float64 or None (= 1).
-  // p = d.r + beta p in place; returns u = s.p in dtype (the matvec's input).
+  // p = d.r + beta p in place; u = s.p in u's dtype (the matvec's input), in place.
   m.def("pcg_direction(Tensor r, Tensor? inv_diag, Tensor(a!) p, float[] beta, Tensor? scale, "
-        "ScalarType dtype) -> Tensor");
+        "Tensor(b!) u) -> ()");
   // (C,) float64: p.Ap per channel, Ap = p + weight s.m.
   m.def("pcg_curvature(Tensor p, Tensor m, Tensor? scale, float weight) -> Tensor");
   // x += alpha p, r -= alpha Ap in place; returns (2, C) float64: r.r and r.(d.r) per channel.

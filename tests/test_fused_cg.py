@@ -29,7 +29,8 @@ def test_passes_match_their_formulas(mdtype, with_maps):
     beta, alpha, weight = [0.5, -1.25, 2.0], [0.3, 0.7, -0.2], 37.0
 
     p_ref = d1 * r + torch.tensor(beta, dtype=torch.float64)[:, None, None] * p
-    u = ops.pcg_direction(r, d_, p, beta, s_, mdtype)
+    u = torch.empty(p.shape, dtype=mdtype)
+    ops.pcg_direction(r, d_, p, beta, s_, u)
     torch.testing.assert_close(p, p_ref, rtol=1e-15, atol=1e-15)
     assert u.dtype == mdtype
     # (to within one rounding: the kernel may fuse the multiply-adds)
@@ -93,7 +94,9 @@ def test_solve_matches_eager_loop_and_assembled_residual(name, normalize, precon
 def test_bad_inputs_are_named():
     (x, r, p, m), s, d = _vectors()
     with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
-        ops.pcg_direction(r, d, p, [1.0], s, torch.float32)
+        ops.pcg_direction(r, d, p, [1.0], s, torch.empty(p.shape))
+    with pytest.raises(RuntimeError, match="u must be a contiguous float32 or float64"):
+        ops.pcg_direction(r, d, p, [1.0] * 3, s, torch.empty(p.shape, dtype=torch.float16))
     with pytest.raises(RuntimeError, match="p must be float64"):
         ops.pcg_curvature(p.float(), m, s, 1.0)
     with pytest.raises(RuntimeError, match=r"scale must have shape \(H, W\)"):

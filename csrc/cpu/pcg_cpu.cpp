@@ -96,22 +96,24 @@ void update_chunk(double* __restrict__ X, double* __restrict__ R, const double* 
   acc[1] = rz;
 }
 
-// p_c = z_c + beta_c p_c (z = d . r, or r), in place; returns u = s . p (or p) in dtype.
-at::Tensor pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag,
-                             at::Tensor p, at::ArrayRef<double> beta,
-                             const std::optional<at::Tensor>& scale, at::ScalarType dtype) {
+// p_c = z_c + beta_c p_c (z = d . r, or r), in place; u = s . p (or p) in u's dtype (a buffer the
+// caller reuses: a fresh image-sized tensor per iteration costs a page fault per 4 KB).
+void pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
+                       at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
+                       at::Tensor u) {
   check_vector(r, r, "r");
   check_vector(p, r, "p");
   check_coeffs(beta, r.size(0), "beta");
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "dtype must be float32 or float64, got ",
-              dtype);
+  TORCH_CHECK(u.sizes() == r.sizes() && u.is_contiguous() && u.device().is_cpu() &&
+                  (u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble),
+              "u must be a contiguous float32 or float64 CPU tensor of shape ", shape_str(r),
+              ", got ", shape_str(u));
   const double* d = pixel_map(inv_diag, r, "inv_diag");
   const double* s = pixel_map(scale, r, "scale");
   const int64_t C = r.size(0), N = r.size(1) * r.size(2);
-  auto u = at::empty(r.sizes(), r.options().dtype(dtype));
   const double* R = r.data_ptr<double>();
   double* P = p.data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "pcg_direction_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "pcg_direction_cpu", [&] {
     scalar_t* U = u.data_ptr<scalar_t>();
     at::parallel_for(0, C * ((N + kChunk - 1) / kChunk), 1, [&](int64_t t0, int64_t t1) {
       const int64_t nchunks = (N + kChunk - 1) / kChunk;
@@ -129,7 +131,6 @@ at::Tensor pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor
       }
     });
   });
-  return u;
 }
 
 // Per channel p.Ap = sum_i p_i (p_i + w s_i m_i), as (C,) float64.

@@ -39,10 +39,10 @@ def photoreal_loss(image: torch.Tensor, stats: torch.Tensor, v: torch.Tensor) ->
 
 # ---- fused CG passes on A v = v + weight s.M(s.v) (CPU; used by dpst_ext.engine.smoothing.batched_pcg) --
 
-def pcg_direction(r, inv_diag, p, beta, scale, dtype) -> torch.Tensor:
-    """p = inv_diag.r + beta p per channel, in place (float64 (C, H, W)); returns u = scale.p in ``dtype``.
+def pcg_direction(r, inv_diag, p, beta, scale, u) -> None:
+    """p = inv_diag.r + beta p per channel, in place (float64 (C, H, W)); u = scale.p in u's dtype, in place.
     inv_diag, scale: (H, W) float64 or None (= 1)."""
-    return torch.ops.dpst.pcg_direction.default(r, inv_diag, p, beta, scale, dtype)
+    torch.ops.dpst.pcg_direction.default(r, inv_diag, p, beta, scale, u)
 
 
 def pcg_curvature(p, m, scale, weight: float) -> torch.Tensor:

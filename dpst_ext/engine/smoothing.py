@@ -228,12 +228,12 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
     rz = rr if d is None else torch.stack([(r[c] * d * r[c]).sum() for c in range(r.shape[0])])
     rel = rr.sqrt() / bnorm
     p = torch.zeros_like(r)
+    u = torch.empty(r.shape, dtype=lap.dtype)     # the matvec's input, reused
     beta = [0.0] * r.shape[0]
     it = 0
     while it < maxiter and bool((rel > tol).any()):
-        u = ops.pcg_direction(r, d, p, beta, scale, lap.dtype)
+        ops.pcg_direction(r, d, p, beta, scale, u)
         m = ops.laplacian_matvec(lap.image, lap.stats, u)
-        del u
         pap = ops.pcg_curvature(p, m, scale, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
