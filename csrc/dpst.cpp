@@ -1,6 +1,6 @@
 // The one contract: every op's schema, in one TORCH_LIBRARY block.
 // Backends only register kernels: csrc/cpu/laplacian_cpu.cpp (CPU), csrc/cuda/laplacian_cuda.cu (CUDA);
-// the fused CG passes: csrc/cpu/pcg_cpu.cpp (CPU only);
+// the fused CG passes: csrc/cpu/pcg_cpu.cpp (fused on the CPU; ATen ops on CUDA and other devices);
 // the smooth-local-affine ops: csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_cuda.cu.
 // Shapes (see csrc/window_math.h for the maths and the stats layout):
 //   image  (3, H, W) float32 or float64, values nominally 0..1
@@ -32,7 +32,7 @@ TORCH_LIBRARY(dpst, m) {
   m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
 
   // Fused vector passes of batched PCG on A v = v + weight s.M(s.v) (dpst_ext/engine/smoothing.py;
-  // kernels csrc/cpu/pcg_cpu.cpp). x, r, p: (C, H, W) float64; m = M u in the Laplacian's dtype;
+  // csrc/cpu/pcg_cpu.cpp). x, r, p: (C, H, W) float64; m = M u in the Laplacian's dtype;
   // scale s and inv_diag d (Jacobi, 1/diag(A)): (H, W) float64 or None (= 1).
   // p = d.r + beta p in place; u = s.p in u's dtype (the matvec's input), in place.
   m.def("pcg_direction(Tensor r, Tensor? inv_diag, Tensor(a!) p, float[] beta, Tensor? scale, "

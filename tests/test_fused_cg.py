@@ -103,3 +103,23 @@ def test_bad_inputs_are_named():
         ops.pcg_update(x, r, p, m, s[:3], 1.0, [0.1] * 3, d)
     with pytest.raises(RuntimeError, match="m must be a contiguous float32 or float64"):
         ops.pcg_update(x, r, p, m[:2], s, 1.0, [0.1] * 3, d)
+
+
+@pytest.mark.parametrize("with_maps", [True, False])
+def test_aten_passes_other_devices_run_match_the_fused_ones(with_maps):
+    # The CompositeExplicitAutograd kernels (what CUDA and other devices run), called on the CPU through
+    # the dispatcher, against the fused CPU kernels on the same inputs.
+    composite = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+    (x, r, p, m), s, d = _vectors(seed=2)
+    m = m.float()
+    s, d = (s, d) if with_maps else (None, None)
+    beta, alpha = [0.5, -1.25, 2.0], [0.3, 0.7, -0.2]
+    outs = []
+    for call in (lambda op, *a: op(*a), lambda op, *a: op.redispatch(composite, *a)):
+        x1, r1, p1, u1 = x.clone(), r.clone(), p.clone(), torch.empty(p.shape)
+        call(torch.ops.dpst.pcg_direction.default, r1, d, p1, beta, s, u1)
+        c = call(torch.ops.dpst.pcg_curvature.default, p1, m, s, 37.0)
+        sums = call(torch.ops.dpst.pcg_update.default, x1, r1, p1, m, s, 37.0, alpha, d)
+        outs.append((p1, u1, c, x1, r1, sums))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-14)

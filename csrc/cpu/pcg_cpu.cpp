@@ -7,7 +7,8 @@
 // i.e. three passes over the vectors besides the matvec, where the eager torch loop ran about twelve.
 // Vectors x, r, p are float64 (C, H, W); u and m have the Laplacian's dtype; s, d are float64 (H, W).
 // Dot products are summed in double over fixed chunks of pixels, then over the chunks in order, so
-// they do not depend on the number of threads.
+// they do not depend on the number of threads. Other devices (CUDA included) run the same passes as ATen
+// ops (end of this file).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -183,6 +184,43 @@ at::Tensor pcg_update_cpu(at::Tensor x, at::Tensor r, const at::Tensor& p, const
   return at::tensor(total, p.options()).reshape({2, C});
 }
 
+// ---- the same passes in ATen ops, for every other device ---------------------------------------
+// Registered for CompositeExplicitAutograd (and explicitly for CUDA in a CUDA build, where they are what
+// the CUDA key runs): each pass is a few element-wise kernels instead of one fused loop.
+// smoothing.batched_pcg only takes the fused path on the CPU; these keep the contract whole elsewhere.
+
+at::Tensor per_channel(at::ArrayRef<double> a, const at::Tensor& like) {
+  return at::tensor(a, like.options().dtype(at::kDouble)).view({-1, 1, 1});
+}
+
+at::Tensor times_map(const at::Tensor& t, const std::optional<at::Tensor>& map) {
+  return map.has_value() ? t * *map : t;
+}
+
+void pcg_direction_aten(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
+                        at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
+                        at::Tensor u) {
+  check_coeffs(beta, r.size(0), "beta");
+  p.mul_(per_channel(beta, p)).add_(times_map(r, inv_diag));
+  u.copy_(times_map(p, scale));
+}
+
+at::Tensor pcg_curvature_aten(const at::Tensor& p, const at::Tensor& m,
+                              const std::optional<at::Tensor>& scale, double weight) {
+  return (p * (p + weight * times_map(m.to(at::kDouble), scale))).sum({1, 2});
+}
+
+at::Tensor pcg_update_aten(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m,
+                           const std::optional<at::Tensor>& scale, double weight,
+                           at::ArrayRef<double> alpha, const std::optional<at::Tensor>& inv_diag) {
+  check_coeffs(alpha, p.size(0), "alpha");
+  const auto a = per_channel(alpha, p);
+  x.add_(a * p);
+  r.sub_(a * (p + weight * times_map(m.to(at::kDouble), scale)));
+  const auto rr = (r * r).sum({1, 2});
+  return at::stack({rr, inv_diag.has_value() ? (r * r * *inv_diag).sum({1, 2}) : rr.clone()});
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(dpst, CPU, m) {
@@ -190,5 +228,19 @@ TORCH_LIBRARY_IMPL(dpst, CPU, m) {
   m.impl("pcg_curvature", &pcg_curvature_cpu);
   m.impl("pcg_update", &pcg_update_cpu);
 }
+
+TORCH_LIBRARY_IMPL(dpst, CompositeExplicitAutograd, m) {
+  m.impl("pcg_direction", &pcg_direction_aten);
+  m.impl("pcg_curvature", &pcg_curvature_aten);
+  m.impl("pcg_update", &pcg_update_aten);
+}
+
+#if defined(DPST_WITH_CUDA)
+TORCH_LIBRARY_IMPL(dpst, CUDA, m) {
+  m.impl("pcg_direction", &pcg_direction_aten);
+  m.impl("pcg_curvature", &pcg_curvature_aten);
+  m.impl("pcg_update", &pcg_update_aten);
+}
+#endif
 
 }  // namespace dpst
