@@ -123,3 +123,22 @@ def test_aten_passes_other_devices_run_match_the_fused_ones(with_maps):
         outs.append((p1, u1, c, x1, r1, sums))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-14)
+
+
+def test_opcheck():
+    # Schemas (mutation annotations), fake tensors (the composite kernels run on them) and aot dispatch.
+    (x, r, p, m), s, d = _vectors(seed=3)
+    m, u = m.float(), torch.empty(p.shape)
+    torch.library.opcheck(torch.ops.dpst.pcg_direction.default, (r, d, p, [0.5, 1.0, 2.0], s, u))
+    torch.library.opcheck(torch.ops.dpst.pcg_curvature.default, (p, m, s, 3.0))
+    torch.library.opcheck(torch.ops.dpst.pcg_update.default, (x, r, p, m, None, 3.0, [0.1, 0.2, 0.3], d))
+
+
+def test_non_contiguous_right_hand_side():
+    image = samples.random_image(12, 15, seed=4)
+    op = SmoothingOperator(MattingLaplacian(image, EPS), weight_from_beta(0.99), True)
+    y = _y(image)
+    y_t = y.transpose(1, 2).contiguous().transpose(1, 2)     # same values, column-major planes
+    a = batched_pcg(op, y, y, 1.0 / op.diagonal, tol=1e-10)
+    b = batched_pcg(op, y_t, y_t, 1.0 / op.diagonal, tol=1e-10)
+    assert a[1] == b[1] and torch.equal(a[0], b[0].contiguous())

@@ -121,7 +121,7 @@ class SmoothingOperator:
         """Whether batched_pcg can run its Jacobi/unpreconditioned iteration on this operator in the
         engine's fused passes (dpst_ext.engine.ops.pcg_*): CPU, float64 vectors."""
         return (b.device.type == "cpu" and self.laplacian.device.type == "cpu" and b.dtype == torch.float64
-                and b.dim() == 3 and (inv_diag is None or inv_diag.device.type == "cpu"))
+                and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device.type == "cpu"))
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype. In-place where possible:
@@ -223,6 +223,7 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
     with the same arithmetic as the eager loop above (float64 vectors and sums, the matvec in the
     Laplacian's dtype). x and r (float64) are updated in place."""
     lap, scale = op.laplacian, op._scale
+    x, r = x.contiguous(), r.contiguous()            # (the passes take planar (C, H, W) vectors)
     d = None if inv_diag is None else inv_diag.to(torch.float64).contiguous()
     rr = _dot(r, r)
     rz = rr if d is None else torch.stack([(r[c] * d * r[c]).sum() for c in range(r.shape[0])])
