@@ -1,5 +1,6 @@
 // The one contract: every op's schema, in one TORCH_LIBRARY block.
 // Backends only register kernels: csrc/cpu/laplacian_cpu.cpp (CPU), csrc/cuda/laplacian_cuda.cu (CUDA);
+// the fused CG passes: csrc/cpu/pcg_cpu.cpp (fused on the CPU; ATen ops on CUDA and other devices);
 // the smooth-local-affine ops: csrc/cpu/affine_cpu.cpp, csrc/cuda/affine_cuda.cu.
 // Shapes (see csrc/window_math.h for the maths and the stats layout):
 //   image  (3, H, W) float32 or float64, values nominally 0..1
@@ -29,6 +30,18 @@ TORCH_LIBRARY(dpst, m) {
   m.def("laplacian_csr(Tensor image, Tensor stats) -> (Tensor, Tensor, Tensor)");
   // sum_c v_c^T M v_c (0-dim). Its backward (dpst_ext/engine/ops.py) is 2 M v through laplacian_matvec.
   m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
+
+  // Fused vector passes of batched PCG on A v = v + weight s.M(s.v) (dpst_ext/engine/smoothing.py;
+  // csrc/cpu/pcg_cpu.cpp). x, r, p: (C, H, W) float64; m = M u in the Laplacian's dtype;
+  // scale s and inv_diag d (Jacobi, 1/diag(A)): (H, W) float64 or None (= 1).
+  // p = d.r + beta p in place; u = s.p in u's dtype (the matvec's input), in place.
+  m.def("pcg_direction(Tensor r, Tensor? inv_diag, Tensor(a!) p, float[] beta, Tensor? scale, "
+        "Tensor(b!) u) -> ()");
+  // (C,) float64: p.Ap per channel, Ap = p + weight s.m.
+  m.def("pcg_curvature(Tensor p, Tensor m, Tensor? scale, float weight) -> Tensor");
+  // x += alpha p, r -= alpha Ap in place; returns (2, C) float64: r.r and r.(d.r) per channel.
+  m.def("pcg_update(Tensor(a!) x, Tensor(b!) r, Tensor p, Tensor m, Tensor? scale, float weight, "
+        "float[] alpha, Tensor? inv_diag) -> Tensor");
 
   // Smooth local affine (post-processing; maths in csrc/affine_math.h, definition
   // dpst_ext/engine/postprocess.py).

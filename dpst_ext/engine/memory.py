@@ -13,9 +13,13 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     CG: b, x, r, p                                     4 * C * v
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
+    -- or, for the fused CPU iteration (float64 vectors, no preconditioner or Jacobi; smoothing.batched_pcg):
+    one product: u and M u in the Laplacian dtype                      2 * C * s
+    unaccounted, measured (estimate / peak 1.07-1.15, tests/test_memory.py, 2026-12-03)   0
 
-The tensors above sum to 212 B/px for float32 matvecs and float64 vectors; the measured peak RSS of the
-stage is ~270 B/px at 4 MP (1.42 GiB total with the interpreter and a loaded photo), hence the 60 B/px term.
+The tensors above sum to 212 B/px for float32 matvecs and float64 vectors with the eager loop (the
+multigrid preconditioner's); its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB total with the
+interpreter and a loaded photo), hence the 60 B/px term. The fused iteration's sum is 200 B/px.
 
 plus, for smoothing="off", only content + result + the upsampling band; and a fixed interpreter + torch
 baseline (measured ~0.35 GB RSS for `import torch, dpst_ext`; on CUDA the device side has no baseline).
@@ -102,8 +106,11 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         if preconditioner == "multigrid":
             operator += MULTIGRID_BYTES_PER_PIXEL * n
         cg = 4 * c * v * n
-        product = (c * s + c * v) * n
-        slack = 60 * n
+        # The fused CPU iteration (smoothing.batched_pcg -> ops.pcg_*) holds u and M u only, and none of
+        # the eager loop's mixed-dtype temporaries (measured: its slack term is 0).
+        fused = torch.device(device).type == "cpu" and v == 8 and preconditioner in ("none", "jacobi")
+        product = (2 * c * s if fused else c * s + c * v) * n
+        slack = (0 if fused else 60) * n
         if _heap_reuse if heap_reuse is None else heap_reuse:
             slack += HEAP_REUSE_BYTES_PER_PIXEL * n
         peak = content + result + lap + operator + cg + product + slack

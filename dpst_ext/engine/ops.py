@@ -9,7 +9,7 @@ import torch
 from .. import _C  # noqa: F401  (dpst_ext._C registers torch.ops.dpst.*)
 
 __all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss",
-           "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
+           "pcg_direction", "pcg_curvature", "pcg_update", "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
 
 
 def window_stats(image: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -35,6 +35,24 @@ def laplacian_csr(image: torch.Tensor, stats: torch.Tensor):
 def photoreal_loss(image: torch.Tensor, stats: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """sum_c v_c^T M v_c as a 0-dim tensor; differentiable in v (gradient 2 M v)."""
     return torch.ops.dpst.photoreal_loss.default(image, stats, v)
+
+
+# ---- fused CG passes on A v = v + weight s.M(s.v) (CPU; used by dpst_ext.engine.smoothing.batched_pcg) --
+
+def pcg_direction(r, inv_diag, p, beta, scale, u) -> None:
+    """p = inv_diag.r + beta p per channel, in place (float64 (C, H, W)); u = scale.p in u's dtype, in place.
+    inv_diag, scale: (H, W) float64 or None (= 1)."""
+    torch.ops.dpst.pcg_direction.default(r, inv_diag, p, beta, scale, u)
+
+
+def pcg_curvature(p, m, scale, weight: float) -> torch.Tensor:
+    """(C,) float64: p.Ap per channel with Ap = p + weight scale.m (m = M u)."""
+    return torch.ops.dpst.pcg_curvature.default(p, m, scale, weight)
+
+
+def pcg_update(x, r, p, m, scale, weight: float, alpha, inv_diag) -> torch.Tensor:
+    """x += alpha p, r -= alpha Ap per channel, in place; returns (2, C) float64: r.r and r.(inv_diag.r)."""
+    return torch.ops.dpst.pcg_update.default(x, r, p, m, scale, weight, alpha, inv_diag)
 
 
 # ---- fake (meta) kernels: the C++ shape rules, repeated for torch.compile and opcheck ----------

@@ -33,6 +33,12 @@ Precision: the matvec runs in the Laplacian's dtype (float32 halves its memory t
 dot products are float64 by default (``vector_dtype``), which is what lets float32 matvecs reach a 1e-6
 relative residual (see tests/test_smoothing.py and docs/experiments/2026-11-smoothing-solver.md for
 measured figures).
+
+On the CPU, batched_pcg runs a SmoothingOperator's Jacobi or unpreconditioned iteration in the engine's
+fused passes (dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update, csrc/cpu/pcg_cpu.cpp): three
+passes over the vectors per iteration besides the matvec, same arithmetic (float64 vectors and sums), about
+half the time and memory of the eager torch loop, which stays the path for multigrid, other operators and
+other devices (benchmarks/cg_iteration.py; docs/engine.md).
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import ops
 from .laplacian import MattingLaplacian, as_image_tensor
 
 __all__ = ["SmoothingResult", "weight_from_beta", "window_counts", "SmoothingOperator", "batched_pcg",
@@ -110,6 +117,12 @@ class SmoothingOperator:
         null = torch.cat([torch.ones_like(img[:1]), img])
         return null if self._scale is None else null.div_(self._scale_lap)
 
+    def fused_cg(self, b: torch.Tensor, inv_diag=None) -> bool:
+        """Whether batched_pcg can run its Jacobi/unpreconditioned iteration on this operator in the
+        engine's fused passes (dpst_ext.engine.ops.pcg_*): CPU, float64 vectors."""
+        return (b.device.type == "cpu" and self.laplacian.device.type == "cpu" and b.dtype == torch.float64
+                and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device.type == "cpu"))
+
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype. In-place where possible:
         the temporaries are two (C, H, W) tensors in the Laplacian's dtype (dpst_ext.engine.memory counts
@@ -161,12 +174,14 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
     rel_residuals)`` is called after every iteration.
     Returns (x, iterations, rel_residuals (list), converged).
     """
+    if inv_diag is not None and precondition is not None:
+        raise ValueError("give inv_diag or precondition, not both")
     x = torch.zeros_like(b) if x0 is None else x0.to(dtype=b.dtype, device=b.device, copy=True)
     r = b - apply(x) if x0 is not None else b.clone()
     bnorm = _dot(b, b).sqrt()
     bnorm = torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))   # b_c = 0: absolute residual
-    if inv_diag is not None and precondition is not None:
-        raise ValueError("give inv_diag or precondition, not both")
+    if precondition is None and isinstance(apply, SmoothingOperator) and apply.fused_cg(b, inv_diag):
+        return _fused_pcg(apply, x, r, bnorm, inv_diag, tol, maxiter, callback)
     if inv_diag is not None:
         precondition = lambda t: t * inv_diag.to(t)   # noqa: E731
     prec = (lambda t: t) if precondition is None else precondition
@@ -199,6 +214,41 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
             # add_ takes two passes and measured 2.5x slower.
             torch.add(z[c], p[c], alpha=bc, out=p[c])
         del z
+    return x, it, rel.tolist(), bool((rel <= tol).all())
+
+
+def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
+    """batched_pcg's iteration (Jacobi or none) on a SmoothingOperator in the engine's fused passes
+    (csrc/cpu/pcg_cpu.cpp): per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update,
+    with the same arithmetic as the eager loop above (float64 vectors and sums, the matvec in the
+    Laplacian's dtype). x and r (float64) are updated in place."""
+    lap, scale = op.laplacian, op._scale
+    x, r = x.contiguous(), r.contiguous()            # (the passes take planar (C, H, W) vectors)
+    d = None if inv_diag is None else inv_diag.to(torch.float64).contiguous()
+    rr = _dot(r, r)
+    rz = rr if d is None else torch.stack([(r[c] * d * r[c]).sum() for c in range(r.shape[0])])
+    rel = rr.sqrt() / bnorm
+    p = torch.zeros_like(r)
+    u = torch.empty(r.shape, dtype=lap.dtype)     # the matvec's input, reused
+    beta = [0.0] * r.shape[0]
+    it = 0
+    while it < maxiter and bool((rel > tol).any()):
+        ops.pcg_direction(r, d, p, beta, scale, u)
+        m = ops.laplacian_matvec(lap.image, lap.stats, u)
+        pap = ops.pcg_curvature(p, m, scale, op.weight)
+        alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
+        sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
+        del m
+        it += 1
+        rr, rz_new = sums[0], sums[1]
+        rel = rr.sqrt() / bnorm
+        if callback is not None:
+            callback(it, rel.tolist())
+        if not bool((rel > tol).any()):
+            break
+        beta = torch.where(rz > 0, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)),
+                           torch.zeros_like(rz)).tolist()
+        rz = rz_new
     return x, it, rel.tolist(), bool((rel <= tol).all())
 
 

@@ -1,0 +1,144 @@
+"""The fused CG passes (csrc/cpu/pcg_cpu.cpp, dpst_ext.engine.ops.pcg_*) that batched_pcg runs on a
+SmoothingOperator on the CPU: each pass against its formula in float64 torch, and the whole solve against
+the eager loop (the same batched_pcg given a plain function) and against the assembled system's residual,
+on a noise image and a real photo crop."""
+import numpy as np
+import pytest
+import torch
+
+from common import EPS, photo_crop
+from dpst_ext import samples
+from dpst_ext.engine import MattingLaplacian, ops
+from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, weight_from_beta
+from test_smoothing import _assembled, _y
+
+
+def _vectors(c=3, h=7, w=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(c, h, w, generator=g, dtype=torch.float64) for _ in range(4)], \
+        torch.rand(h, w, generator=g, dtype=torch.float64) + 0.5, torch.rand(h, w, generator=g, dtype=torch.float64) + 0.1
+
+
+@pytest.mark.parametrize("mdtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_maps", [True, False])
+def test_passes_match_their_formulas(mdtype, with_maps):
+    (x, r, p, m), s, d = _vectors()
+    m = m.to(mdtype)
+    s_, d_ = (s, d) if with_maps else (None, None)
+    s1, d1 = (s, d) if with_maps else (1.0, 1.0)
+    beta, alpha, weight = [0.5, -1.25, 2.0], [0.3, 0.7, -0.2], 37.0
+
+    p_ref = d1 * r + torch.tensor(beta, dtype=torch.float64)[:, None, None] * p
+    u = torch.empty(p.shape, dtype=mdtype)
+    ops.pcg_direction(r, d_, p, beta, s_, u)
+    torch.testing.assert_close(p, p_ref, rtol=1e-15, atol=1e-15)
+    assert u.dtype == mdtype
+    # (to within one rounding: the kernel may fuse the multiply-adds)
+    torch.testing.assert_close(u, (s1 * p_ref).to(mdtype), rtol=1e-15 if mdtype == torch.float64 else 1.2e-7, atol=0)
+
+    ap = p + weight * s1 * m.double()
+    torch.testing.assert_close(ops.pcg_curvature(p, m, s_, weight), (p * ap).sum((1, 2)), rtol=1e-13, atol=0)
+
+    a = torch.tensor(alpha, dtype=torch.float64)[:, None, None]
+    x_ref, r_ref = x + a * p, r - a * ap
+    sums = ops.pcg_update(x, r, p, m, s_, weight, alpha, d_)
+    torch.testing.assert_close(x, x_ref, rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(r, r_ref, rtol=1e-15, atol=1e-14)
+    torch.testing.assert_close(sums, torch.stack([(r_ref ** 2).sum((1, 2)), (d1 * r_ref ** 2).sum((1, 2))]),
+                               rtol=1e-13, atol=0)
+
+
+def test_sums_do_not_depend_on_thread_count():
+    (x, r, p, m), s, d = _vectors(c=2, h=300, w=200, seed=1)   # several chunks of pixels
+    before = torch.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out.append((ops.pcg_curvature(p, m, s, 3.0), ops.pcg_update(x.clone(), r.clone(), p, m, s, 3.0, [0.1, 0.2], d)))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+@pytest.mark.parametrize("name", ["noise", "rocket_sky"])
+@pytest.mark.parametrize("normalize,precond", [(True, "jacobi"), (False, "none"), ("interior", "jacobi")])
+def test_solve_matches_eager_loop_and_assembled_residual(name, normalize, precond):
+    image = samples.random_image(24, 29, seed=3) if name == "noise" else photo_crop(name, 32)
+    y = _y(image)
+    for dtype in (torch.float64, torch.float32):
+        lap = MattingLaplacian(image, EPS, dtype=dtype)
+        op = SmoothingOperator(lap, weight_from_beta(0.9999), normalize)
+        inv = 1.0 / op.diagonal if precond == "jacobi" else None
+        assert op.fused_cg(y, inv)
+        # float32 matvecs: a tolerance they can reach; the paths round w M u differently (the fused one in
+        # double), which near float32's limit moves the iteration count by a few percent.
+        tol = 1e-8 if dtype == torch.float64 else 1e-5
+        fused = batched_pcg(op, y, y, inv, tol=tol, maxiter=3000)
+        eager = batched_pcg(lambda v: op(v), y, y, inv, tol=tol, maxiter=3000)
+        assert fused[3] and eager[3]
+        assert abs(fused[1] - eager[1]) <= max(2, 0.03 * eager[1]), (fused[1], eager[1])
+        # The true residual of the float64 assembled system (float32 matvecs: up to their accuracy).
+        if dtype == torch.float64:     # the true residual on the assembled float64 system
+            wi = op.weight             # "interior": S = M / 9, i.e. the plain form with w / 9
+            a = _assembled(image, False, beta=wi / (1.0 + wi)) if normalize == "interior" \
+                else _assembled(image, normalize)
+            x = fused[0].reshape(3, -1).numpy().T
+            b = y.reshape(3, -1).numpy().T
+            res = np.linalg.norm(b - a @ x, axis=0) / np.linalg.norm(b, axis=0)
+            assert res.max() < 1e-7, res
+        scale = float(fused[0].abs().max())
+        torch.testing.assert_close(fused[0], eager[0], rtol=0, atol=(1e-7 if dtype == torch.float64 else 1e-3) * scale)
+
+
+def test_bad_inputs_are_named():
+    (x, r, p, m), s, d = _vectors()
+    with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
+        ops.pcg_direction(r, d, p, [1.0], s, torch.empty(p.shape))
+    with pytest.raises(RuntimeError, match="u must be a contiguous float32 or float64"):
+        ops.pcg_direction(r, d, p, [1.0] * 3, s, torch.empty(p.shape, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="p must be float64"):
+        ops.pcg_curvature(p.float(), m, s, 1.0)
+    with pytest.raises(RuntimeError, match=r"scale must have shape \(H, W\)"):
+        ops.pcg_update(x, r, p, m, s[:3], 1.0, [0.1] * 3, d)
+    with pytest.raises(RuntimeError, match="m must be a contiguous float32 or float64"):
+        ops.pcg_update(x, r, p, m[:2], s, 1.0, [0.1] * 3, d)
+
+
+@pytest.mark.parametrize("with_maps", [True, False])
+def test_aten_passes_other_devices_run_match_the_fused_ones(with_maps):
+    # The CompositeExplicitAutograd kernels (what CUDA and other devices run), called on the CPU through
+    # the dispatcher, against the fused CPU kernels on the same inputs.
+    composite = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+    (x, r, p, m), s, d = _vectors(seed=2)
+    m = m.float()
+    s, d = (s, d) if with_maps else (None, None)
+    beta, alpha = [0.5, -1.25, 2.0], [0.3, 0.7, -0.2]
+    outs = []
+    for call in (lambda op, *a: op(*a), lambda op, *a: op.redispatch(composite, *a)):
+        x1, r1, p1, u1 = x.clone(), r.clone(), p.clone(), torch.empty(p.shape)
+        call(torch.ops.dpst.pcg_direction.default, r1, d, p1, beta, s, u1)
+        c = call(torch.ops.dpst.pcg_curvature.default, p1, m, s, 37.0)
+        sums = call(torch.ops.dpst.pcg_update.default, x1, r1, p1, m, s, 37.0, alpha, d)
+        outs.append((p1, u1, c, x1, r1, sums))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-14)
+
+
+def test_opcheck():
+    # Schemas (mutation annotations), fake tensors (the composite kernels run on them) and aot dispatch.
+    (x, r, p, m), s, d = _vectors(seed=3)
+    m, u = m.float(), torch.empty(p.shape)
+    torch.library.opcheck(torch.ops.dpst.pcg_direction.default, (r, d, p, [0.5, 1.0, 2.0], s, u))
+    torch.library.opcheck(torch.ops.dpst.pcg_curvature.default, (p, m, s, 3.0))
+    torch.library.opcheck(torch.ops.dpst.pcg_update.default, (x, r, p, m, None, 3.0, [0.1, 0.2, 0.3], d))
+
+
+def test_non_contiguous_right_hand_side():
+    image = samples.random_image(12, 15, seed=4)
+    op = SmoothingOperator(MattingLaplacian(image, EPS), weight_from_beta(0.99), True)
+    y = _y(image)
+    y_t = y.transpose(1, 2).contiguous().transpose(1, 2)     # same values, column-major planes
+    a = batched_pcg(op, y, y, 1.0 / op.diagonal, tol=1e-10)
+    b = batched_pcg(op, y_t, y_t, 1.0 / op.diagonal, tol=1e-10)
+    assert a[1] == b[1] and torch.equal(a[0], b[0].contiguous())
