@@ -94,7 +94,10 @@ def test_top_level_exports():
     assert dpst_ext.ops is dpst_ext.engine.ops
     assert dpst_ext.MattingLaplacian is dpst_ext.engine.laplacian.MattingLaplacian
     assert dpst_ext.as_image_tensor is dpst_ext.engine.laplacian.as_image_tensor
-    assert sorted(dpst_ext.__all__) == ["MattingLaplacian", "as_image_tensor", "ops", "run_transfer", "transfer"]
+    assert sorted(dpst_ext.__all__) == ["MattingLaplacian", "as_image_tensor", "batch", "ops", "run_transfer",
+                                        "stylize_frames", "stylize_video", "transfer"]
+    importlib.import_module("dpst_ext.batch")      # nor does dpst_ext.batch shadow batch()
+    assert dpst_ext.batch is sys.modules["dpst_ext.batch"].batch
     assert set(dpst_ext.__all__) <= set(dir(dpst_ext))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         dpst_ext.nothing
