@@ -9,15 +9,17 @@ work (folder, writability, format, no directory or special file).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["load_image", "to_pil", "save_image", "output_target", "resize_long_side", "open_pil", "rgb_to_lab"]
+__all__ = ["load_image", "to_pil", "save_image", "output_target", "atomic_output", "resize_long_side", "open_pil", "rgb_to_lab"]
 
 
 def open_pil(path) -> Image.Image:
@@ -198,6 +200,22 @@ def _temporary(target: Path) -> Path:
     return target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
+@contextlib.contextmanager
+def atomic_output(path) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` (hidden, unique) to write; when the block ends normally it
+    replaces ``path`` in one rename, on any exception (Ctrl-C included) it is removed. So a reader sees the
+    old file or the whole new one, never a part, and nothing is left behind: every output of the package
+    (images, videos, state files) is written through this."""
+    tmp = _temporary(Path(path))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def save_image(image, path, format: str | None = None) -> Path:
     """Write ``image`` to ``path`` atomically (a temporary file beside it, then a rename); the format is
     ``format`` or follows the extension. ``output_target`` says what is refused; a symlink is written
@@ -205,17 +223,9 @@ def save_image(image, path, format: str | None = None) -> Path:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     target, fmt = output_target(path, format)
     pil = image if isinstance(image, Image.Image) else to_pil(image)
-    # A fresh temporary file beside the target, created as open() creates files (mode 0666 less the umask):
-    # tempfile.mkstemp would make it 0600, and the rename would keep that, leaving outputs unreadable to
-    # other users.
-    tmp = _temporary(target)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_output(target) as tmp:
+        # Created as open() creates files (mode 0666 less the umask): tempfile.mkstemp would make it 0600, and
+        # the rename would keep that, leaving outputs unreadable to other users.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
             pil.save(f, format=fmt)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return Path(path)

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from .engine.highres import SMOOTHING_TOL
-from .image_io import load_image, resize_long_side
+from .image_io import atomic_output, load_image, resize_long_side
 from .options import RECIPES
 from .transport import apply_label_luts, apply_lut, fit_label_maps
 
@@ -674,42 +674,34 @@ def _assemble(out: str, segments: list[tuple[str, int]], rate: Fraction, source,
     audio from ``audio_start`` for the frames' duration (re-encoded as AAC), atomically."""
     av = _av()
     ext = os.path.splitext(out)[1].lower()
-    folder = os.path.dirname(os.path.abspath(out))
-    tmp = os.path.join(folder, f".{os.path.basename(out)}.{os.getpid()}.tmp")
-    try:
-        with av.open(tmp, "w", format=OUTPUT_FORMATS[ext]) as oc:
-            with av.open(segments[0][0]) as first:
-                vs = oc.add_stream_from_template(first.streams.video[0])
-            duration = frames / rate
-            astream = None
-            src = av.open(str(source)) if source is not None else None
-            try:
-                if src is not None and src.streams.audio:
-                    ain = src.streams.audio[0]
-                    astream = oc.add_stream("aac", rate=ain.rate or 48000)
-                    astream.layout = ain.layout.name if ain.layout else "stereo"
-                    astream.bit_rate = 192000
-                for path, first_frame in segments:
-                    with av.open(path) as seg:
-                        sv = seg.streams.video[0]
-                        offset = round(Fraction(first_frame) / rate / sv.time_base)
-                        for pkt in seg.demux(sv):
-                            if pkt.dts is None:
-                                continue
-                            pkt.pts += offset
-                            pkt.dts += offset
-                            pkt.stream = vs
-                            oc.mux(pkt)
-                if astream is not None:
-                    _copy_audio(src, astream, oc, audio_start, float(duration))
-            finally:
-                if src is not None:
-                    src.close()
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_output(out) as tmp, av.open(str(tmp), "w", format=OUTPUT_FORMATS[ext]) as oc:
+        with av.open(segments[0][0]) as first:
+            vs = oc.add_stream_from_template(first.streams.video[0])
+        duration = frames / rate
+        astream = None
+        src = av.open(str(source)) if source is not None else None
+        try:
+            if src is not None and src.streams.audio:
+                ain = src.streams.audio[0]
+                astream = oc.add_stream("aac", rate=ain.rate or 48000)
+                astream.layout = ain.layout.name if ain.layout else "stereo"
+                astream.bit_rate = 192000
+            for path, first_frame in segments:
+                with av.open(path) as seg:
+                    sv = seg.streams.video[0]
+                    offset = round(Fraction(first_frame) / rate / sv.time_base)
+                    for pkt in seg.demux(sv):
+                        if pkt.dts is None:
+                            continue
+                        pkt.pts += offset
+                        pkt.dts += offset
+                        pkt.stream = vs
+                        oc.mux(pkt)
+            if astream is not None:
+                _copy_audio(src, astream, oc, audio_start, float(duration))
+        finally:
+            if src is not None:
+                src.close()
 
 
 def _copy_audio(src, astream, oc, start: float, duration: float) -> None:
@@ -743,44 +735,37 @@ def write_video(path, frames: Iterable, fps=30, crf: int = 18, audio: np.ndarray
     if ext not in OUTPUT_FORMATS:
         raise ValueError(f"path must end in {', '.join(OUTPUT_FORMATS)}, got {os.path.basename(str(path))!r}")
     rate = Fraction(fps).limit_denominator(1001)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(str(path))}.{os.getpid()}.tmp")
-    try:
-        frames = iter(frames)
-        first = next(frames, None)
-        if first is None:
-            raise ValueError("frames is empty: a video needs at least one frame")
-        first = _as_uint8(first, 0)
-        with av.open(tmp, "w", format=OUTPUT_FORMATS[ext]) as c:
-            vs = c.add_stream(_video_codec(), rate=rate)
-            vs.width, vs.height = first.shape[1] - first.shape[1] % 2, first.shape[0] - first.shape[0] % 2
-            vs.pix_fmt = "yuv420p"
-            if vs.codec_context.name == "libx264":
-                vs.options = {"crf": str(crf), "preset": "fast"}
-            a = None
-            if audio is not None:       # every stream before the first packet
-                audio = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)
-                a = c.add_stream("aac", rate=sample_rate)
-                a.layout = "mono" if audio.shape[0] == 1 else "stereo"
-            for i, f in enumerate(itertools.chain([first], frames)):
-                vf = av.VideoFrame.from_ndarray(_as_uint8(f, i), format="rgb24")
-                vf.pts = i
-                for p in vs.encode(vf):
-                    c.mux(p)
-            for p in vs.encode():
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("frames is empty: a video needs at least one frame")
+    first = _as_uint8(first, 0)
+    with atomic_output(path) as tmp, av.open(str(tmp), "w", format=OUTPUT_FORMATS[ext]) as c:
+        vs = c.add_stream(_video_codec(), rate=rate)
+        vs.width, vs.height = first.shape[1] - first.shape[1] % 2, first.shape[0] - first.shape[0] % 2
+        vs.pix_fmt = "yuv420p"
+        if vs.codec_context.name == "libx264":
+            vs.options = {"crf": str(crf), "preset": "fast"}
+        a = None
+        if audio is not None:       # every stream before the first packet
+            audio = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)
+            a = c.add_stream("aac", rate=sample_rate)
+            a.layout = "mono" if audio.shape[0] == 1 else "stereo"
+        for i, f in enumerate(itertools.chain([first], frames)):
+            vf = av.VideoFrame.from_ndarray(_as_uint8(f, i), format="rgb24")
+            vf.pts = i
+            for p in vs.encode(vf):
                 c.mux(p)
-            if a is not None:
-                for s0 in range(0, audio.shape[1], 1024):
-                    af = av.AudioFrame.from_ndarray(audio[:, s0:s0 + 1024], format="fltp", layout=a.layout.name)
-                    af.sample_rate, af.pts = sample_rate, s0
-                    for p in a.encode(af):
-                        c.mux(p)
-                for p in a.encode():
+        for p in vs.encode():
+            c.mux(p)
+        if a is not None:
+            for s0 in range(0, audio.shape[1], 1024):
+                af = av.AudioFrame.from_ndarray(audio[:, s0:s0 + 1024], format="fltp", layout=a.layout.name)
+                af.sample_rate, af.pts = sample_rate, s0
+                for p in a.encode(af):
                     c.mux(p)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+            for p in a.encode():
+                c.mux(p)
     return str(path)
 
 
@@ -942,11 +927,10 @@ def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dic
     plan = {"maps": [planner.frame_maps(i) for i in range(planner.frames)], "tables": planner.tables,
             "content_masks": None if planner.file_masks is None else planner.file_masks[0],
             "shots": [(s["start"], s["end"]) for s in planner.shots], "cut_distances": planner.cut_distances}
-    torch.save(plan, plan_path + ".tmp")
-    os.replace(plan_path + ".tmp", plan_path)
-    with open(state_path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_output(plan_path) as tmp:
+        torch.save(plan, tmp)
+    with atomic_output(state_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(state, f)
-    os.replace(state_path + ".tmp", state_path)
 
     return plan
 
