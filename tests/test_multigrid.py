@@ -73,7 +73,7 @@ def test_aggregation_is_orthonormal_local_affine_and_adjoint(shape, planar):
     np.testing.assert_allclose(r, (p.T @ f.reshape(3, -1).numpy().T).T, atol=1e-12)
 
 
-def test_local_affine_basis_keeps_full_rank_blocks_and_gives_coarse_coordinates():
+def test_block_affine_basis_keeps_full_rank_blocks_and_gives_coarse_coordinates():
     g = torch.Generator().manual_seed(1)
     null = torch.rand(8, 8, 1, 4, generator=g, dtype=torch.float64)
     q, keep, coarse = block_affine_basis(null, 4, band=1)
