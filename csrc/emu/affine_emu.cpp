@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "../cuda/affine_ops.h"
+#include "../schemas.h"
 
 namespace dpst {
 namespace cuda {
@@ -51,9 +52,7 @@ void set_affine_launch_shape(int64_t fit_x, int64_t fit_y, int64_t bilateral_x, 
 }  // namespace dpst
 
 TORCH_LIBRARY_FRAGMENT(dpst_emu, m) {
-  // The smooth-local-affine part of csrc/dpst.cpp's contract, run by the emulated CUDA kernels.
-  m.def("local_affine_fit(Tensor content, Tensor output, float ridge) -> Tensor");
-  m.def("bilateral_affine_apply(Tensor coeffs, Tensor content, int radius, float edge) -> Tensor");
+  dpst::define_affine_ops(m);      // the smooth-local-affine contract, run by the emulated CUDA kernels
   // Test hook: block shapes and the filter's shared-memory budget of later launches
   // (AffineLaunchShape in csrc/cuda/affine_kernels.cuh).
   m.def("set_affine_launch_shape(int fit_x, int fit_y, int bilateral_x, int bilateral_y, "

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "../cuda/laplacian_ops.h"
+#include "../schemas.h"
 
 extern "C" {
 // Importing dpst_ext._emu runs the static registrations below; the module itself has no functions.
@@ -56,12 +57,7 @@ void set_launch_shape(int64_t tile_x, int64_t tile_y, int64_t matvec_x, int64_t 
 }  // namespace dpst
 
 TORCH_LIBRARY(dpst_emu, m) {
-  // The contract of csrc/dpst.cpp, run by the emulated CUDA kernels.
-  m.def("window_stats(Tensor image, float eps) -> Tensor");
-  m.def("laplacian_matvec(Tensor image, Tensor stats, Tensor v) -> Tensor");
-  m.def("laplacian_diagonal(Tensor image, Tensor stats) -> Tensor");
-  m.def("laplacian_csr(Tensor image, Tensor stats) -> (Tensor, Tensor, Tensor)");
-  m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
+  dpst::define_laplacian_ops(m);   // the contract of csrc/dpst.cpp, run by the emulated CUDA kernels
   // Test hook: block shapes of later launches (LaunchShape in csrc/cuda/laplacian_kernels.cuh).
   m.def("set_launch_shape(int tile_x, int tile_y, int matvec_x, int matvec_y, int threads) -> ()",
         &dpst::cuda::set_launch_shape);

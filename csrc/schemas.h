@@ -1,0 +1,37 @@
+// The schemas of the engine's ops and of the smooth-local-affine ops, written once: csrc/dpst.cpp defines
+// them in torch.ops.dpst (every backend registers kernels there), csrc/emu/ in torch.ops.dpst_emu (the
+// CUDA kernels compiled as C++ and run on the CPU, for the tests). Shapes: csrc/dpst.cpp.
+#pragma once
+#include <torch/library.h>
+
+namespace dpst {
+
+inline void define_laplacian_ops(torch::Library& m) {
+  // Mean colour and whitening matrix of every 3x3 window, computed in double, stored in image dtype.
+  m.def("window_stats(Tensor image, float eps) -> Tensor");
+  // M v for the matting Laplacian M of image, applied to each of v's C channels. O(HW), matrix-free.
+  m.def("laplacian_matvec(Tensor image, Tensor stats, Tensor v) -> Tensor");
+  // diag(M), shape (H, W).
+  m.def("laplacian_diagonal(Tensor image, Tensor stats) -> Tensor");
+  // M as fixed-width CSR: min(H,5)*min(W,5) sorted entries per row (explicit zeros included).
+  // Returns (crow (HW+1,), col (HW*width,), values (HW*width,)); indices int32, or int64 when
+  // HW*width >= 2^31.
+  m.def("laplacian_csr(Tensor image, Tensor stats) -> (Tensor, Tensor, Tensor)");
+  // sum_c v_c^T M v_c (0-dim). Its backward (dpst_ext/engine/ops.py) is 2 M v through laplacian_matvec.
+  m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
+}
+
+inline void define_affine_ops(torch::Library& m) {
+  // Smooth local affine (post-processing; maths in csrc/affine_math.h, definition
+  // dpst_ext/engine/postprocess.py).
+  // content, output (3, H, W) same dtype (float32/float64) -> coeffs (12, H, W): per pixel the 3x4
+  // least-squares affine map content -> output over its 3x3 window clipped at the border, ridge on the
+  // colour part (> 0); plane c*4 + k = output colour c, input k = (R, G, B, 1). Solved in double.
+  m.def("local_affine_fit(Tensor content, Tensor output, float ridge) -> Tensor");
+  // coeffs (12, H, W), content (3, H, W) -> (3, H, W): joint-bilateral filter of the coefficients over
+  // (2 radius + 1)^2 neighbours inside the image (spatial sigma radius/3, range sigma edge on content's
+  // colours), then out = A' [content; 1]. radius 0 reconstructs with the unfiltered coefficients.
+  m.def("bilateral_affine_apply(Tensor coeffs, Tensor content, int radius, float edge) -> Tensor");
+}
+
+}  // namespace dpst
