@@ -121,13 +121,21 @@ DPST_HD inline T window_quad(const T w[6], const T x[9][3], const T v[9]) {
   return ss - (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]);
 }
 
-// The window's entry M^k_ij from the centred colours of pixels i and j (delta = (i == j)).
+// The window's entry M^k_ij from the whitened colours z_i = W (I_i - mu), z_j = W (I_j - mu) of
+// pixels i and j (same = (i == j)): delta_ij - 1/9 - z_i . z_j. Kernels that whiten each pixel of a
+// window once reuse z for all its 9 partners.
+template <typename T>
+DPST_HD inline T window_entry_whitened(const T zi[3], const T zj[3], bool same) {
+  return (same ? T(1) : T(0)) - T(1) / T(9) - (zi[0] * zj[0] + zi[1] * zj[1] + zi[2] * zj[2]);
+}
+
+// The same entry from the centred colours of pixels i and j.
 template <typename T>
 DPST_HD inline T window_entry(const T w[6], const T xi[3], const T xj[3], bool same) {
   T zi[3], zj[3];
   whiten(w, xi, zi);
   whiten(w, xj, zj);
-  return (same ? T(1) : T(0)) - T(1) / T(9) - (zi[0] * zj[0] + zi[1] * zj[1] + zi[2] * zj[2]);
+  return window_entry_whitened(zi, zj, same);
 }
 
 // Number of 3x3 windows (lying fully inside an axis of length n) that contain coordinate p.
@@ -135,18 +143,6 @@ DPST_HD inline int windows_covering(long long p, long long n) {
   const long long lo = p - 2 > 0 ? p - 2 : 0;
   const long long hi = p < n - 3 ? p : n - 3;
   return hi >= lo ? int(hi - lo + 1) : 0;
-}
-
-}  // namespace dpst
-
-namespace dpst {
-
-// The window's entry M^k_ij from the whitened colours z_i = W (I_i - mu), z_j = W (I_j - mu) of
-// pixels i and j (same = (i == j)); window_entry with the whitening already done, for kernels that
-// whiten each pixel of a window once and reuse z for all its 9 partners.
-template <typename T>
-DPST_HD inline T window_entry_whitened(const T zi[3], const T zj[3], bool same) {
-  return (same ? T(1) : T(0)) - T(1) / T(9) - (zi[0] * zj[0] + zi[1] * zj[1] + zi[2] * zj[2]);
 }
 
 }  // namespace dpst

@@ -2,7 +2,7 @@
 // csrc/cuda/laplacian_ops.h:
 //   * csrc/cuda/affine_cuda.cu  (nvcc)  CUDA tensors, real launches     -> dpst::*     CUDA key
 //   * csrc/emu/affine_emu.cpp   (g++)   CPU tensors, emulated launches  -> dpst_emu::*
-// A Backend provides Scope(const at::Tensor&) (device guard + `stream`), affine_shape() (the
+// A Backend provides Scope(const at::Tensor&) (device guard + `stream`), shape() (the
 // AffineLaunchShape) and check_launch(). Order in every entry point: argument checks, device guard and
 // stream, early return on empty input, launch, launch check.
 #pragma once
@@ -26,7 +26,7 @@ template <typename Backend>
 struct AffineOps {
   static at::Tensor local_affine_fit(const at::Tensor& content_, const at::Tensor& output_, double ridge) {
     check_local_affine_fit(content_, output_, ridge);
-    const auto shape = Backend::affine_shape();
+    const auto shape = Backend::shape();
     check_affine_rows(content_, shape);
     typename Backend::Scope scope(content_);
     const auto content = content_.contiguous(), output = output_.contiguous();
@@ -44,7 +44,7 @@ struct AffineOps {
   static at::Tensor bilateral_affine_apply(const at::Tensor& coeffs_, const at::Tensor& content_,
                                            int64_t radius, double edge) {
     check_bilateral_affine(coeffs_, content_, radius, edge);
-    const auto shape = Backend::affine_shape();
+    const auto shape = Backend::shape();
     check_affine_rows(content_, shape);
     typename Backend::Scope scope(content_);
     const auto coeffs = coeffs_.contiguous(), content = content_.contiguous();

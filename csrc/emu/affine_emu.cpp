@@ -4,34 +4,23 @@
 // init lives in csrc/emu/laplacian_emu.cpp (one PyInit per extension). Tests only: small images.
 #include <torch/library.h>
 
-#include <mutex>
-
 #include "../cuda/affine_ops.h"
+#include "emu_backend.h"
 #include "../schemas.h"
 
 namespace dpst {
 namespace cuda {
-namespace {
 
 // Small blocks and a small shared-memory budget by default, so that test images of a few pixels leave
 // partial and multiple blocks and the filter's taps span several shared-memory chunks.
-AffineLaunchShape emu_affine_shape{/*fit_x=*/8, /*fit_y=*/4, /*bilateral_x=*/8, /*bilateral_y=*/4,
-                                   /*shared_budget=*/8 * 1024};
-std::mutex emu_affine_shape_mutex;
+template <>
+AffineLaunchShape& emu_launch_shape<AffineLaunchShape>() {
+  static AffineLaunchShape shape{/*fit_x=*/8, /*fit_y=*/4, /*bilateral_x=*/8, /*bilateral_y=*/4,
+                                 /*shared_budget=*/8 * 1024};
+  return shape;
+}
 
-struct AffineEmuBackend {
-  struct Scope {
-    cudaStream_t stream = nullptr;
-    explicit Scope(const at::Tensor& t) {
-      TORCH_CHECK(t.device().is_cpu(), "dpst_emu ops take CPU tensors, got ", t.device());
-    }
-  };
-  static AffineLaunchShape affine_shape() {
-    std::lock_guard<std::mutex> lock(emu_affine_shape_mutex);
-    return emu_affine_shape;
-  }
-  static void check_launch() {}  // emulated launches run synchronously; errors throw
-};
+namespace {
 
 void set_affine_launch_shape(int64_t fit_x, int64_t fit_y, int64_t bilateral_x, int64_t bilateral_y,
                              int64_t shared_budget) {
@@ -42,9 +31,10 @@ void set_affine_launch_shape(int64_t fit_x, int64_t fit_y, int64_t bilateral_x, 
               bilateral_y);
   TORCH_CHECK(shared_budget >= 1 && shared_budget <= 228 * 1024,
               "shared_budget must lie in 1..233472 bytes, got ", shared_budget);
-  std::lock_guard<std::mutex> lock(emu_affine_shape_mutex);
-  emu_affine_shape = AffineLaunchShape{unsigned(fit_x), unsigned(fit_y), unsigned(bilateral_x),
-                                       unsigned(bilateral_y), unsigned(shared_budget)};
+  std::lock_guard<std::mutex> lock(emu_shape_mutex);
+  emu_launch_shape<AffineLaunchShape>() = AffineLaunchShape{unsigned(fit_x), unsigned(fit_y),
+                                                            unsigned(bilateral_x), unsigned(bilateral_y),
+                                                            unsigned(shared_budget)};
 }
 
 }  // namespace
@@ -60,4 +50,4 @@ TORCH_LIBRARY_FRAGMENT(dpst_emu, m) {
         &dpst::cuda::set_affine_launch_shape);
 }
 
-TORCH_LIBRARY_IMPL(dpst_emu, CPU, m) { dpst::cuda::register_affine_ops<dpst::cuda::AffineEmuBackend>(m); }
+TORCH_LIBRARY_IMPL(dpst_emu, CPU, m) { dpst::cuda::register_affine_ops<dpst::cuda::EmuBackend<dpst::cuda::AffineLaunchShape>>(m); }

@@ -5,9 +5,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
-#include <mutex>
-
 #include "../cuda/laplacian_ops.h"
+#include "emu_backend.h"
 #include "../schemas.h"
 
 extern "C" {
@@ -20,25 +19,15 @@ PyObject* PyInit__emu(void) {
 
 namespace dpst {
 namespace cuda {
-namespace {
 
 // Small blocks by default, so that test images of a few pixels leave partial and multiple blocks.
-LaunchShape emu_shape{/*tile_x=*/8, /*tile_y=*/4, /*matvec_x=*/8, /*matvec_y=*/4, /*threads=*/32};
-std::mutex emu_shape_mutex;
+template <>
+LaunchShape& emu_launch_shape<LaunchShape>() {
+  static LaunchShape shape{/*tile_x=*/8, /*tile_y=*/4, /*matvec_x=*/8, /*matvec_y=*/4, /*threads=*/32};
+  return shape;
+}
 
-struct EmuBackend {
-  struct Scope {
-    cudaStream_t stream = nullptr;
-    explicit Scope(const at::Tensor& t) {
-      TORCH_CHECK(t.device().is_cpu(), "dpst_emu ops take CPU tensors, got ", t.device());
-    }
-  };
-  static LaunchShape shape() {
-    std::lock_guard<std::mutex> lock(emu_shape_mutex);
-    return emu_shape;
-  }
-  static void check_launch() {}  // emulated launches run synchronously; errors throw
-};
+namespace {
 
 void set_launch_shape(int64_t tile_x, int64_t tile_y, int64_t matvec_x, int64_t matvec_y,
                       int64_t threads) {
@@ -48,8 +37,8 @@ void set_launch_shape(int64_t tile_x, int64_t tile_y, int64_t matvec_x, int64_t 
               "a block holds at most 1024 threads, got ", tile_x, "x", tile_y, " and ", matvec_x, "x",
               matvec_y);
   std::lock_guard<std::mutex> lock(emu_shape_mutex);
-  emu_shape = LaunchShape{unsigned(tile_x), unsigned(tile_y), unsigned(matvec_x), unsigned(matvec_y),
-                          unsigned(threads)};
+  emu_launch_shape<LaunchShape>() = LaunchShape{unsigned(tile_x), unsigned(tile_y), unsigned(matvec_x),
+                                                unsigned(matvec_y), unsigned(threads)};
 }
 
 }  // namespace
@@ -63,4 +52,4 @@ TORCH_LIBRARY(dpst_emu, m) {
         &dpst::cuda::set_launch_shape);
 }
 
-TORCH_LIBRARY_IMPL(dpst_emu, CPU, m) { dpst::cuda::register_ops<dpst::cuda::EmuBackend>(m); }
+TORCH_LIBRARY_IMPL(dpst_emu, CPU, m) { dpst::cuda::register_ops<dpst::cuda::EmuBackend<dpst::cuda::LaunchShape>>(m); }
