@@ -5,7 +5,7 @@ and (``--transfer``) style transfer with hand masks, auto masks and no masks.
     OMP_NUM_THREADS=1 nohup python benchmarks/automask.py --transfer --out R.json > log 2>&1 &
     python benchmarks/automask.py --report R.json [R2.json ...]      # Markdown tables from result files
 
-* Agreement with the hand masks (dpst_ext.automask.agreement): mean IoU after the best one-to-one
+* Agreement with the hand masks (dpst_ext.metrics.mask_agreement): mean IoU after the best one-to-one
   matching (over max(K_auto, K_hand) labels, so over-segmenting costs), purity (pixels inside their
   auto label's majority hand label) and consistency (auto labels meaning the same hand label in both
   photos). "one label" is the IoU of a single label covering everything.
@@ -45,7 +45,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import lab  # noqa: E402
 
-from dpst_ext.automask import AUTO_LAYERS, agreement, auto_masks, labels_to_image, save_masks  # noqa: E402
+from dpst_ext.automask import AUTO_LAYERS, auto_masks  # noqa: E402
+from dpst_ext.masks import labels_to_image, save_masks  # noqa: E402
+from dpst_ext.metrics import mask_agreement as agreement  # noqa: E402
 from dpst_ext.image_io import resize_long_side  # noqa: E402
 from dpst_ext.metrics import colour_style_distance as style_distance, photoreal_residual  # noqa: E402
 from dpst_ext.options import LossWeights  # noqa: E402

@@ -1,8 +1,10 @@
 """Automatic semantic masks: co-segmentation of the content and style photos into shared labels.
 
     >>> cl, sl = auto_masks("content.png", "style.png")        # (Hc, Wc), (Hs, Ws) int64 palette indices
-    >>> save_masks(cl, sl, "c_mask.png", "s_mask.png")          # 9-colour PNGs a user can repaint
-    >>> cl, sl = segmenter_masks(c, s, my_net, mapping={21: "water", 26: "water", 2: "sky"})
+    >>> save_masks(cl, sl, "c_mask.png", "s_mask.png")          # dpst_ext.masks: 9-colour PNGs to repaint
+
+A user's own segmentation model gives the label pair instead through dpst_ext.masks.segmenter_masks; how
+well a label pair agrees with hand masks is dpst_ext.metrics.mask_agreement.
 
 How (``auto_masks``):
 
@@ -39,20 +41,17 @@ top-most label (often the sky) is blue, the next green, and so on.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .image_io import load_image, resize_long_side, rgb_to_lab, save_image
+from .image_io import load_image, resize_long_side, rgb_to_lab
 from .masks import NAMES, PALETTE
 from .engine.upsample import apply_coefficients, guided_coefficients
 
-__all__ = ["auto_masks", "segmenter_masks", "save_masks", "labels_to_image", "rgb_to_lab", "joint_kmeans",
-           "agreement", "AUTO_LAYERS", "K_MAX"]
+__all__ = ["auto_masks", "joint_kmeans", "AUTO_LAYERS", "K_MAX"]
 
 AUTO_LAYERS = ("relu3_1", "relu4_1", "relu5_1")
 # Labels clustered before merging (k=None): the most labels both photos can support, see auto_masks.
@@ -76,9 +75,6 @@ PER_PHOTO = ("lab",)
 # hand masks' (0.00129 against 0.00157; hand 0.00124): every label boundary across a smooth region is a
 # seam to smooth over.
 MERGE_DELTA = 20.0
-# Colour of "no label" in a written mask: at least 0.56 from every palette colour, so the parser
-# (threshold 0.3) reads it back as unlabelled.
-UNLABELLED_RGB = (0.5, 0.25, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,108 +422,3 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     if return_info:
         return (*result, {"k": kk, "clustered": clustered, "after_small": after_small})
     return result
-
-
-def segmenter_masks(content, style, segmenter: Callable, mapping: dict | None = None):
-    """Label pair from a user segmenter: ``segmenter(image)`` gets a (3, H, W) float tensor in 0..1 and
-    must return an integer class map (H, W) (numpy or torch).
-
-    ``mapping`` {class id: group} merges classes into groups (e.g. ADE20K's lake, river and sea into
-    "water", as the paper did); a group of None unlabels its classes; classes not in ``mapping`` stay
-    their own group. Groups become palette indices in order: mapping's groups first (in order of first
-    appearance), then unmapped classes by id; at most 9 groups may occur in the two images.
-    Returns (content_labels, style_labels) as ``auto_masks`` does (orphans are left to MaskPair).
-    """
-    if not callable(segmenter):
-        raise TypeError(f"segmenter must be a callable image -> (H, W) label map, got {type(segmenter).__name__}")
-    if mapping is not None and not isinstance(mapping, dict):
-        raise TypeError(f"mapping must be a dict {{class id: group}} or None, got {type(mapping).__name__}")
-    mapping = {int(c): g for c, g in (mapping or {}).items()}
-    maps = []
-    for name, src in (("content", content), ("style", style)):
-        img = load_image(src, name)
-        try:
-            m = segmenter(img)
-        except Exception as e:  # the user's model: its failure in one line, the traceback chained
-            raise ValueError(f"segmenter failed on the {name} photo: {type(e).__name__}: {e}") from e
-        if isinstance(m, np.ndarray):
-            m = torch.from_numpy(np.ascontiguousarray(m))
-        if not isinstance(m, torch.Tensor):
-            raise TypeError(f"segmenter must return a numpy array or torch tensor for the {name}, "
-                            f"got {type(m).__name__}")
-        if m.dtype.is_floating_point or m.dtype == torch.bool or m.dtype.is_complex:
-            raise TypeError(f"segmenter must return an integer label map for the {name}, got dtype {m.dtype}")
-        if tuple(m.shape) != tuple(img.shape[1:]):
-            raise ValueError(f"segmenter output for the {name} must have the image's shape (H, W) = "
-                             f"{tuple(img.shape[1:])}, got {tuple(m.shape)}")
-        maps.append(m.to(torch.int64).cpu())
-    present = sorted(set(torch.unique(maps[0]).tolist()) | set(torch.unique(maps[1]).tolist()))
-    groups = list(dict.fromkeys(g for g in mapping.values() if g is not None))
-    used = [g for g in groups if any(mapping.get(c) == g for c in present)]
-    unmapped = [c for c in present if c not in mapping]
-    order = used + [("class", c) for c in unmapped]
-    if len(order) > len(NAMES):
-        raise ValueError(f"the segmenter's classes form {len(order)} groups in these images but masks hold at most "
-                         f"{len(NAMES)}: pass a mapping that merges classes into fewer groups")
-    index = {g: i for i, g in enumerate(order)}
-    lut = {c: (-1 if mapping[c] is None else index[mapping[c]]) if c in mapping else index[("class", c)]
-           for c in present}
-    out = []
-    for m in maps:
-        labels = torch.full_like(m, -1)
-        for c, i in lut.items():
-            labels[m == c] = i
-        out.append(labels)
-    return tuple(out)
-
-
-def agreement(auto_c, auto_s, ref_c, ref_s) -> dict:
-    """How a label pair agrees with a reference pair (e.g. hand-painted masks), content and style pixels
-    together (the labels are shared); reference pixels with no label (-1) are ignored.
-
-    * "iou": mean IoU after the best one-to-one matching of labels (scipy linear_sum_assignment), over
-      max(K_auto, K_ref) labels: an unmatched label of either side counts 0, so over- and
-      under-segmenting both cost. "matched": the matched IoUs, largest first.
-    * "purity": the fraction of pixels inside their auto label's majority reference label (majority over
-      both photos): 1 when every auto label lies within one reference label, however many there are.
-    * "consistent": the fraction of pixels whose auto label has the same majority reference label in the
-      content as in the style, i.e. labels that correspond to the same thing in both photos.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    valid_c, valid_s = ref_c >= 0, ref_s >= 0
-    a = torch.cat([auto_c[valid_c], auto_s[valid_s]])
-    h = torch.cat([ref_c[valid_c], ref_s[valid_s]])
-    ai, hi = torch.unique(a[a >= 0]).tolist(), torch.unique(h).tolist()   # auto -1 matches nothing
-    iou = np.array([[float(((a == x) & (h == y)).sum()) / float(((a == x) | (h == y)).sum()) for y in hi]
-                    for x in ai]).reshape(len(ai), len(hi))
-    r, c = linear_sum_assignment(-iou)
-    matched = sorted((float(iou[i, j]) for i, j in zip(r, c)), reverse=True)
-    inside = same = 0
-    for x in ai:
-        inside += int((h[a == x] == h[a == x].mode().values).sum())
-        in_c, in_s = ref_c[valid_c & (auto_c == x)], ref_s[valid_s & (auto_s == x)]
-        if len(in_c) and len(in_s) and int(in_c.mode().values) == int(in_s.mode().values):
-            same += int((a == x).sum())
-    n = max(len(a), 1)
-    return {"iou": sum(matched) / max(len(ai), len(hi), 1), "matched": matched, "purity": inside / n,
-            "consistent": same / n}
-
-
-def labels_to_image(labels: torch.Tensor) -> Image.Image:
-    """The 9-colour mask picture of a label map (palette indices; -1 painted in an off-palette colour)."""
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 2 or labels.dtype.is_floating_point:
-        raise ValueError(f"labels must be an integer (H, W) map, got {labels.dtype} {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= len(NAMES)):
-        raise ValueError(f"labels must be palette indices in -1..{len(NAMES) - 1}, got "
-                         f"{int(labels.min())}..{int(labels.max())}")
-    colours = np.array([UNLABELLED_RGB] + list(PALETTE.values()), dtype=np.float64)
-    rgb = np.round(colours[(labels + 1).cpu().numpy()] * 255).astype(np.uint8)
-    return Image.fromarray(rgb, "RGB")
-
-
-def save_masks(content_labels, style_labels, content_path, style_path) -> tuple[Path, Path]:
-    """Write the two label maps as 9-colour PNG masks (atomically), readable by ``parse_mask``."""
-    return (save_image(labels_to_image(content_labels), content_path),
-            save_image(labels_to_image(style_labels), style_path))

@@ -489,7 +489,7 @@ class _Worker:
 
     def run(self, item: Item) -> dict:
         """{"ok": True, "seconds", "size", "masks"} or {"ok": False, "reason"}: an item's error is its own."""
-        from .automask import save_masks
+        from .masks import save_masks
         from .cli import load_segmenter, mask_paths
         from .image_io import save_image
         from .transfer import run_transfer

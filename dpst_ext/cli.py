@@ -115,9 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the closed form alone (seconds); reference: the paper's recipe (noise start, "
                                    "1000 + 1000 L-BFGS iterations; tens of minutes on a CPU). --size, --iters, "
                                    "--init, --stage1-size and --[no-]local-affine override the method's recipe.")
-    t.add_argument("content", help="content photo (PNG, JPEG, ...)")
-    t.add_argument("style", help="style photo")
-    t.add_argument("-o", "--output", required=True, help="output image path (format from the extension)")
+    _add_photo_pair(t, "output image path (format from the extension)")
     t.add_argument("--format", default=None, metavar="FMT",
                    help="image format of the output (png, jpeg, tiff, webp, ...) when its extension does not say")
     t.add_argument("--content-mask", help="colour-coded segmentation of the content photo")
@@ -125,8 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
                    help="also write the current image to OUTPUT every N iterations")
     t.add_argument("--save-stage1", default=None, metavar="PATH", help="also write stage 1's output")
-    t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
-    t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_threads_and_quiet(t, "no progress output")
     add_transfer_options(t)
 
     m = sub.add_parser("masks", help="only compute the automatic masks, to inspect or repaint before a transfer",
@@ -136,18 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "not written; a transfer capped by --max-output computes them on the "
                                    "downscaled content instead). Repaint them if needed, then pass them with "
                                    "--content-mask/--style-mask.")
-    m.add_argument("content", help="content photo (PNG, JPEG, ...)")
-    m.add_argument("style", help="style photo")
-    m.add_argument("-o", "--output", required=True,
-                   help="the output path a later transfer will use; the masks are named after it")
+    _add_photo_pair(m, "the output path a later transfer will use; the masks are named after it")
     m.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
                    help="number of labels (default: up to 8, merged as in dpst transfer)")
     m.add_argument("--seed", type=int, default=0, help="seed of the clustering (default 0, as dpst transfer)")
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
     m.add_argument("--vgg-weights", default=None, metavar="PATH",
                    help="VGG-19 state dict (torchvision or our names) instead of the bundled weights")
-    m.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
-    m.add_argument("-q", "--quiet", action="store_true", help="no messages")
+    _add_threads_and_quiet(m, "no messages")
     _add_segmenter_arguments(m)
 
     b = sub.add_parser("batch", help="style many photos in one look, on Ray (this machine, or a cluster)",
@@ -186,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_transfer_options(b)
     _add_video_parser(sub)
     return p
+
+
+def _add_photo_pair(p, output_help: str):
+    p.add_argument("content", help="content photo (PNG, JPEG, ...)")
+    p.add_argument("style", help="style photo")
+    p.add_argument("-o", "--output", required=True, help=output_help)
+
+
+def _add_threads_and_quiet(p, quiet_help: str):
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
 
 
 def add_transfer_options(parser):
@@ -311,8 +315,7 @@ def _add_video_parser(sub):
     v.add_argument("--crf", type=int, default=18, help="H.264 quality, 0..51, lower is better (default 18)")
     v.add_argument("--auto-k", type=_positive_int, default=None, metavar="K", help="number of automatic labels")
     v.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    v.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
-    v.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_threads_and_quiet(v, "no progress output")
 
 
 def _run_video(args, sigs: _Signals) -> int:
@@ -705,7 +708,7 @@ def _save_auto_masks(content_labels, style_labels, args):
     """Write the automatic masks (when there are any) beside the output, for the user to repaint."""
     if content_labels is None:
         return
-    from .automask import save_masks
+    from .masks import save_masks
 
     cm, sm = save_masks(content_labels, style_labels, *mask_paths(args.output))
     if not args.quiet:

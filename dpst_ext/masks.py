@@ -7,19 +7,25 @@ sometimes grayscale, sometimes a pixel off in size; :func:`parse_mask` turns one
     >>> labels = parse_mask("in1.png", size=(437, 700))          # (H, W) int64 in -1..8
     >>> pair = MaskPair.from_labels(content_labels, style_labels)  # orphan handling, one-hot masks
     >>> pair.content.shape                                        # (K, H, W) float, K labels in use
+    >>> save_masks(cl, sl, "c_mask.png", "s_mask.png")            # label maps back to 9-colour PNGs
+    >>> cl, sl = segmenter_masks(c, s, my_net, mapping={21: "water", 26: "water", 2: "sky"})
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["PALETTE", "parse_mask", "labels_to_masks", "MaskPair", "downsample_for_layers", "OrphanLabelWarning",
-           "MaskSizeWarning", "MaskPaletteWarning"]
+from .image_io import load_image, save_image
+
+__all__ = ["PALETTE", "parse_mask", "labels_to_masks", "MaskPair", "downsample_for_layers", "segmenter_masks",
+           "labels_to_image", "save_masks", "OrphanLabelWarning", "MaskSizeWarning", "MaskPaletteWarning"]
 
 # The colour-coded format of the reference release (0..1 RGB).
 PALETTE: dict[str, tuple[float, float, float]] = {
@@ -57,8 +63,6 @@ class MaskPaletteWarning(UserWarning):
 
 def _mask_rgb(src, name: str = "mask") -> torch.Tensor:
     """(3, H, W) float 0..1 from a path / PIL / numpy / tensor mask (grayscale replicated, alpha dropped)."""
-    from .image_io import load_image
-
     return load_image(src, name=name)
 
 
@@ -264,3 +268,82 @@ def downsample_for_layers(masks: torch.Tensor, layer_names, feature_sizes: dict)
             m = F.interpolate(m, size=tuple(feature_sizes[name]), mode="bilinear", align_corners=False)
         out[name] = m[0]
     return out
+
+
+# ---- Label maps from elsewhere, and back to mask pictures ----------------------------------------
+
+# Colour of "no label" in a written mask: at least 0.56 from every palette colour, so the parser
+# (threshold 0.3) reads it back as unlabelled.
+UNLABELLED_RGB = (0.5, 0.25, 0.0)
+
+
+def segmenter_masks(content, style, segmenter: Callable, mapping: dict | None = None):
+    """Label pair from a user segmenter: ``segmenter(image)`` gets a (3, H, W) float tensor in 0..1 and
+    must return an integer class map (H, W) (numpy or torch).
+
+    ``mapping`` {class id: group} merges classes into groups (e.g. ADE20K's lake, river and sea into
+    "water", as the paper did); a group of None unlabels its classes; classes not in ``mapping`` stay
+    their own group. Groups become palette indices in order: mapping's groups first (in order of first
+    appearance), then unmapped classes by id; at most 9 groups may occur in the two images.
+    Returns (content_labels, style_labels) as ``auto_masks`` does (orphans are left to MaskPair).
+    """
+    if not callable(segmenter):
+        raise TypeError(f"segmenter must be a callable image -> (H, W) label map, got {type(segmenter).__name__}")
+    if mapping is not None and not isinstance(mapping, dict):
+        raise TypeError(f"mapping must be a dict {{class id: group}} or None, got {type(mapping).__name__}")
+    mapping = {int(c): g for c, g in (mapping or {}).items()}
+    maps = []
+    for name, src in (("content", content), ("style", style)):
+        img = load_image(src, name)
+        try:
+            m = segmenter(img)
+        except Exception as e:  # the user's model: its failure in one line, the traceback chained
+            raise ValueError(f"segmenter failed on the {name} photo: {type(e).__name__}: {e}") from e
+        if isinstance(m, np.ndarray):
+            m = torch.from_numpy(np.ascontiguousarray(m))
+        if not isinstance(m, torch.Tensor):
+            raise TypeError(f"segmenter must return a numpy array or torch tensor for the {name}, "
+                            f"got {type(m).__name__}")
+        if m.dtype.is_floating_point or m.dtype == torch.bool or m.dtype.is_complex:
+            raise TypeError(f"segmenter must return an integer label map for the {name}, got dtype {m.dtype}")
+        if tuple(m.shape) != tuple(img.shape[1:]):
+            raise ValueError(f"segmenter output for the {name} must have the image's shape (H, W) = "
+                             f"{tuple(img.shape[1:])}, got {tuple(m.shape)}")
+        maps.append(m.to(torch.int64).cpu())
+    present = sorted(set(torch.unique(maps[0]).tolist()) | set(torch.unique(maps[1]).tolist()))
+    groups = list(dict.fromkeys(g for g in mapping.values() if g is not None))
+    used = [g for g in groups if any(mapping.get(c) == g for c in present)]
+    unmapped = [c for c in present if c not in mapping]
+    order = used + [("class", c) for c in unmapped]
+    if len(order) > len(NAMES):
+        raise ValueError(f"the segmenter's classes form {len(order)} groups in these images but masks hold at most "
+                         f"{len(NAMES)}: pass a mapping that merges classes into fewer groups")
+    index = {g: i for i, g in enumerate(order)}
+    lut = {c: (-1 if mapping[c] is None else index[mapping[c]]) if c in mapping else index[("class", c)]
+           for c in present}
+    out = []
+    for m in maps:
+        labels = torch.full_like(m, -1)
+        for c, i in lut.items():
+            labels[m == c] = i
+        out.append(labels)
+    return tuple(out)
+
+
+def labels_to_image(labels: torch.Tensor) -> Image.Image:
+    """The 9-colour mask picture of a label map (palette indices; -1 painted in an off-palette colour)."""
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 2 or labels.dtype.is_floating_point:
+        raise ValueError(f"labels must be an integer (H, W) map, got {labels.dtype} {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= len(NAMES)):
+        raise ValueError(f"labels must be palette indices in -1..{len(NAMES) - 1}, got "
+                         f"{int(labels.min())}..{int(labels.max())}")
+    colours = np.array([UNLABELLED_RGB] + list(PALETTE.values()), dtype=np.float64)
+    rgb = np.round(colours[(labels + 1).cpu().numpy()] * 255).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB")
+
+
+def save_masks(content_labels, style_labels, content_path, style_path) -> tuple[Path, Path]:
+    """Write the two label maps as 9-colour PNG masks (atomically), readable by ``parse_mask``."""
+    return (save_image(labels_to_image(content_labels), content_path),
+            save_image(labels_to_image(style_labels), style_path))

@@ -32,7 +32,7 @@ from .masks import MaskPair
 from .options import STYLE_LAYERS
 
 __all__ = ["colour_style_distance", "gram_style_distance", "photoreal_residual", "edge_ssim", "score",
-           "sliced_w1", "sobel_magnitude", "ssim", "GRAM_SIZE", "GRAM_LAYERS"]
+           "sliced_w1", "sobel_magnitude", "ssim", "GRAM_SIZE", "GRAM_LAYERS", "mask_agreement"]
 
 GRAM_SIZE = 384
 GRAM_LAYERS = STYLE_LAYERS
@@ -171,3 +171,36 @@ def score(content: torch.Tensor, style: torch.Tensor, output: torch.Tensor, mask
             "gram": gram_style_distance(output, style, masks, vgg),
             "residual": photoreal_residual(content, output),
             "edge_ssim": edge_ssim(content, output)}
+
+
+def mask_agreement(auto_c, auto_s, ref_c, ref_s) -> dict:
+    """How a label pair agrees with a reference pair (e.g. hand-painted masks), content and style pixels
+    together (the labels are shared); reference pixels with no label (-1) are ignored.
+
+    * "iou": mean IoU after the best one-to-one matching of labels (scipy linear_sum_assignment), over
+      max(K_auto, K_ref) labels: an unmatched label of either side counts 0, so over- and
+      under-segmenting both cost. "matched": the matched IoUs, largest first.
+    * "purity": the fraction of pixels inside their auto label's majority reference label (majority over
+      both photos): 1 when every auto label lies within one reference label, however many there are.
+    * "consistent": the fraction of pixels whose auto label has the same majority reference label in the
+      content as in the style, i.e. labels that correspond to the same thing in both photos.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    valid_c, valid_s = ref_c >= 0, ref_s >= 0
+    a = torch.cat([auto_c[valid_c], auto_s[valid_s]])
+    h = torch.cat([ref_c[valid_c], ref_s[valid_s]])
+    ai, hi = torch.unique(a[a >= 0]).tolist(), torch.unique(h).tolist()   # auto -1 matches nothing
+    iou = np.array([[float(((a == x) & (h == y)).sum()) / float(((a == x) | (h == y)).sum()) for y in hi]
+                    for x in ai]).reshape(len(ai), len(hi))
+    r, c = linear_sum_assignment(-iou)
+    matched = sorted((float(iou[i, j]) for i, j in zip(r, c)), reverse=True)
+    inside = same = 0
+    for x in ai:
+        inside += int((h[a == x] == h[a == x].mode().values).sum())
+        in_c, in_s = ref_c[valid_c & (auto_c == x)], ref_s[valid_s & (auto_s == x)]
+        if len(in_c) and len(in_s) and int(in_c.mode().values) == int(in_s.mode().values):
+            same += int((a == x).sum())
+    n = max(len(a), 1)
+    return {"iou": sum(matched) / max(len(ai), len(hi), 1), "matched": matched, "purity": inside / n,
+            "consistent": same / n}

@@ -133,7 +133,8 @@ def auto_labels(content, style, opts: TransferOptions, vgg=None):
     segmenter (opts.segmenter, opts.segmenter_mapping) or by co-segmentation (opts.auto_k, opts.seed, with
     ``vgg`` or a VGG built from opts.vgg_weights on opts.device). ``dpst masks`` calls this too, so the
     masks it writes are the ones a transfer would use."""
-    from .automask import auto_masks, segmenter_masks
+    from .automask import auto_masks
+    from .masks import segmenter_masks
 
     content, style = load_image(content, "content"), load_image(style, "style")
     for name, image in (("content", content), ("style", style)):

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from dpst_ext import samples
-from dpst_ext.automask import AUTO_LAYERS, agreement, auto_masks, labels_to_image, save_masks, segmenter_masks
+from dpst_ext.automask import AUTO_LAYERS, auto_masks
+from dpst_ext.masks import labels_to_image, save_masks, segmenter_masks
+from dpst_ext.metrics import mask_agreement as agreement
 from dpst_ext.masks import parse_mask
 from dpst_ext.vgg import VGG19Features
 
