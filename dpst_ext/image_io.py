@@ -158,13 +158,14 @@ def to_pil(image) -> Image.Image:
 COMMON_FORMATS = ".png, .jpg, .tif, .webp or .bmp"
 
 
-def output_target(path, format: str | None = None, name: str = "output") -> tuple[Path, str]:
+def output_target(path, format: str | None = None, name: str = "output", probe: bool = True) -> tuple[Path, str]:
     """Where and how ``save_image`` would write ``path``: (the file to replace, the Pillow format).
 
     Checks everything a write needs before any work, with errors naming ``name`` and the rule: the folder
     exists and can be written, the path is not a directory or a special file (a device, a pipe), and the
     format is one Pillow can write, from ``format`` or else the extension. A symlink is written through:
-    its target file is replaced and the link is kept.
+    its target file is replaced and the link is kept. ``probe=False`` skips the test of writability (a
+    file created and removed), for a caller about to create its own file there.
     """
     path = Path(path)
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
@@ -187,12 +188,13 @@ def output_target(path, format: str | None = None, name: str = "output") -> tupl
                              f"{COMMON_FORMATS}, or give the format (--format)")
         if fmt not in Image.SAVE:
             raise ValueError(f"{name} {path}: Pillow cannot write {fmt} files: use {COMMON_FORMATS}")
-    probe = _temporary(target)
-    try:   # the one test of writability that holds for every user, root included: create a file
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as e:
-        raise ValueError(f"{name} folder {folder} is not writable ({e.strerror})") from None
-    probe.unlink()
+    if probe:
+        tmp = _temporary(target)
+        try:   # the one test of writability that holds for every user, root included: create a file
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as e:
+            raise ValueError(f"{name} folder {folder} is not writable ({e.strerror})") from None
+        tmp.unlink()
     return target, fmt
 
 
@@ -221,7 +223,7 @@ def save_image(image, path, format: str | None = None) -> Path:
     ``format`` or follows the extension. ``output_target`` says what is refused; a symlink is written
     through; a missing folder is created. Returns the path written."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    target, fmt = output_target(path, format)
+    target, fmt = output_target(path, format, probe=False)   # creating the temporary file tests writability
     pil = image if isinstance(image, Image.Image) else to_pil(image)
     with atomic_output(target) as tmp:
         # Created as open() creates files (mode 0666 less the umask): tempfile.mkstemp would make it 0600, and

@@ -909,7 +909,8 @@ def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dic
     total = info["frames"] or (round(info["duration"] * float(rate)) if info["duration"] else None)
     with bar(total=total, desc="analysing", unit="frame") as pb:
         try:
-            for frame, dt in _decode(path, _thumb_wh(size, opts.analysis_size), opts.start, opts.end):
+            for frame, dt in _decode(path, _thumb_size(size[1], size[0], opts.analysis_size)[::-1], opts.start,
+                                     opts.end):
                 timings["decode"] += dt
                 t = time.perf_counter()
                 planner.observe(frame)
@@ -933,11 +934,6 @@ def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dic
         json.dump(state, f)
 
     return plan
-
-
-def _thumb_wh(size: tuple[int, int], long_side: int) -> tuple[int, int]:
-    h, w = _thumb_size(size[1], size[0], long_side)
-    return w, h
 
 
 def _bar_factory(enabled: bool):
