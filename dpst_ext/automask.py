@@ -19,12 +19,19 @@ How (``auto_masks``):
    colours by design (pair 1 of the examples: a sunlit town against a black silhouetted skyline).
    k-means++ seeds and the first assignment use the shared blocks only; best of ``restarts`` by
    inertia, from a seeded torch.Generator.
+   Which region of the style goes with which of the content is thus decided by VGG features and by
+   layout (position). Where the two photos show the same things strongly (the median similarity of
+   each cell's best feature matches, ``_correspondence``), the matches take over from the layout: the
+   position block holds each cell's place in both photos' frames, in the other photo's frame where its
+   matches lie. A photo and its mirror image, or a scene with its regions swapped, are then paired by
+   content. On the example pairs the matches are weak and the layout alone decides (MATCH_TRUST).
 3. How many labels (``k=None``): as many as both photos can support. K_MAX (8) labels are clustered;
    the smallest label under ``min_area`` of either photo is merged into the nearest centroid's,
    repeatedly (it could not carry a style, or would have no target), so every label left exists in
    both photos; then the two labels closest in mean colour are merged while they differ by less than
    ``merge_delta`` (20 Lab units) in the content AND in the style, as they would carry much the same
-   style. A label straddling two regions of different colour is what hurts the transfer most, so K
+   style. If the style's labels are then all that alike, the style has no distinct regions to give:
+   one label, with an AutoMaskWarning. A label straddling two regions of different colour is what hurts the transfer most, so K
    starts high; but a label splitting a smooth region is not free either: its boundary is a seam the
    photorealism term has to smooth over. On the example pairs (docs/experiments/2026-11-automatic-masks.md)
    a colour proxy of the transfer rose with K; the transfer itself gave the same style distance after
@@ -41,6 +48,7 @@ top-most label (often the sky) is blue, the next green, and so on.
 """
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 import torch
@@ -51,7 +59,11 @@ from .image_io import load_image, resize_long_side, rgb_to_lab
 from .masks import NAMES, PALETTE
 from .engine.upsample import apply_coefficients, guided_coefficients
 
-__all__ = ["auto_masks", "joint_kmeans", "AUTO_LAYERS", "K_MAX"]
+__all__ = ["auto_masks", "joint_kmeans", "AutoMaskWarning", "AUTO_LAYERS", "K_MAX"]
+
+
+class AutoMaskWarning(UserWarning):
+    """The automatic masks fell back to one label."""
 
 AUTO_LAYERS = ("relu3_1", "relu4_1", "relu5_1")
 # Labels clustered before merging (k=None): the most labels both photos can support, see auto_masks.
@@ -75,6 +87,17 @@ PER_PHOTO = ("lab",)
 # hand masks' (0.00129 against 0.00157; hand 0.00124): every label boundary across a smooth region is a
 # seam to smooth over.
 MERGE_DELTA = 20.0
+# Region correspondence (``_correspondence``): cells are matched across the photos by the cosine of their
+# relu4_1 + relu5_1 features (each photo's mean removed), MATCH_TOPK best matches per cell. The matches
+# replace the layout as the guide to which region is which only as far as they are strong: the median
+# match similarity ramps the trust from 0 at MATCH_TRUST[0] to 1 at MATCH_TRUST[1]. Measured (2026-12-03,
+# benchmarks/correspondence.py): on the 15 example pairs the matches are weak (median 0.22-0.46; their
+# positions lie 0.21-0.47 of the frame from the same position, random matches 0.42) and pairing regions by
+# them instead of by layout recovered less of the hand masks' gain; a photo against its mirror image, or a
+# scene against its regions swapped, gives 0.6-0.7, where the layout is what misleads.
+MATCH_LAYERS = ("relu4_1", "relu5_1")
+MATCH_TOPK = 4
+MATCH_TRUST = (0.5, 0.6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,6 +118,34 @@ def _grid_features(img: torch.Tensor, vgg, work_size: int) -> tuple[dict, tuple[
     yy, xx = torch.meshgrid((torch.arange(gh) + 0.5) / gh, (torch.arange(gw) + 0.5) / gw, indexing="ij")
     blocks["position"] = torch.stack([xx, yy]).flatten(1).T.contiguous()
     return blocks, (gh, gw), x
+
+
+def _match_features(blocks: dict) -> torch.Tensor:
+    """(N, D) unit vectors for matching: MATCH_LAYERS each L2-normalised, concatenated, the photo's mean
+    feature removed (what differs inside the photo, not its overall look), normalised again."""
+    f = F.normalize(torch.cat([F.normalize(blocks[n].double(), dim=1) for n in MATCH_LAYERS], 1), dim=1)
+    return F.normalize(f - f.mean(0), dim=1)
+
+
+def _correspondence(bc: dict, bs: dict, ramp: tuple[float, float] | None = None) -> tuple[dict, dict, float, float]:
+    """The blocks with the position block made two-framed, and the trust and strength of the matches.
+
+    Each cell's position block becomes (position in the content's frame, position in the style's frame):
+    its own position in its own photo's frame, and in the other photo's frame a blend of its own position
+    (the layout: the photos are framed alike) and the mean position of its MATCH_TOPK best matches there
+    (the correspondence), weighted by the trust (``ramp``, default MATCH_TRUST). At trust 0 this is the plain position block
+    twice, which clusters exactly as one copy (blocks are scaled to unit mean squared norm)."""
+    sim = _match_features(bc) @ _match_features(bs).T                  # (Nc, Ns) cosines
+    c_sim, c_idx = sim.topk(min(MATCH_TOPK, sim.shape[1]), dim=1)
+    s_sim, s_idx = sim.T.topk(min(MATCH_TOPK, sim.shape[0]), dim=1)
+    strength = float(torch.cat([c_sim.mean(1), s_sim.mean(1)]).median())
+    lo, hi = MATCH_TRUST if ramp is None else ramp
+    trust = min(max((strength - lo) / (hi - lo), 0.0), 1.0)
+    pc, ps = bc["position"].double(), bs["position"].double()
+    c_there = (1 - trust) * pc + trust * ps[c_idx].mean(1)             # content cells in the style's frame
+    s_there = (1 - trust) * ps + trust * pc[s_idx].mean(1)             # style cells in the content's frame
+    return (dict(bc, position=torch.cat([pc, c_there], 1)), dict(bs, position=torch.cat([s_there, ps], 1)),
+            trust, strength)
 
 
 def _joint_points(bc: dict, bs: dict, weights: dict, pca_dims: int) -> tuple[torch.Tensor, int]:
@@ -205,6 +256,17 @@ def _merge_small(labels: torch.Tensor, x: torch.Tensor, n_content: int, min_area
         d[j] = float("inf")
         labels[labels == ids[j]] = ids[int(d.argmin())]
     return torch.unique(labels, return_inverse=True)[1]
+
+
+def _all_alike(labels: torch.Tensor, lab: torch.Tensor, delta: float) -> bool:
+    """Whether 2+ labels all have mean Lab colours (``lab`` (N, 3) of the points) within ``delta`` of each
+    other: in the style photo, labels that would all carry the same style. Labelled apart, each content
+    region would be mapped onto that one look and lose its contrast with the others; one label keeps it."""
+    ids = torch.unique(labels)
+    if len(ids) < 2:
+        return False
+    means = torch.stack([lab[labels == i].mean(0) for i in ids])
+    return bool(torch.cdist(means, means).max() < delta)
 
 
 def _merge_alike(labels: torch.Tensor, lab: torch.Tensor, n_content: int, delta: float) -> torch.Tensor:
@@ -359,7 +421,8 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     photo's own size, the same K labels present in both; rarely, a few pixels of an oscillating thin
     line are -1 (no label; see _majority_clean).
     With ``return_info``, a third element: {"k": K, "clustered": labels clustered, "after_small": K
-    after merging small labels}.
+    after merging small labels, "trust": how far the feature matches replaced the layout (0..1),
+    "strength": their median similarity}.
     """
     if k is not None:
         _check_k(k)
@@ -391,6 +454,11 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     bs, gs, ws = _grid_features(s_full.to(dev), vgg, work_size)
     bc = {n: t.cpu() for n, t in bc.items()}
     bs = {n: t.cpu() for n, t in bs.items()}
+    trust, strength = 0.0, float("nan")
+    if weights.get("position", 0) > 0:
+        mc, ms, trust, strength = _correspondence(bc, bs)
+        if trust > 0:
+            bc, bs = mc, ms
     x, photo_dims = _joint_points(bc, bs, weights, pca_dims)
     nc = gc[0] * gc[1]
 
@@ -402,6 +470,11 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     after_small = int(labels.max()) + 1
     if k is None:
         labels = _merge_alike(labels, torch.cat([bc["lab"], bs["lab"]]).double(), nc, merge_delta)
+        if _all_alike(labels[nc:], bs["lab"].double(), merge_delta):
+            warnings.warn("automatic masks: the style photo has no regions that differ in colour by "
+                          f"{merge_delta:g} Lab units or more, so the content's regions could only all get the "
+                          "same style: one label is used", AutoMaskWarning, stacklevel=2)
+            labels = torch.zeros_like(labels)
     kk = int(labels.max()) + 1
 
     # Palette order by mean height in the content grid: top-most label first (blue).
@@ -420,5 +493,6 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     else:
         result = (torch.zeros(c_full.shape[1:], dtype=torch.int64), torch.zeros(s_full.shape[1:], dtype=torch.int64))
     if return_info:
-        return (*result, {"k": kk, "clustered": clustered, "after_small": after_small})
+        return (*result, {"k": kk, "clustered": clustered, "after_small": after_small, "trust": trust,
+                          "strength": strength})
     return result

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dpst_ext import samples
+from dpst_ext import automask, samples
 from dpst_ext.automask import AUTO_LAYERS, auto_masks
 from dpst_ext.masks import labels_to_image, save_masks, segmenter_masks
 from dpst_ext.metrics import mask_agreement as agreement
@@ -95,6 +95,61 @@ def test_three_regions_recovered(vgg):
     cl, sl, info = auto_masks(c, s, vgg=vgg, work_size=WORK, return_info=True)
     assert info["k"] == 3, info
     assert matched_iou(cl, sl, tc, ts) > 0.85
+
+
+def columns(rng, h, w, kinds, borders):
+    """Vertical bands of region ``kinds`` (left to right) split at fractions ``borders`` of the width."""
+    img, labels = scene(rng, w, h, kinds, borders)
+    return img.transpose(1, 2).contiguous(), labels.T.contiguous()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_swapped_regions_are_matched_by_content(vgg, seed):
+    # Brick left and grass right in the content, the other way round in the (warmer, darker) style: the
+    # regions must be paired by what they are, not where they lie.
+    rng = np.random.default_rng(seed)
+    c, tc = columns(rng, WORK, 160, ["brick", "grass"], [0.5])
+    s, ts = columns(rng, WORK, 150, ["grass", "brick"], [0.45])
+    s = (s * torch.tensor([1.1, 0.9, 0.75]).view(3, 1, 1)).clamp(0, 1)
+    ts = 1 - ts                                       # truth: 0 brick, 1 grass in both photos
+    cl, sl, info = auto_masks(c, s, vgg=vgg, work_size=WORK, return_info=True)
+    assert info["trust"] == 1.0, info
+    agree = agreement(cl, sl, tc, ts)
+    assert agree["consistent"] > 0.95 and agree["iou"] > 0.9, agree
+
+
+def test_photo_and_its_mirror_image(vgg, monkeypatch):
+    p = samples.photo("coffee", long_side=160).float()
+    cl, sl, info = auto_masks(p, p.flip(-1), vgg=vgg, work_size=WORK, return_info=True)
+    assert info["k"] >= 2 and info["trust"] > 0.5, info
+    assert (sl.flip(-1) == cl).double().mean() > 0.95
+    # The layout alone pairs regions by position, here the wrong way: what the correspondence corrects.
+    monkeypatch.setattr(automask, "MATCH_TRUST", (2.0, 3.0))
+    cl, sl, info = auto_masks(p, p.flip(-1), vgg=vgg, work_size=WORK, return_info=True)
+    assert info["trust"] == 0.0
+    assert (sl.flip(-1) == cl).double().mean() < 0.6
+
+
+def test_weak_matches_leave_the_layout_exactly(vgg):
+    # At trust 0 the two-framed position block clusters exactly as the plain one: the same points up to scale.
+    c, s, _, _ = three_region_pair()
+    bc, _, _ = automask._grid_features(c, vgg, WORK)
+    bs, _, _ = automask._grid_features(s, vgg, WORK)
+    trust_0 = (1.0, 2.0)
+    two = automask._correspondence(bc, bs, trust_0)
+    assert two[2] == 0.0
+    x1, _ = automask._joint_points(bc, bs, automask.DEFAULT_WEIGHTS, 16)
+    x2, _ = automask._joint_points(two[0], two[1], automask.DEFAULT_WEIGHTS, 16)
+    exact = dict(compute_mode="donot_use_mm_for_euclid_dist")
+    assert torch.allclose(torch.cdist(x1, x1, **exact), torch.cdist(x2, x2, **exact), rtol=1e-12, atol=1e-12)
+
+
+def test_style_without_distinct_regions_gives_one_label_with_a_notice(vgg):
+    c, _, _, _ = three_region_pair()
+    noise = torch.rand(3, 90, 120, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(automask.AutoMaskWarning, match="one label is used"):
+        cl, sl, info = auto_masks(c, noise, vgg=vgg, work_size=WORK, return_info=True)
+    assert info["k"] == 1 and int(cl.max()) == 0 and int(sl.max()) == 0
 
 
 @pytest.mark.parametrize("k", [None, 2, 4, 6])
