@@ -14,8 +14,9 @@ Clips (built from scikit-image's photos, no download):
 Measures, per clip and per way of stylising it:
 
 * flicker: the mean absolute change between consecutive frames (0..255) of the output and of the input,
-  raw and after aligning each pair by the input's global shift (video.global_shift), across no cut; the
-  ratio output / input (target: at most 1.01);
+  raw and after aligning each pair by the input's global motion (video.global_motion: a similarity, scale,
+  rotation and shift, fitted on the input pair and applied to the input and the output alike; the overlap
+  only), across no cut; the ratio output / input (target: at most 1.01);
 * colour style distance (dpst_ext.metrics.colour_style_distance, one label) of every 4th frame to the
   style, against that of the single-photo result (dpst_ext.run_transfer, method fast, on the frame alone;
   target: within 10 %);

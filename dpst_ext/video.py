@@ -67,7 +67,7 @@ from .transport import apply_label_luts, apply_lut, fit_label_maps
 
 __all__ = ["VideoOptions", "VideoInterrupted", "stylize_video", "stylize_frames", "render_chunk", "Planner",
            "write_video", "parts_dir", "colour_label_model",
-           "flicker", "global_shift", "VIDEO_DEFAULT_REFUSED", "MASK_MODES"]
+           "flicker", "global_shift", "global_motion", "VIDEO_DEFAULT_REFUSED", "MASK_MODES"]
 
 LUT_SIZE = 33
 MASK_MODES = ("auto", "none")
@@ -982,25 +982,106 @@ def global_shift(a: np.ndarray, b: np.ndarray, max_shift: int = 64) -> tuple[int
     return int(dy), int(dx)
 
 
-def _aligned_diff(a: np.ndarray, b: np.ndarray, dy: int, dx: int) -> float:
-    h, w = a.shape[:2]
-    ya, yb = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xa, xb = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    return float(np.abs(a[ya, xa].astype(np.float64) - b[yb, xb].astype(np.float64)).mean())
+def _grey_pyramid(frame: np.ndarray, min_side: int = 24) -> list[np.ndarray]:
+    """Grey levels (0..255, float64) of a frame, then halved by 2x2 means while the short side stays at
+    least ``min_side``: finest first. A halving maps centred coordinates u to u / 2 exactly."""
+    g = frame.astype(np.float64).mean(2) if frame.ndim == 3 else frame.astype(np.float64)
+    levels = [g]
+    while min(g.shape) // 2 >= min_side:
+        h, w = g.shape[0] // 2 * 2, g.shape[1] // 2 * 2
+        g = g[:h, :w].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+        levels.append(g)
+    return levels
+
+
+def _similarity_matrix(p: float, q: float, tx: float, ty: float, shape) -> np.ndarray:
+    """The 2x3 matrix M of pixel coordinates (x = column, y = row) of the warp c + [[p, -q], [q, p]] (u - c)
+    + (tx, ty), c the frame's centre."""
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    a = np.array([[p, -q], [q, p]])
+    t = np.array([cx, cy]) + np.array([tx, ty]) - a @ np.array([cx, cy])
+    return np.concatenate([a, t[:, None]], 1)
+
+
+def global_motion(a: np.ndarray, b: np.ndarray, max_shift: int = 64, iterations: int = 30) -> np.ndarray:
+    """The similarity (scale, rotation, shift) that best maps frame b onto frame a: a 2x3 matrix M with
+    b[y, x] ~ a at M @ (x, y, 1) (x the column, y the row). Fitted by Gauss-Newton on the grey levels
+    (least squares over the overlap, with a gain and an offset of a's brightness so that a change of light
+    does not pass for motion), coarse to fine on 2x2-mean pyramids, from the phase-correlation shift
+    (global_shift). For measuring flicker after global motion: a pan, a zoom, a roll."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    dy, dx = global_shift(a, b, max_shift)
+    pa, pb = _grey_pyramid(a), _grey_pyramid(b)
+    n = len(pa)
+    p, q, tx, ty = 1.0, 0.0, dx / 2 ** (n - 1), dy / 2 ** (n - 1)
+    for level in range(n - 1, -1, -1):
+        ga, gb = gaussian_filter(pa[level], 1.0), gaussian_filter(pb[level], 1.0)
+        h, w = gb.shape
+        gy, gx = np.gradient(ga)
+        uy, ux = np.mgrid[0:h, 0:w].astype(np.float64)
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+        uy, ux = (uy - cy).ravel(), (ux - cx).ravel()
+        target = gb.ravel()
+        gain, offset = 1.0, 0.0
+        for _ in range(iterations):
+            wx, wy = cx + p * ux - q * uy + tx, cy + q * ux + p * uy + ty
+            inside = (wx >= 0) & (wx <= w - 1) & (wy >= 0) & (wy <= h - 1)
+            if inside.sum() < 0.25 * h * w:      # under a quarter of the frame overlaps: no estimate
+                return _similarity_matrix(1.0, 0.0, float(dx), float(dy), b.shape)
+            coords = np.stack([wy[inside], wx[inside]])
+            va = map_coordinates(ga, coords, order=1)
+            ix, iy = map_coordinates(gx, coords, order=1), map_coordinates(gy, coords, order=1)
+            x_, y_ = ux[inside], uy[inside]
+            jac = np.stack([gain * (ix * x_ + iy * y_), gain * (iy * x_ - ix * y_), gain * ix, gain * iy,
+                            va, np.ones_like(va)], 1)
+            r = gain * va + offset - target[inside]
+            norm = np.sqrt((jac ** 2).sum(0)) + 1e-12     # normal equations of the column-scaled system
+            js = jac / norm
+            step = np.linalg.solve(js.T @ js + 1e-12 * np.eye(6), -(js.T @ r)) / norm
+            p, q, tx, ty = p + step[0], q + step[1], tx + step[2], ty + step[3]
+            gain, offset = gain + step[4], offset + step[5]
+            # the largest displacement the step made, at the frame's corners
+            if abs(step[2]) + abs(step[3]) + (abs(step[0]) + abs(step[1])) * (cx + cy) < 1e-3:
+                break
+        if level > 0:
+            tx, ty = 2 * tx, 2 * ty
+    return _similarity_matrix(p, q, tx, ty, b.shape)
+
+
+def _aligned_diff(a: np.ndarray, b: np.ndarray, motion: np.ndarray | None) -> float:
+    """Mean absolute difference of frame b and frame a, a first warped onto b by ``motion`` (global_motion;
+    bilinear), over the pixels of b whose place in a lies inside a; None: no warp, every pixel."""
+    if motion is None:
+        return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+    from scipy.ndimage import map_coordinates
+
+    h, w = b.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    wx = motion[0, 0] * x + motion[0, 1] * y + motion[0, 2]
+    wy = motion[1, 0] * x + motion[1, 1] * y + motion[1, 2]
+    eps = 1e-9
+    inside = (wx >= -eps) & (wx <= a.shape[1] - 1 + eps) & (wy >= -eps) & (wy <= a.shape[0] - 1 + eps)
+    coords = np.stack([wy[inside], wx[inside]])
+    diffs = [np.abs(map_coordinates(a[..., c].astype(np.float64), coords, order=1, mode="nearest")
+                    - b[..., c][inside].astype(np.float64)) for c in range(a.shape[2])]
+    return float(np.mean(diffs))
 
 
 def flicker(inputs: list, outputs: list, motion: bool = False, cuts: Iterable[int] = ()) -> dict:
     """Mean absolute frame-to-frame change (0..255 units) of the input and of the output frames ((H, W, 3)
     uint8), skipping the changes across ``cuts`` (indices of a shot's first frame). motion=True first
-    aligns each pair of frames by the input's global shift (global_shift), so that a pan's own change is not
-    counted. Returns {"input", "output", "excess": output - input, "ratio": output / input}."""
+    warps each previous frame, of the input and of the output alike, by the global motion estimated on
+    the INPUT pair (global_motion: scale, rotation and shift) and counts the pixels both frames show, so
+    that a pan's or a zoom's own change is not counted. Returns {"input", "output", "excess": output -
+    input, "ratio": output / input}."""
     skip = set(cuts)
     din, dout = [], []
     for i in range(1, len(inputs)):
         if i in skip:
             continue
-        dy, dx = global_shift(inputs[i - 1], inputs[i]) if motion else (0, 0)
-        din.append(_aligned_diff(inputs[i - 1], inputs[i], dy, dx))
-        dout.append(_aligned_diff(outputs[i - 1], outputs[i], dy, dx))
+        m = global_motion(inputs[i - 1], inputs[i]) if motion else None
+        din.append(_aligned_diff(inputs[i - 1], inputs[i], m))
+        dout.append(_aligned_diff(outputs[i - 1], outputs[i], m))
     i_, o_ = float(np.mean(din)) if din else 0.0, float(np.mean(dout)) if dout else 0.0
     return {"input": i_, "output": o_, "excess": o_ - i_, "ratio": o_ / i_ if i_ > 0 else math.nan}

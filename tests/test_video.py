@@ -90,6 +90,44 @@ def test_global_shift_finds_the_pan():
     assert global_shift(f[0], f[1]) == (0, 3)
 
 
+def zoomed(img, scale, shift=(0.0, 0.0), gain=1.0):
+    """img (H, W, 3) seen through a similarity: out[y, x] = gain * img at centre + scale * (p - centre) + shift,
+    p = (x, y) (bilinear, float64, straight from the formula)."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = img.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    coords = [cy + scale * (y - cy) + shift[1], cx + scale * (x - cx) + shift[0]]
+    return np.stack([np.clip(gain * map_coordinates(img[..., c].astype(np.float64), coords, order=1), 0, 255)
+                     for c in range(3)], 2).round().astype(np.uint8)
+
+
+def test_global_motion_finds_a_zoom_and_a_shift():
+    base = pan(1, h=200, w=300, y0=100, x0=60)[0]
+    a = zoomed(base, 0.9)
+    b = zoomed(base, 0.9 * 0.98, shift=(2.5, -1.5), gain=1.03)    # zoomed in by 2 %, moved, brighter by 3 %
+    m = video.global_motion(a, b)
+    # b's centre is 2.5 px right and 1.5 px up of a's in base's pixels, i.e. / 0.9 in a's
+    assert np.allclose(m[:, :2], [[0.98, 0], [0, 0.98]], atol=1e-3), m
+    centre = m @ np.array([149.5, 99.5, 1.0])
+    assert np.allclose(centre, [149.5 + 2.5 / 0.9, 99.5 - 1.5 / 0.9], atol=0.05), centre
+
+
+def test_flicker_after_a_zoom():
+    """A zoom's own change is not counted, for the input and the output alike: a fixed colour map of a zoomed
+    clip changes, aligned, about as much as its input; with the light flickering it changes more."""
+    base = pan(1, h=120, w=160, y0=100, x0=60)[0]
+    frames = [zoomed(base, 0.95 ** i) for i in range(4)]
+    lut = np.clip(np.arange(256) * 1.2 - 20, 0, 255).astype(np.uint8)      # a fixed, contrast-raising map
+    steady = [lut[f] for f in frames]
+    flickering = [np.clip(s.astype(int) + (6 if i % 2 else -6), 0, 255).astype(np.uint8) for i, s in enumerate(steady)]
+    raw, aligned = flicker(frames, steady), flicker(frames, steady, motion=True)
+    assert aligned["input"] < 0.3 * raw["input"]              # most of the raw change was the zoom
+    assert 0.9 < aligned["ratio"] < 1.3, aligned              # the map's contrast, not the zoom
+    assert flicker(frames, flickering, motion=True)["excess"] > 4
+
+
 def test_cut_starts_a_new_shot():
     a, b = pan(8), pan(8, photo="coffee", y0=60, x0=200)
     style = samples.photo("chelsea", 96).float()
