@@ -601,9 +601,10 @@ def _output_size(w: int, h: int, max_output: int | None) -> tuple[int, int]:
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
-def _decode(path, size: tuple[int, int], start: float | None, end: float | None, skip: int = 0):
+def _decode(path, size: tuple[int, int], start: float | None, end: float | None, wanted=None):
     """(H, W, 3) uint8 frames of the file's first video stream with start <= time < end, at ``size`` (W, H);
-    the first ``skip`` frames are decoded but not converted (yielded as None). Yields (frame, seconds)."""
+    frames whose index i (from start) has ``wanted(i)`` false are decoded but not converted (yielded as
+    None). Yields (frame, seconds of decoding and conversion, the frame's pts)."""
     av = _av()
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
@@ -622,50 +623,118 @@ def _decode(path, size: tuple[int, int], start: float | None, end: float | None,
             if end is not None and t >= end - 0.5 / rate:
                 break
             n += 1
-            if n < skip:
-                yield None, 0.0
+            if wanted is not None and not wanted(n):
+                yield None, 0.0, frame.pts
                 tic = time.perf_counter()
                 continue
             arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-            yield arr, time.perf_counter() - tic        # decoding and conversion
+            yield arr, time.perf_counter() - tic, frame.pts       # decoding and conversion
             tic = time.perf_counter()
 
 
-class _SegmentWriter:
-    """One chunk's frames as an MP4 file of their own (written to a temporary name, renamed by close())."""
+def _decode_range(path, size: tuple[int, int], start: float | None, end: float | None, lo: int, hi: int,
+                  pts: list | None):
+    """Frames lo..hi-1 of _decode(path, size, start, end), yielded as (frame, seconds). With their ``pts``
+    (recorded by pass 1) the file is sought to the first (the keyframe before it) and frames are matched
+    by pts; without, or if the seek lands past the first, decoded from the start."""
+    av = _av()
+    if pts is not None and None not in pts:
+        with av.open(str(path)) as c:
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO"
+            c.seek(int(pts[0]), stream=vs)
+            j, tic = 0, time.perf_counter()
+            for frame in c.decode(vs):
+                if frame.pts is None or frame.pts < pts[j]:
+                    continue
+                if frame.pts != pts[j]:
+                    if j == 0:
+                        break                    # the seek went past: decode from the start below
+                    raise ValueError(f"input {path} changed since it was read: no frame at pts {pts[j]}")
+                yield frame.to_ndarray(width=size[0], height=size[1], format="rgb24",
+                                       interpolation="AREA"), time.perf_counter() - tic
+                tic = time.perf_counter()
+                j += 1
+                if j == len(pts):
+                    return
+            if j:
+                raise ValueError(f"input {path} ended after {lo + j} of its {hi} frames")
+    j = lo
+    for frame, dt, _ in _decode(path, size, start, end, wanted=lambda i: lo <= i < hi):
+        if frame is not None:
+            yield frame, dt
+            j += 1
+            if j == hi:
+                return
+    raise ValueError(f"input {path} ended after {j} of its {hi} frames")
 
-    def __init__(self, path: str, rate: Fraction, size: tuple[int, int], crf: int):
-        av = _av()
-        self.path, self.tmp = path, path + ".tmp"
-        self.c = av.open(self.tmp, "w", format="mp4")
-        codec = _video_codec()
-        self.s = self.c.add_stream(codec, rate=rate)
-        self.s.width, self.s.height, self.s.pix_fmt = size[0], size[1], "yuv420p"
-        self.s.time_base = 1 / rate
+
+def _write_segment(path: str, frames: list, rate: Fraction, size: tuple[int, int], crf: int) -> None:
+    """One chunk's frames ((H, W, 3) uint8) as an MP4 file of their own, written atomically (a reader, or a
+    rerun, sees the whole segment or none)."""
+    av = _av()
+    codec = _video_codec()
+    with atomic_output(path) as tmp, av.open(str(tmp), "w", format="mp4") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        s.time_base = 1 / rate
         if codec == "libx264":
-            # No B-frames: every packet's dts = pts, so segments join without timestamp overlaps.
-            self.s.options = {"crf": str(crf), "preset": "fast", "x264-params": "bframes=0"}
+            # No B-frames: every packet's dts = pts, so segments join without timestamp overlaps. One thread:
+            # x264's automatic threads now and then encoded the same frames differently (7 of 400 encodes of
+            # a 4-frame chunk in two Ray workers, 2026-12-03), one thread always the same, so a chunk's segment
+            # is the same wherever it is made; at 720p it measured no slower than the automatic threads.
+            s.options = {"crf": str(crf), "preset": "fast", "x264-params": "bframes=0", "threads": "1"}
         else:
-            self.s.bit_rate = int(size[0] * size[1] * float(rate) * 0.25)
-            self.s.codec_context.max_b_frames = 0
-        self.n = 0
+            s.bit_rate = int(size[0] * size[1] * float(rate) * 0.25)
+            s.codec_context.max_b_frames = 0
+        for i, frame in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = i
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
 
-    def write(self, frame: np.ndarray) -> None:
-        av = _av()
-        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        vf.pts = self.n
-        self.n += 1
-        for p in self.s.encode(vf):
-            self.c.mux(p)
 
-    def close(self, keep: bool = True) -> None:
-        for p in self.s.encode():
-            self.c.mux(p)
-        self.c.close()
-        if keep and self.n:
-            os.replace(self.tmp, self.path)
-        else:
-            os.remove(self.tmp)
+def _render_segment(frames: list, maps: list, tables: dict, content_masks, options: VideoOptions, segment: str,
+                    rate: Fraction, size: tuple[int, int], timings: dict, warm_start=None, callback=None):
+    """A chunk's decoded frames rendered (render_chunk) and written as its segment file; returns the warm
+    start for the next chunk. The same in this process and in a Ray worker."""
+    styled, warm = render_chunk(frames, maps, tables, content_masks, options, timings, warm_start=warm_start,
+                                callback=callback)
+    t = time.perf_counter()
+    _write_segment(segment, styled, rate, size, options.crf)
+    timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t
+    return warm
+
+
+class _ChunkWorker:
+    """A Ray actor (one process) rendering chunks of one clip: each job decodes its frame range (seeking
+    to it), renders it with the shared tables (fetched from Ray's object store) and writes its segment."""
+
+    def __init__(self, threads: int, path: str, size, rate: Fraction, options: VideoOptions, content_masks):
+        torch.set_num_threads(threads)
+        self.path, self.size, self.rate, self.o, self.content_masks = path, size, rate, options, content_masks
+
+    def run(self, job: dict) -> dict:
+        """{"ok": True, "timings"} once the segment is written, or {"ok": False, "reason"}."""
+        import ray
+
+        from .ray_workers import one_line
+
+        timings = {"decode": 0.0, "transport": 0.0, "smoothing": 0.0, "encode": 0.0}
+        try:
+            tables = dict(zip(job["keys"], ray.get(job["tables"])))
+            frames = []
+            for frame, dt in _decode_range(self.path, self.size, self.o.start, self.o.end, job["lo"], job["hi"],
+                                           job["pts"]):
+                timings["decode"] += dt
+                frames.append(frame)
+            _render_segment(frames, job["maps"], tables, self.content_masks, self.o, job["segment"], self.rate,
+                            self.size, timings)
+        except Exception as e:  # noqa: BLE001 - reported by the driver in one line
+            return {"ok": False, "reason": one_line(e)}
+        return {"ok": True, "timings": timings, "pid": os.getpid()}
 
 
 def _assemble(out: str, segments: list[tuple[str, int]], rate: Fraction, source, audio_start: float,
@@ -793,13 +862,31 @@ def parts_dir(out) -> str:
     return str(out) + ".parts"
 
 
-def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
+def stylize_video(path, style, out, progress: bool = True, workers: int | None = None, threads: int | None = None,
+                  address: str | None = None, **options) -> dict:
     """Stylise the video file ``path`` in the look of ``style`` into ``out`` (.mp4, .mov or .mkv); returns a
     summary (frames, fps, size, shots, keyframes, seconds per step). Options as VideoOptions fields.
     Resumable: finished chunks and the plan stay in OUT.parts/ until the output is complete, and a rerun
-    with the same input, style and options continues from them. Ctrl-C writes the frames done so far to
-    ``out`` and raises VideoInterrupted."""
+    with the same input, style and options renders only the chunks not yet finished. Ctrl-C writes the
+    frames done so far (the finished chunks from the first on) to ``out`` and raises VideoInterrupted.
+
+    ``workers`` > 1 or an ``address`` renders the chunks on Ray (``pip install "dpst_ext[video,batch]"``):
+    ``workers`` actors of ``threads`` threads each (default: as many as the cores, or the cluster's CPUs,
+    allow), on an embedded local Ray or the cluster at ``address`` ("auto", "ray://HOST:PORT"; the input and
+    OUT.parts/ at the same paths on every node). The plan (pass 1) is made here; each worker decodes its
+    chunk's frames, renders them and writes the chunk's segment. Otherwise (the default) all in this
+    process, with torch's threads."""
     opts = VideoOptions(**options).checked()
+    for name, v in (("workers", workers), ("threads", threads)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+    on_ray = address is not None or (workers or 1) > 1
+    if on_ray:
+        from .ray_workers import cores, plan_workers, require_ray
+
+        require_ray("dpst video with workers", "video,batch")
+        if address is None:
+            plan_workers(1, cores(), workers, threads)      # workers x threads must fit this machine's cores
     ext = os.path.splitext(str(out))[1].lower()
     if ext not in OUTPUT_FORMATS:
         raise ValueError(f"output must end in {', '.join(OUTPUT_FORMATS)}, got {os.path.basename(str(out))!r}")
@@ -815,7 +902,7 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
     timings = {"decode": 0.0, "analysis": 0.0, "transport": 0.0, "smoothing": 0.0, "encode": 0.0, "assemble": 0.0}
     bar = _bar_factory(progress)
 
-    state = {"version": 1, "input": _file_id(path), "style": _digest(style_img),
+    state = {"version": 2, "input": _file_id(path), "style": _digest(style_img),
              "masks": _digest(opts.masks) if not isinstance(opts.masks, str) or opts.masks not in MASK_MODES
              else opts.masks, "style_mask": None if opts.style_mask is None else _digest(opts.style_mask),
              "options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("masks", "style_mask")},
@@ -844,50 +931,27 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
     n = len(plan["maps"])
     chunks = [(c, min(c + opts.chunk_frames, n)) for c in range(0, n, opts.chunk_frames)]
     seg_path = lambda c: os.path.join(pdir, f"segment_{c:06d}.mp4")  # noqa: E731
-    done = [c for c in range(len(chunks)) if os.path.isfile(seg_path(c))]
-    first_todo = next((c for c in range(len(chunks)) if c not in done), len(chunks))
-    # Chunks after a missing one are redone too (the frames are decoded in order).
-    for c in done:
-        if c > first_todo:
-            os.remove(seg_path(c))
-    done_frames = chunks[first_todo - 1][1] if first_todo > 0 else 0
-    writer, c, warm = None, first_todo, None
+    # The resume state: a chunk is done when its segment file exists (each is written atomically, in any
+    # order); a rerun renders the others.
+    todo = [c for c in range(len(chunks)) if not os.path.isfile(seg_path(c))]
+    done_frames = n - sum(chunks[c][1] - chunks[c][0] for c in todo)
+    run = _RenderRun(path, plan, chunks, todo, seg_path, opts, size, rate, timings)
     t_start = time.perf_counter()
     try:
-        if first_todo < len(chunks):
-            frames_iter = _decode(path, size, opts.start, opts.end, skip=done_frames)
-            for _ in range(done_frames):
-                next(frames_iter)
+        if todo:
             with bar(total=n, initial=done_frames, desc="rendering", unit="frame") as pb:
-                for c in range(first_todo, len(chunks)):
-                    lo, hi = chunks[c]
-                    frames = []
-                    for _ in range(lo, hi):
-                        frame, dt = next(frames_iter)
-                        timings["decode"] += dt
-                        frames.append(frame)
-                    maps = plan["maps"][lo:hi]
-                    tables = {k: plan["tables"][k] for m in maps for k in m[:2]}
-                    # One chunk: the unit a scheduler (Ray) would run elsewhere, given the same arguments
-                    # (there, warm_start=None: the smoothing starts cold at each chunk).
-                    styled, warm = render_chunk(frames, maps, tables, plan["content_masks"], opts, timings,
-                                                warm_start=warm, callback=lambda: pb.update(1))
-                    t = time.perf_counter()
-                    writer = _SegmentWriter(seg_path(c), rate, size, opts.crf)
-                    for frame in styled:
-                        writer.write(frame)
-                    writer.close()
-                    writer = None
-                    timings["encode"] += time.perf_counter() - t
+                if on_ray:
+                    run.on_ray(workers, threads, address, pb)
+                else:
+                    run.in_process(pb)
     except KeyboardInterrupt:
-        if writer is not None:
-            writer.close(keep=False)
-        finished = [cc for cc in range(len(chunks)) if os.path.isfile(seg_path(cc))]
-        written = chunks[finished[-1]][1] if finished else 0
-        if finished:
-            _assemble(str(out), [(seg_path(cc), chunks[cc][0]) for cc in finished], rate,
+        # What is done, as a playable file: the finished chunks from the first up to the first missing one.
+        prefix = next((c for c in range(len(chunks)) if not os.path.isfile(seg_path(c))), len(chunks))
+        written = chunks[prefix - 1][1] if prefix else 0
+        if prefix:
+            _assemble(str(out), [(seg_path(c), chunks[c][0]) for c in range(prefix)], rate,
                       path if info["audio"] else None, opts.start or 0.0, written)
-        raise VideoInterrupted(out if finished else None, written, n) from None
+        raise VideoInterrupted(out if prefix else None, written, n) from None
     render_seconds = time.perf_counter() - t_start
     t = time.perf_counter()
     _assemble(str(out), [(seg_path(c), chunks[c][0]) for c in range(len(chunks))], rate,
@@ -895,8 +959,82 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
     timings["assemble"] = time.perf_counter() - t
     shutil.rmtree(pdir)
     return {"frames": n, "rate": rate, "size": size, "shots": len(plan["shots"]), "keyframes": len(plan["tables"]),
-            "resumed_frames": done_frames, "render_seconds": render_seconds, "timings": timings,
-            "codec": state["codec"]}
+            "chunks": len(chunks), "resumed_chunks": len(chunks) - len(todo), "resumed_frames": done_frames,
+            "render_seconds": render_seconds, "timings": timings, "codec": state["codec"],
+            "workers": run.workers, "threads": run.threads}
+
+
+class _RenderRun:
+    """Pass 2 of stylize_video: the chunks ``todo`` rendered into their segment files, in this process or on
+    Ray; ``timings`` gathers the seconds per step (summed over the workers on Ray)."""
+
+    def __init__(self, path, plan: dict, chunks: list, todo: list, seg_path, opts: VideoOptions, size, rate,
+                 timings: dict):
+        self.path, self.plan, self.chunks, self.todo, self.seg_path = path, plan, chunks, todo, seg_path
+        self.o, self.size, self.rate, self.timings = opts, size, rate, timings
+        self.workers, self.threads = 0, torch.get_num_threads()
+
+    def _tables(self, lo: int, hi: int) -> list:
+        return sorted({k for m in self.plan["maps"][lo:hi] for k in m[:2]})
+
+    def in_process(self, pb) -> None:
+        """Decoding the clip once, in order (the finished chunks' frames are skipped unconverted); the
+        smoothing's warm start crosses from a chunk to the next."""
+        todo, per = set(self.todo), self.o.chunk_frames
+        frames_iter = _decode(self.path, self.size, self.o.start, self.o.end, wanted=lambda i: i // per in todo)
+        pos, warm = 0, None
+        try:
+            for c in self.todo:
+                lo, hi = self.chunks[c]
+                if lo != pos:
+                    warm = None
+                frames = []
+                for i in range(pos, hi):
+                    item = next(frames_iter, None)
+                    if item is None:
+                        raise ValueError(f"input {self.path} ended after {i} of its {len(self.plan['maps'])} frames")
+                    if i >= lo:
+                        self.timings["decode"] += item[1]
+                        frames.append(item[0])
+                pos = hi
+                maps = self.plan["maps"][lo:hi]
+                tables = {k: self.plan["tables"][k] for k in self._tables(lo, hi)}
+                warm = _render_segment(frames, maps, tables, self.plan["content_masks"], self.o, self.seg_path(c),
+                                       self.rate, self.size, self.timings, warm_start=warm,
+                                       callback=lambda: pb.update(1))
+        finally:
+            frames_iter.close()
+
+    def on_ray(self, workers: int | None, threads: int | None, address: str | None, pb) -> None:
+        """One job per chunk on Ray worker actors (_ChunkWorker); the keyframe tables and the masks are put
+        in the object store once. The smoothing starts cold in each chunk."""
+        from .ray_workers import plan_workers, ray_session, run_on_actors
+
+        with ray_session(address) as ray:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            self.workers, self.threads = plan_workers(len(self.todo), cpus, workers, threads)
+            refs = {k: ray.put(t) for k, t in self.plan["tables"].items()}
+            masks = None if self.plan["content_masks"] is None else ray.put(self.plan["content_masks"])
+            pts = self.plan.get("pts")
+            jobs = []
+            for c in self.todo:
+                lo, hi = self.chunks[c]
+                keys = self._tables(lo, hi)
+                jobs.append({"chunk": c, "lo": lo, "hi": hi, "maps": self.plan["maps"][lo:hi], "keys": keys,
+                             "tables": [refs[k] for k in keys], "pts": None if pts is None else pts[lo:hi],
+                             "segment": self.seg_path(c)})
+
+            def finished(job: dict, r: dict) -> None:
+                if not r["ok"]:
+                    raise RuntimeError(f"chunk {job['chunk']} (frames {job['lo']}-{job['hi'] - 1}) failed: "
+                                       f"{r['reason']}; the finished chunks are kept: rerun to continue")
+                for k, v in r["timings"].items():
+                    self.timings[k] = self.timings.get(k, 0.0) + v
+                pb.update(job["hi"] - job["lo"])
+
+            run_on_actors(_ChunkWorker, self.workers, jobs, finished,
+                          args=(self.threads, str(self.path), self.size, self.rate, self.o, masks),
+                          num_cpus=self.threads)
 
 
 def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dict, pdir: str, bar, timings) -> dict:
@@ -907,11 +1045,13 @@ def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dic
     if planner.file_masks is not None:
         _check_mask_aspect(planner.file_masks[0], (size[1], size[0]))
     total = info["frames"] or (round(info["duration"] * float(rate)) if info["duration"] else None)
+    frame_pts = []             # each frame's timestamp: a chunk's worker seeks to its first
     with bar(total=total, desc="analysing", unit="frame") as pb:
         try:
-            for frame, dt in _decode(path, _thumb_size(size[1], size[0], opts.analysis_size)[::-1], opts.start,
-                                     opts.end):
+            for frame, dt, pts in _decode(path, _thumb_size(size[1], size[0], opts.analysis_size)[::-1],
+                                          opts.start, opts.end):
                 timings["decode"] += dt
+                frame_pts.append(pts)
                 t = time.perf_counter()
                 planner.observe(frame)
                 timings["analysis"] += time.perf_counter() - t
@@ -927,7 +1067,8 @@ def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dic
     planner.finish()
     plan = {"maps": [planner.frame_maps(i) for i in range(planner.frames)], "tables": planner.tables,
             "content_masks": None if planner.file_masks is None else planner.file_masks[0],
-            "shots": [(s["start"], s["end"]) for s in planner.shots], "cut_distances": planner.cut_distances}
+            "shots": [(s["start"], s["end"]) for s in planner.shots], "cut_distances": planner.cut_distances,
+            "pts": frame_pts}
     with atomic_output(plan_path) as tmp:
         torch.save(plan, tmp)
     with atomic_output(state_path) as tmp, open(tmp, "w", encoding="utf-8") as f:

@@ -270,3 +270,120 @@ def test_bad_input_one_line(clips, tmp_path, args, message):
 def test_bad_output_name(clips, tmp_path):
     r = run_cli(["video", str(clips / "one.mp4"), str(clips / "style.png"), "-o", str(tmp_path / "out.gif")])
     assert r.returncode == 2 and ".mp4" in r.stderr
+
+
+# ---- chunks on Ray ----------------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Loaded in every worker of the test's Ray job (runtime_env worker_process_setup_hook): once the file
+# "armed" exists in DPST_TEST_DIE_DIR, the first chunk rendered kills its worker process mid-chunk.
+DIE_ONCE = '''
+import os
+
+
+def setup():
+    from dpst_ext import video
+
+    real = video.render_chunk
+
+    def render_chunk(*args, **kwargs):
+        folder = os.environ["DPST_TEST_DIE_DIR"]
+        if os.path.exists(os.path.join(folder, "armed")) and not os.path.exists(os.path.join(folder, "died")):
+            open(os.path.join(folder, "died"), "w").close()
+            os._exit(1)
+        return real(*args, **kwargs)
+
+    video.render_chunk = render_chunk
+'''
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory):
+    """A local Ray of 2 CPUs for this module's Ray tests: (its address, the hook's folder). Its workers
+    import this checkout's dpst_ext (PYTHONPATH) and run DIE_ONCE's hook."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("tqdm")
+    hook = tmp_path_factory.mktemp("ray_hook")
+    (hook / "dpst_die_once.py").write_text(DIE_ONCE)
+    saved = dict(os.environ)
+    os.environ.update(PYTHONPATH=os.pathsep.join([ROOT, str(hook)]), DPST_TEST_DIE_DIR=str(hook),
+                      RAY_worker_niceness="0", RAY_DISABLE_USAGE_STATS="1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"worker_process_setup_hook": "dpst_die_once.setup"})
+    try:
+        yield ray.get_runtime_context().gcs_address, hook
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def in_process(clips, tmp_path_factory):
+    """The two-second clip stylised in this process, chunks of 5 frames: the frames the Ray runs must give."""
+    out = tmp_path_factory.mktemp("in_process") / "out.mp4"
+    stylize_video(clips / "two_seconds.mp4", clips / "style.png", out, progress=False, chunk_frames=5, **FAST)
+    return read(out)[0]
+
+
+def assert_same_frames(path, expected):
+    frames, _, n_audio, _ = read(path)
+    assert len(frames) == len(expected) and n_audio == 1
+    worst = [int(np.abs(a.astype(int) - b).max()) for a, b in zip(frames, expected)]
+    assert max(worst) <= 1, str(worst)
+
+
+def test_ray_chunks_give_the_in_process_frames(clips, tmp_path, ray_address, in_process):
+    out = tmp_path / "out.mp4"
+    r = stylize_video(clips / "two_seconds.mp4", clips / "style.png", out, progress=False, chunk_frames=5,
+                      workers=2, threads=1, **FAST)
+    assert r["workers"] == 2 and r["chunks"] == 5 and r["resumed_chunks"] == 0
+    assert_same_frames(out, in_process)
+    assert not os.path.exists(video.parts_dir(out))
+
+
+def test_ray_worker_killed_mid_chunk_is_retried(clips, tmp_path, ray_address, in_process):
+    _, hook = ray_address
+    (hook / "armed").touch()
+    try:
+        out = tmp_path / "out.mp4"
+        stylize_video(clips / "two_seconds.mp4", clips / "style.png", out, progress=False, chunk_frames=5,
+                      workers=2, threads=1, **FAST)
+    finally:
+        (hook / "armed").unlink()
+    assert (hook / "died").exists()              # a worker did die, inside render_chunk
+    assert_same_frames(out, in_process)          # and Ray's retry rendered its chunk
+
+
+def test_ray_driver_killed_then_resumed(clips, tmp_path, ray_address):
+    """SIGKILL the dpst video driver (its chunks on the test's Ray) once a chunk is done; the rerun renders
+    only the chunks that are missing, and the output is whole."""
+    import signal
+    import subprocess
+    import time
+
+    from common import CMD
+
+    src, style, out = clips / "two_seconds.mp4", clips / "style.png", tmp_path / "out.mp4"
+    proc = subprocess.Popen(CMD + ["video", str(src), str(style), "-o", str(out), "--masks", "none",
+                                   "--chunk-frames", "2", "--workers", "1", "--threads", "1", "--address",
+                                   ray_address[0], "-q"],
+                            env=dict(os.environ),    # as ray.init left it (RAY_AUTH_MODE: the cluster's token)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = video.parts_dir(out)
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(parts) and any(n.endswith(".mp4") and n.startswith("segment_") for n in os.listdir(parts))):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no chunk finished in 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [n for n in os.listdir(parts) if n.startswith("segment_") and n.endswith(".mp4")]
+    r = stylize_video(src, style, out, progress=False, chunk_frames=2, masks="none", workers=2, threads=1)
+    assert len(done) <= r["resumed_chunks"] < r["chunks"] == 12
+    assert r["resumed_frames"] == 2 * r["resumed_chunks"]
+    frames, _, n_audio, _ = read(out)
+    assert len(frames) == 24 and n_audio == 1
+    ref = tmp_path / "ref.mp4"
+    stylize_video(src, style, ref, progress=False, chunk_frames=2, masks="none")
+    assert_same_frames(out, read(ref)[0])
