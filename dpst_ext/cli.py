@@ -373,7 +373,8 @@ def _run_video(args, sigs: _Signals) -> int:
         resumed = f", {r['resumed_frames']} frames from an earlier run" if r["resumed_frames"] else ""
         sys.stderr.write(f"dpst: wrote {args.output} ({r['size'][0]}x{r['size'][1]}, {r['frames']} frames at "
                          f"{float(r['rate']):.3g} fps, {r['shots']} shot(s), {r['keyframes']} keyframes{resumed}"
-                         + (f", on {r['workers']} Ray workers x {r['threads']} threads" if r["workers"] else "") + ") in "
+                         + (f", on {r['workers']} Ray workers x {r['threads']} thread{'s' * (r['threads'] != 1)}"
+                            if r["workers"] else "") + ") in "
                          f"{time.perf_counter() - t0:.1f}s (decode {t['decode']:.1f}s, analysis {t['analysis']:.1f}s, "
                          f"transport {t['transport']:.1f}s, smoothing {t['smoothing']:.1f}s, encode "
                          f"{t['encode']:.1f}s)\n")

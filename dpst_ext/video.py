@@ -31,14 +31,16 @@ Only the fast method's colour transport is used, and it is made stable over time
 ``method="default"`` (the photo method's VGG refinement of every frame) is refused: see VIDEO_DEFAULT_REFUSED.
 
 Files (``stylize_video``): decoding and encoding use PyAV (``pip install "dpst_ext[video]"``). A first
-pass reads the clip at ``analysis_size`` and fits the plan (shots, labels, keyframe tables); the second
-renders chunks of ``chunk_frames`` frames with ``render_chunk`` (a plain function of the chunk's frames,
-the shared tables and the options: the unit a scheduler such as Ray would distribute) and encodes each
-chunk as a segment file in ``OUT.parts/`` with a state file of the options. A rerun with the same input,
-style and options continues from the finished chunks. The output keeps the input's frame rate (constant,
+pass reads the clip at ``analysis_size`` and fits the plan (shots, labels, keyframe tables, each frame's
+timestamp); the second renders chunks of ``chunk_frames`` frames with ``render_chunk`` (a plain function
+of the chunk's frames, the shared tables and the options) and encodes each chunk as a segment file in
+``OUT.parts/`` with a state file of the options: in this process, or with ``workers``/``address`` on Ray
+workers, each seeking to its chunk's frames (the tables put in Ray's object store once). A rerun with
+the same input, style and options renders only the chunks whose segment is missing. The output keeps the input's frame rate (constant,
 at the stream's average rate), size (even dimensions, as H.264 needs) and audio (re-encoded as AAC), is
 H.264 (libx264, CRF ``crf``; MPEG-4 Part 2 if PyAV's FFmpeg lacks libx264) and is written atomically.
-Ctrl-C writes what is done as a playable OUT and raises VideoInterrupted; the rerun continues.
+Ctrl-C writes what is done (the finished chunks from the first on) as a playable OUT and raises
+VideoInterrupted; the rerun continues.
 """
 from __future__ import annotations
 
