@@ -258,6 +258,7 @@ def test_start_end_and_max_output(clips, tmp_path):
     (["two_seconds.mp4", "style.png", "--method", "default"], "method 'default'"),
     (["two_seconds.mp4", "style.png", "--masks", "none", "--end", "0"], "end (0.0 s) must be after start"),
     (["two_seconds.mp4", "style.png", "--style-mask", "style.png"], "style_mask"),
+    (["two_seconds.mp4", "style.png", "--workers", "2", "--threads", "4096"], "workers x threads = 2 x 4096"),
 ])
 def test_bad_input_one_line(clips, tmp_path, args, message):
     paths = [str(clips / a) if a.endswith((".mp4", ".png")) else a for a in args]
@@ -265,6 +266,15 @@ def test_bad_input_one_line(clips, tmp_path, args, message):
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("dpst: error:") and message in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "out.mp4")
+
+
+def test_workers_without_ray_one_line(clips, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)    # ray not installed
+    code = cli.main(["video", str(clips / "one.mp4"), str(clips / "style.png"), "-o", str(tmp_path / "o.mp4"),
+                     "--workers", "2", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and 'pip install "dpst_ext[video,batch]"' in err, err
+    assert not os.listdir(tmp_path)                                 # before any work
 
 
 def test_bad_output_name(clips, tmp_path):
