@@ -736,7 +736,7 @@ class _ChunkWorker:
                             self.size, timings)
         except Exception as e:  # noqa: BLE001 - reported by the driver in one line
             return {"ok": False, "reason": one_line(e)}
-        return {"ok": True, "timings": timings, "pid": os.getpid()}
+        return {"ok": True, "timings": timings}
 
 
 def _assemble(out: str, segments: list[tuple[str, int]], rate: Fraction, source, audio_start: float,
