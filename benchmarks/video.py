@@ -23,6 +23,8 @@ Measures, per clip and per way of stylising it:
 * throughput (``--parts speed``): dpst video on a 720p and a 1080p clip (48 frames), frames per second and
   the per-frame split (decode, analysis, transport, encode); the per-frame smoothing's cost with a warm and
   a cold start; method default's cost per frame.
+* per shot (``--parts shots``): the aligned flicker of the shots clip (one label) shot by shot, the video
+  against one fixed map per shot;
 * Ray (``--parts ray``): dpst video on a 720p clip of 192 frames (4 chunks of 48) in this process with 2
   torch threads, against 2 Ray workers x 1 thread on an embedded Ray (started before, its start-up timed
   apart), alternately twice each; frames per second of the whole call and of pass 2 (the rendering).
@@ -162,6 +164,27 @@ def speed(style_path, tmp, sizes=((1280, 720), (1920, 1080)), n=48):
     return out
 
 
+def per_shot(style, fps=24):
+    """The shots clip, one label: aligned flicker per shot of the video and of one fixed map per shot."""
+    frames, cuts = shots_clip()
+    ours = list(video.stylize_frames(frames, style, fps=fps, masks="none"))
+    planner = video.Planner(style, video.VideoOptions(masks="none"), fps)
+    for f in frames:
+        planner.observe(f)
+    planner.finish()
+    maps = [planner.frame_maps(i) for i in range(len(frames))]
+    fixed, _ = video.render_chunk(frames, [(planner.shots[m[3]]["start"],) * 2 + (0.0, m[3]) for m in maps],
+                                  planner.tables, None, planner.o)
+    out = []
+    for name, (lo, hi) in zip(("zoom in, light +5 %", "pan down", "zoom out, light -5 %"),
+                              zip([0] + cuts, cuts + [len(frames)])):
+        v, f = (video.flicker(frames[lo:hi], o[lo:hi], motion=True) for o in (ours, fixed))
+        out.append({"shot": name, "frames": [lo, hi], "input": v["input"], "video": v["output"],
+                    "fixed map": f["output"], "video_ratio": v["ratio"], "fixed_ratio": f["ratio"]})
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def ray_speed(style_path, tmp, n=192, w=1280, h=720, repeats=2):
     """In process (1 x 2 threads) against Ray (2 workers x 1 thread) on one 720p clip, alternately."""
     from dpst_ext.ray_workers import cores, start_ray
@@ -288,6 +311,8 @@ def main():
             print(json.dumps(result["default_method"]), flush=True)
         if "sheet" in parts:
             sheet()
+        if "shots" in parts:
+            result["per_shot"] = {"runs": per_shot(shots_style), "threads": args.threads}
         if "ray" in parts:
             sp = os.path.join(tmp, "style.png")
             from dpst_ext.image_io import save_image
