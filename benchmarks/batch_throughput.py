@@ -49,10 +49,11 @@ def make_photos(folder: Path, side: int, n: int) -> list[Path]:
 def startup() -> dict:
     import ray
 
-    from dpst_ext.batch import _Worker, _cores, _start_ray
+    from dpst_ext.batch import _Worker
+    from dpst_ext.ray_workers import cores, start_ray
 
     t0 = time.perf_counter()
-    _start_ray(None, _cores(), verbose=False)
+    start_ray(None, cores(), verbose=False)
     t1 = time.perf_counter()
     actor = ray.remote(_Worker).options(num_cpus=1).remote(1)
     ray.get(actor.__ray_ready__.remote())

@@ -14,14 +14,20 @@ Clips (built from scikit-image's photos, no download):
 Measures, per clip and per way of stylising it:
 
 * flicker: the mean absolute change between consecutive frames (0..255) of the output and of the input,
-  raw and after aligning each pair by the input's global shift (video.global_shift), across no cut; the
-  ratio output / input (target: at most 1.01);
+  raw and after aligning each pair by the input's global motion (video.global_motion: a similarity, scale,
+  rotation and shift, fitted on the input pair and applied to the input and the output alike; the overlap
+  only), across no cut; the ratio output / input (target: at most 1.01);
 * colour style distance (dpst_ext.metrics.colour_style_distance, one label) of every 4th frame to the
   style, against that of the single-photo result (dpst_ext.run_transfer, method fast, on the frame alone;
   target: within 10 %);
 * throughput (``--parts speed``): dpst video on a 720p and a 1080p clip (48 frames), frames per second and
   the per-frame split (decode, analysis, transport, encode); the per-frame smoothing's cost with a warm and
   a cold start; method default's cost per frame.
+* per shot (``--parts shots``): the aligned flicker of the shots clip (one label) shot by shot, the video
+  against one fixed map per shot;
+* Ray (``--parts ray``): dpst video on a 720p clip of 192 frames (4 chunks of 48) in this process with 2
+  torch threads, against 2 Ray workers x 1 thread on an embedded Ray (started before, its start-up timed
+  apart), alternately twice each; frames per second of the whole call and of pass 2 (the rendering).
 """
 from __future__ import annotations
 
@@ -158,6 +164,59 @@ def speed(style_path, tmp, sizes=((1280, 720), (1920, 1080)), n=48):
     return out
 
 
+def per_shot(style, fps=24):
+    """The shots clip, one label: aligned flicker per shot of the video and of one fixed map per shot."""
+    frames, cuts = shots_clip()
+    ours = list(video.stylize_frames(frames, style, fps=fps, masks="none"))
+    planner = video.Planner(style, video.VideoOptions(masks="none"), fps)
+    for f in frames:
+        planner.observe(f)
+    planner.finish()
+    maps = [planner.frame_maps(i) for i in range(len(frames))]
+    fixed, _ = video.render_chunk(frames, [(planner.shots[m[3]]["start"],) * 2 + (0.0, m[3]) for m in maps],
+                                  planner.tables, None, planner.o)
+    out = []
+    for name, (lo, hi) in zip(("zoom in, light +5 %", "pan down", "zoom out, light -5 %"),
+                              zip([0] + cuts, cuts + [len(frames)])):
+        v, f = (video.flicker(frames[lo:hi], o[lo:hi], motion=True) for o in (ours, fixed))
+        out.append({"shot": name, "frames": [lo, hi], "input": v["input"], "video": v["output"],
+                    "fixed map": f["output"], "video_ratio": v["ratio"], "fixed_ratio": f["ratio"]})
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def ray_speed(style_path, tmp, n=192, w=1280, h=720, repeats=2):
+    """In process (1 x 2 threads) against Ray (2 workers x 1 thread) on one 720p clip, alternately."""
+    from dpst_ext.ray_workers import cores, start_ray
+
+    img = resize_long_side(samples.photo("astronaut", dtype=torch.float32), int(w * 1.3))
+    frames = [_u8(img[:, 40:40 + h, 2 * i:2 * i + w] * (0.9 + 0.2 * i / n)) for i in range(n)]
+    src = os.path.join(tmp, "ray_in.mp4")
+    video.write_video(src, frames, fps=24, crf=18)
+    del frames
+    import ray
+
+    t = time.perf_counter()
+    start_ray(None, cores(), verbose=False)
+    startup = time.perf_counter() - t
+    out = {"size": f"{w}x{h}", "frames": n, "chunk_frames": 48, "ray_start_seconds": startup, "runs": []}
+    try:
+        for _ in range(repeats):
+            for how, kw in (("in process, 1 x 2 threads", {}), ("Ray, 2 workers x 1 thread", dict(workers=2, threads=1))):
+                torch.set_num_threads(2 if not kw else 1)
+                t = time.perf_counter()
+                r = video.stylize_video(src, style_path, os.path.join(tmp, "ray_out.mp4"), progress=False,
+                                        masks="none", **kw)
+                wall = time.perf_counter() - t
+                run = {"how": how, "wall_seconds": wall, "fps": n / wall, "render_seconds": r["render_seconds"],
+                       "render_fps": n / r["render_seconds"], "load_average": os.getloadavg()[0]}
+                print(json.dumps(run), flush=True)
+                out["runs"].append(run)
+    finally:
+        ray.shutdown()
+    return out
+
+
 def smoothing_cost(style, n=6, h=270, w=480):
     """The per-frame matting smoothing (tol 1e-3) on the pan clip: seconds and CG iterations, warm vs cold."""
     frames, _ = pan_clip(n=n, h=h, w=w)
@@ -252,6 +311,13 @@ def main():
             print(json.dumps(result["default_method"]), flush=True)
         if "sheet" in parts:
             sheet()
+        if "shots" in parts:
+            result["per_shot"] = {"runs": per_shot(shots_style), "threads": args.threads}
+        if "ray" in parts:
+            sp = os.path.join(tmp, "style.png")
+            from dpst_ext.image_io import save_image
+            save_image(style, sp)
+            result["ray"] = ray_speed(sp, tmp)
         if "speed" in parts:
             sp = os.path.join(tmp, "style.png")
             from dpst_ext.image_io import save_image

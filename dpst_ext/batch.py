@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .options import TransferOptions
+from .ray_workers import one_line, plan_workers, ray_session, require_ray, run_on_actors
 
 __all__ = ["batch", "BatchSummary", "Item", "collect_items", "STATE_NAME", "SUMMARY_NAME"]
 
@@ -46,7 +47,6 @@ STATE_NAME = ".dpst-batch-state.jsonl"     # the resume log, in the output folde
 SUMMARY_NAME = "dpst-batch-summary.json"   # the default summary path, in the output folder
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")  # what a folder input picks up
 PATH_COLUMNS = ("content", "style", "content_mask", "style_mask", "output")
-TASK_RETRIES = 2          # an item whose worker died is tried this many more times
 # Peak RSS of one worker process serving a 700 px photo with the default method (VGG-19, the automatic
 # masks, 50 L-BFGS iterations at 384 px): 1.05 GiB measured 2026-12-03 (2-core Xeon, torch 2.13.0 CPU);
 # scaled by the working pixels for other sizes. The full-size step has its own estimate (engine.memory).
@@ -293,11 +293,6 @@ def collect_items(inputs=None, style=None, manifest=None, *, output_dir, options
 _NOT_IN_KEY = ("threads", "memory_budget", "local_affine_every", "segmenter", "segmenter_mapping")
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def _image_size(path: str, what: str) -> tuple[int, int]:
     """(width, height) from the file's header: the file exists and Pillow can open it."""
     from PIL import Image
@@ -308,7 +303,7 @@ def _image_size(path: str, what: str) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.size
     except Exception as e:  # Pillow raises several types for bad files
-        raise ValueError(f"{what} {path} cannot be read as an image ({_one_line(e)})") from None
+        raise ValueError(f"{what} {path} cannot be read as an image ({one_line(e)})") from None
 
 
 def _identity(path: str | None):
@@ -511,84 +506,12 @@ class _Worker:
                 masks = [str(p) for p in save_masks(result.content_labels, result.style_labels,
                                                     *mask_paths(item.output))]
         except Exception as e:  # noqa: BLE001 - one item's failure, whatever it is, must not stop the others
-            reason = _one_line(e)
+            reason = one_line(e)
             if not isinstance(e, (ValueError, FileNotFoundError, MemoryError)):
                 reason = f"{type(e).__name__}: {reason}"
             return {"ok": False, "reason": reason}
         return {"ok": True, "seconds": round(time.perf_counter() - t0, 3), "masks": masks,
                 "size": [int(result.image.shape[2]), int(result.image.shape[1])], "pid": os.getpid()}
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _plan_workers(n_items: int, cpus: int, workers: int | None, threads: int | None) -> tuple[int, int]:
-    """(workers, threads per worker) with workers x threads <= cpus: by default one thread per worker and
-    as many workers as cores (fewer items than cores: the spare cores become threads)."""
-    if workers is None and threads is None:
-        threads = max(1, cpus // n_items) if n_items < cpus else 1
-    if workers is None:
-        workers = max(1, min(n_items, cpus // threads))
-    elif threads is None:
-        threads = max(1, cpus // workers)
-    if workers * threads > cpus:
-        raise ValueError(f"workers x threads = {workers} x {threads} = {workers * threads} CPUs, more than the "
-                         f"{cpus} there are: lower --workers or --threads")
-    return workers, threads
-
-
-def _start_ray(address: str | None, cpus: int, verbose: bool) -> bool:
-    """Connect to ``address`` or start an embedded local Ray; False when this process already had one (a
-    notebook's, a test's): it is used as it is and left running."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    kwargs = dict(include_dashboard=False, log_to_driver=verbose, logging_level="ERROR")
-    if address is None:
-        # Ray runs its workers at nice 15; the embedded Ray's workers are this command's own work, as a
-        # `dpst transfer` process is (RAY_worker_niceness in the environment still decides).
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        # The workers import the same dpst_ext as this process (also from a source checkout).
-        here = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-        kwargs.update(num_cpus=cpus, runtime_env={"env_vars": {"PYTHONPATH": path}})
-    ray.init(address=address, **kwargs)
-    return True
-
-
-def _run_on_ray(items: list[Item], workers: int, threads: int, gpu: bool, on_result) -> None:
-    """Each item on a free worker actor (ray.wait over their calls); on_result(item, result) as they end."""
-    import ray
-
-    memory = max(item.memory for item in items)
-    actor = ray.remote(_Worker).options(num_cpus=threads, num_gpus=1 if gpu else 0, memory=memory,
-                                        max_restarts=-1, max_task_retries=TASK_RETRIES)
-    idle = [actor.remote(threads) for _ in range(workers)]
-    todo, pending = iter(items), {}
-    try:
-        while True:
-            while idle and (item := next(todo, None)) is not None:
-                a = idle.pop()
-                pending[a.run.remote(item)] = (a, item)
-            if not pending:
-                return
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            a, item = pending.pop(ready[0])
-            idle.append(a)
-            try:
-                result = ray.get(ready[0])
-            except ray.exceptions.RayActorError as e:
-                result = {"ok": False, "reason": f"its worker died ({TASK_RETRIES + 1} tries): {_one_line(e)}"}
-            on_result(item, result)
-    finally:
-        for a in idle + [a for a, _ in pending.values()]:
-            ray.kill(a)
 
 
 # ---- The batch -----------------------------------------------------------------------------------------
@@ -623,12 +546,7 @@ def batch(inputs=None, style=None, *, manifest=None, output_dir, options: Transf
         raise TypeError("segmenter must be 'MODULE:FUNCTION' or 'file.py:FUNCTION' in a batch (each worker "
                         f"loads it), got {type(segmenter).__name__}")
     if workers != 0:
-        try:
-            import ray  # noqa: F401
-            import tqdm  # noqa: F401
-        except ImportError as e:
-            raise ImportError(f'dpst batch runs on Ray ({e.name} is not installed): pip install "dpst_ext[batch]" '
-                              '(or pip install "ray>=2.9" "tqdm>=4.60")') from None
+        require_ray("dpst batch", "batch")
     out_dir = Path(output_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -658,7 +576,7 @@ def batch(inputs=None, style=None, *, manifest=None, output_dir, options: Transf
                                  "the output size (max-output) or turn the full-size smoothing off")
             ready.append(item)
         except (ValueError, OSError) as e:
-            report.fail(item.record(reason=f"{item.where}: {_one_line(e)}"))
+            report.fail(item.record(reason=f"{item.where}: {one_line(e)}"))
     report.state = _State(out_dir)
     report.state.compact()
     todo = []
@@ -735,19 +653,16 @@ class _Report:
 def _run_batch_on_ray(todo: list[Item], device: str, workers: int | None, threads: int | None,
                       address: str | None, report: _Report) -> None:
     """Start (or join) Ray, size the workers to its resources, run ``todo`` on them, stop what was started."""
-    import ray
-
     from .engine.memory import GiB
 
-    started = _start_ray(address, _cores(), report.verbose)
-    try:
+    with ray_session(address, report.verbose) as ray:
         res = ray.cluster_resources()
         gpu = device.startswith("cuda") or (device == "auto" and res.get("GPU", 0) > 0)
         if gpu:
             workers = workers or max(1, int(res.get("GPU", 0)))
             threads = threads or max(1, int(res.get("CPU", 1)) // workers)
         else:
-            workers, threads = _plan_workers(len(todo), int(res.get("CPU", 1)), workers, threads)
+            workers, threads = plan_workers(len(todo), int(res.get("CPU", 1)), workers, threads)
         # Ray would wait for ever for a worker no node can hold: such items fail here.
         node_memory = max(n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive"))
         for item in [i for i in todo if i.memory > node_memory]:
@@ -763,8 +678,8 @@ def _run_batch_on_ray(todo: list[Item], device: str, workers: int | None, thread
         report.say(f"{len(todo)} to do on {workers} worker{'s' * (workers != 1)} x {threads} "
                    f"thread{'s' * (threads != 1)} ({'Ray at ' + address if address else 'local Ray'})")
         report.start_bar(len(todo))
-        _run_on_ray(todo, workers, threads, gpu, report.finished)
-    finally:
-        report.close()
-        if started:
-            ray.shutdown()
+        try:
+            run_on_actors(_Worker, workers, todo, report.finished, args=(threads,), num_cpus=threads,
+                          num_gpus=1 if gpu else 0, memory=memory)
+        finally:
+            report.close()

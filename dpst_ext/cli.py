@@ -316,6 +316,14 @@ def _add_video_parser(sub):
     v.add_argument("--auto-k", type=_positive_int, default=None, metavar="K", help="number of automatic labels")
     v.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_threads_and_quiet(v, "no progress output")
+    r = v.add_argument_group("Ray", 'The chunks on Ray workers (pip install "dpst_ext[video,batch]"); the plan '
+                                    "(pass 1) stays in this process. --threads is then per worker.")
+    r.add_argument("--workers", type=_positive_int, default=None,
+                   help="worker processes rendering chunks on an embedded local Ray (default: none, all in this "
+                        "process; with --address: as many as the cluster's CPUs allow)")
+    r.add_argument("--address", default=None, metavar="ADDR",
+                   help="auto (the Ray cluster this node belongs to) or ray://HOST:PORT; the input and OUTPUT.parts/ "
+                        "must be at the same paths on every node")
 
 
 def _run_video(args, sigs: _Signals) -> int:
@@ -346,7 +354,8 @@ def _run_video(args, sigs: _Signals) -> int:
         return _fail(str(e).splitlines()[0])
     t0 = time.perf_counter()
     try:
-        r = stylize_video(args.input, args.style, args.output, progress=not args.quiet, **opts)
+        r = stylize_video(args.input, args.style, args.output, progress=not args.quiet, workers=args.workers,
+                          threads=args.threads, address=args.address, **opts)
     except VideoInterrupted as e:
         if e.frames:
             sys.stderr.write(f"\ndpst: interrupted; wrote the first {e.frames} of {e.total} frames to {args.output} "
@@ -357,13 +366,15 @@ def _run_video(args, sigs: _Signals) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\ndpst: interrupted; nothing written\n")
         return sigs.stopped()
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     if not args.quiet:
         t = r["timings"]
         resumed = f", {r['resumed_frames']} frames from an earlier run" if r["resumed_frames"] else ""
         sys.stderr.write(f"dpst: wrote {args.output} ({r['size'][0]}x{r['size'][1]}, {r['frames']} frames at "
-                         f"{float(r['rate']):.3g} fps, {r['shots']} shot(s), {r['keyframes']} keyframes{resumed}) in "
+                         f"{float(r['rate']):.3g} fps, {r['shots']} shot(s), {r['keyframes']} keyframes{resumed}"
+                         + (f", on {r['workers']} Ray workers x {r['threads']} thread{'s' * (r['threads'] != 1)}"
+                            if r["workers"] else "") + ") in "
                          f"{time.perf_counter() - t0:.1f}s (decode {t['decode']:.1f}s, analysis {t['analysis']:.1f}s, "
                          f"transport {t['transport']:.1f}s, smoothing {t['smoothing']:.1f}s, encode "
                          f"{t['encode']:.1f}s)\n")

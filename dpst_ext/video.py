@@ -31,14 +31,16 @@ Only the fast method's colour transport is used, and it is made stable over time
 ``method="default"`` (the photo method's VGG refinement of every frame) is refused: see VIDEO_DEFAULT_REFUSED.
 
 Files (``stylize_video``): decoding and encoding use PyAV (``pip install "dpst_ext[video]"``). A first
-pass reads the clip at ``analysis_size`` and fits the plan (shots, labels, keyframe tables); the second
-renders chunks of ``chunk_frames`` frames with ``render_chunk`` (a plain function of the chunk's frames,
-the shared tables and the options: the unit a scheduler such as Ray would distribute) and encodes each
-chunk as a segment file in ``OUT.parts/`` with a state file of the options. A rerun with the same input,
-style and options continues from the finished chunks. The output keeps the input's frame rate (constant,
+pass reads the clip at ``analysis_size`` and fits the plan (shots, labels, keyframe tables, each frame's
+timestamp); the second renders chunks of ``chunk_frames`` frames with ``render_chunk`` (a plain function
+of the chunk's frames, the shared tables and the options) and encodes each chunk as a segment file in
+``OUT.parts/`` with a state file of the options: in this process, or with ``workers``/``address`` on Ray
+workers, each seeking to its chunk's frames (the tables put in Ray's object store once). A rerun with
+the same input, style and options renders only the chunks whose segment is missing. The output keeps the input's frame rate (constant,
 at the stream's average rate), size (even dimensions, as H.264 needs) and audio (re-encoded as AAC), is
 H.264 (libx264, CRF ``crf``; MPEG-4 Part 2 if PyAV's FFmpeg lacks libx264) and is written atomically.
-Ctrl-C writes what is done as a playable OUT and raises VideoInterrupted; the rerun continues.
+Ctrl-C writes what is done (the finished chunks from the first on) as a playable OUT and raises
+VideoInterrupted; the rerun continues.
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ from .transport import apply_label_luts, apply_lut, fit_label_maps
 
 __all__ = ["VideoOptions", "VideoInterrupted", "stylize_video", "stylize_frames", "render_chunk", "Planner",
            "write_video", "parts_dir", "colour_label_model",
-           "flicker", "global_shift", "VIDEO_DEFAULT_REFUSED", "MASK_MODES"]
+           "flicker", "global_shift", "global_motion", "VIDEO_DEFAULT_REFUSED", "MASK_MODES"]
 
 LUT_SIZE = 33
 MASK_MODES = ("auto", "none")
@@ -601,9 +603,10 @@ def _output_size(w: int, h: int, max_output: int | None) -> tuple[int, int]:
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
-def _decode(path, size: tuple[int, int], start: float | None, end: float | None, skip: int = 0):
+def _decode(path, size: tuple[int, int], start: float | None, end: float | None, wanted=None):
     """(H, W, 3) uint8 frames of the file's first video stream with start <= time < end, at ``size`` (W, H);
-    the first ``skip`` frames are decoded but not converted (yielded as None). Yields (frame, seconds)."""
+    frames whose index i (from start) has ``wanted(i)`` false are decoded but not converted (yielded as
+    None). Yields (frame, seconds of decoding and conversion, the frame's pts)."""
     av = _av()
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
@@ -622,50 +625,118 @@ def _decode(path, size: tuple[int, int], start: float | None, end: float | None,
             if end is not None and t >= end - 0.5 / rate:
                 break
             n += 1
-            if n < skip:
-                yield None, 0.0
+            if wanted is not None and not wanted(n):
+                yield None, 0.0, frame.pts
                 tic = time.perf_counter()
                 continue
             arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-            yield arr, time.perf_counter() - tic        # decoding and conversion
+            yield arr, time.perf_counter() - tic, frame.pts       # decoding and conversion
             tic = time.perf_counter()
 
 
-class _SegmentWriter:
-    """One chunk's frames as an MP4 file of their own (written to a temporary name, renamed by close())."""
+def _decode_range(path, size: tuple[int, int], start: float | None, end: float | None, lo: int, hi: int,
+                  pts: list | None):
+    """Frames lo..hi-1 of _decode(path, size, start, end), yielded as (frame, seconds). With their ``pts``
+    (recorded by pass 1) the file is sought to the first (the keyframe before it) and frames are matched
+    by pts; without, or if the seek lands past the first, decoded from the start."""
+    av = _av()
+    if pts is not None and None not in pts:
+        with av.open(str(path)) as c:
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO"
+            c.seek(int(pts[0]), stream=vs)
+            j, tic = 0, time.perf_counter()
+            for frame in c.decode(vs):
+                if frame.pts is None or frame.pts < pts[j]:
+                    continue
+                if frame.pts != pts[j]:
+                    if j == 0:
+                        break                    # the seek went past: decode from the start below
+                    raise ValueError(f"input {path} changed since it was read: no frame at pts {pts[j]}")
+                yield frame.to_ndarray(width=size[0], height=size[1], format="rgb24",
+                                       interpolation="AREA"), time.perf_counter() - tic
+                tic = time.perf_counter()
+                j += 1
+                if j == len(pts):
+                    return
+            if j:
+                raise ValueError(f"input {path} ended after {lo + j} of its {hi} frames")
+    j = lo
+    for frame, dt, _ in _decode(path, size, start, end, wanted=lambda i: lo <= i < hi):
+        if frame is not None:
+            yield frame, dt
+            j += 1
+            if j == hi:
+                return
+    raise ValueError(f"input {path} ended after {j} of its {hi} frames")
 
-    def __init__(self, path: str, rate: Fraction, size: tuple[int, int], crf: int):
-        av = _av()
-        self.path, self.tmp = path, path + ".tmp"
-        self.c = av.open(self.tmp, "w", format="mp4")
-        codec = _video_codec()
-        self.s = self.c.add_stream(codec, rate=rate)
-        self.s.width, self.s.height, self.s.pix_fmt = size[0], size[1], "yuv420p"
-        self.s.time_base = 1 / rate
+
+def _write_segment(path: str, frames: list, rate: Fraction, size: tuple[int, int], crf: int) -> None:
+    """One chunk's frames ((H, W, 3) uint8) as an MP4 file of their own, written atomically (a reader, or a
+    rerun, sees the whole segment or none)."""
+    av = _av()
+    codec = _video_codec()
+    with atomic_output(path) as tmp, av.open(str(tmp), "w", format="mp4") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        s.time_base = 1 / rate
         if codec == "libx264":
-            # No B-frames: every packet's dts = pts, so segments join without timestamp overlaps.
-            self.s.options = {"crf": str(crf), "preset": "fast", "x264-params": "bframes=0"}
+            # No B-frames: every packet's dts = pts, so segments join without timestamp overlaps. One thread:
+            # x264's automatic threads now and then encoded the same frames differently (7 of 400 encodes of
+            # a 4-frame chunk in two Ray workers, 2026-12-03), one thread always the same, so a chunk's segment
+            # is the same wherever it is made; at 720p it measured no slower than the automatic threads.
+            s.options = {"crf": str(crf), "preset": "fast", "x264-params": "bframes=0", "threads": "1"}
         else:
-            self.s.bit_rate = int(size[0] * size[1] * float(rate) * 0.25)
-            self.s.codec_context.max_b_frames = 0
-        self.n = 0
+            s.bit_rate = int(size[0] * size[1] * float(rate) * 0.25)
+            s.codec_context.max_b_frames = 0
+        for i, frame in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = i
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
 
-    def write(self, frame: np.ndarray) -> None:
-        av = _av()
-        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        vf.pts = self.n
-        self.n += 1
-        for p in self.s.encode(vf):
-            self.c.mux(p)
 
-    def close(self, keep: bool = True) -> None:
-        for p in self.s.encode():
-            self.c.mux(p)
-        self.c.close()
-        if keep and self.n:
-            os.replace(self.tmp, self.path)
-        else:
-            os.remove(self.tmp)
+def _render_segment(frames: list, maps: list, tables: dict, content_masks, options: VideoOptions, segment: str,
+                    rate: Fraction, size: tuple[int, int], timings: dict, warm_start=None, callback=None):
+    """A chunk's decoded frames rendered (render_chunk) and written as its segment file; returns the warm
+    start for the next chunk. The same in this process and in a Ray worker."""
+    styled, warm = render_chunk(frames, maps, tables, content_masks, options, timings, warm_start=warm_start,
+                                callback=callback)
+    t = time.perf_counter()
+    _write_segment(segment, styled, rate, size, options.crf)
+    timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t
+    return warm
+
+
+class _ChunkWorker:
+    """A Ray actor (one process) rendering chunks of one clip: each job decodes its frame range (seeking
+    to it), renders it with the shared tables (fetched from Ray's object store) and writes its segment."""
+
+    def __init__(self, threads: int, path: str, size, rate: Fraction, options: VideoOptions, content_masks):
+        torch.set_num_threads(threads)
+        self.path, self.size, self.rate, self.o, self.content_masks = path, size, rate, options, content_masks
+
+    def run(self, job: dict) -> dict:
+        """{"ok": True, "timings"} once the segment is written, or {"ok": False, "reason"}."""
+        import ray
+
+        from .ray_workers import one_line
+
+        timings = {"decode": 0.0, "transport": 0.0, "smoothing": 0.0, "encode": 0.0}
+        try:
+            tables = dict(zip(job["keys"], ray.get(job["tables"])))
+            frames = []
+            for frame, dt in _decode_range(self.path, self.size, self.o.start, self.o.end, job["lo"], job["hi"],
+                                           job["pts"]):
+                timings["decode"] += dt
+                frames.append(frame)
+            _render_segment(frames, job["maps"], tables, self.content_masks, self.o, job["segment"], self.rate,
+                            self.size, timings)
+        except Exception as e:  # noqa: BLE001 - reported by the driver in one line
+            return {"ok": False, "reason": one_line(e)}
+        return {"ok": True, "timings": timings}
 
 
 def _assemble(out: str, segments: list[tuple[str, int]], rate: Fraction, source, audio_start: float,
@@ -793,13 +864,31 @@ def parts_dir(out) -> str:
     return str(out) + ".parts"
 
 
-def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
+def stylize_video(path, style, out, progress: bool = True, workers: int | None = None, threads: int | None = None,
+                  address: str | None = None, **options) -> dict:
     """Stylise the video file ``path`` in the look of ``style`` into ``out`` (.mp4, .mov or .mkv); returns a
     summary (frames, fps, size, shots, keyframes, seconds per step). Options as VideoOptions fields.
     Resumable: finished chunks and the plan stay in OUT.parts/ until the output is complete, and a rerun
-    with the same input, style and options continues from them. Ctrl-C writes the frames done so far to
-    ``out`` and raises VideoInterrupted."""
+    with the same input, style and options renders only the chunks not yet finished. Ctrl-C writes the
+    frames done so far (the finished chunks from the first on) to ``out`` and raises VideoInterrupted.
+
+    ``workers`` > 1 or an ``address`` renders the chunks on Ray (``pip install "dpst_ext[video,batch]"``):
+    ``workers`` actors of ``threads`` threads each (default: as many as the cores, or the cluster's CPUs,
+    allow), on an embedded local Ray or the cluster at ``address`` ("auto", "ray://HOST:PORT"; the input and
+    OUT.parts/ at the same paths on every node). The plan (pass 1) is made here; each worker decodes its
+    chunk's frames, renders them and writes the chunk's segment. Otherwise (the default) all in this
+    process, with torch's threads."""
     opts = VideoOptions(**options).checked()
+    for name, v in (("workers", workers), ("threads", threads)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+    on_ray = address is not None or (workers or 1) > 1
+    if on_ray:
+        from .ray_workers import cores, plan_workers, require_ray
+
+        require_ray("dpst video with workers", "video,batch")
+        if address is None:
+            plan_workers(1, cores(), workers, threads)      # workers x threads must fit this machine's cores
     ext = os.path.splitext(str(out))[1].lower()
     if ext not in OUTPUT_FORMATS:
         raise ValueError(f"output must end in {', '.join(OUTPUT_FORMATS)}, got {os.path.basename(str(out))!r}")
@@ -815,7 +904,7 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
     timings = {"decode": 0.0, "analysis": 0.0, "transport": 0.0, "smoothing": 0.0, "encode": 0.0, "assemble": 0.0}
     bar = _bar_factory(progress)
 
-    state = {"version": 1, "input": _file_id(path), "style": _digest(style_img),
+    state = {"version": 2, "input": _file_id(path), "style": _digest(style_img),
              "masks": _digest(opts.masks) if not isinstance(opts.masks, str) or opts.masks not in MASK_MODES
              else opts.masks, "style_mask": None if opts.style_mask is None else _digest(opts.style_mask),
              "options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("masks", "style_mask")},
@@ -844,50 +933,27 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
     n = len(plan["maps"])
     chunks = [(c, min(c + opts.chunk_frames, n)) for c in range(0, n, opts.chunk_frames)]
     seg_path = lambda c: os.path.join(pdir, f"segment_{c:06d}.mp4")  # noqa: E731
-    done = [c for c in range(len(chunks)) if os.path.isfile(seg_path(c))]
-    first_todo = next((c for c in range(len(chunks)) if c not in done), len(chunks))
-    # Chunks after a missing one are redone too (the frames are decoded in order).
-    for c in done:
-        if c > first_todo:
-            os.remove(seg_path(c))
-    done_frames = chunks[first_todo - 1][1] if first_todo > 0 else 0
-    writer, c, warm = None, first_todo, None
+    # The resume state: a chunk is done when its segment file exists (each is written atomically, in any
+    # order); a rerun renders the others.
+    todo = [c for c in range(len(chunks)) if not os.path.isfile(seg_path(c))]
+    done_frames = n - sum(chunks[c][1] - chunks[c][0] for c in todo)
+    run = _RenderRun(path, plan, chunks, todo, seg_path, opts, size, rate, timings)
     t_start = time.perf_counter()
     try:
-        if first_todo < len(chunks):
-            frames_iter = _decode(path, size, opts.start, opts.end, skip=done_frames)
-            for _ in range(done_frames):
-                next(frames_iter)
+        if todo:
             with bar(total=n, initial=done_frames, desc="rendering", unit="frame") as pb:
-                for c in range(first_todo, len(chunks)):
-                    lo, hi = chunks[c]
-                    frames = []
-                    for _ in range(lo, hi):
-                        frame, dt = next(frames_iter)
-                        timings["decode"] += dt
-                        frames.append(frame)
-                    maps = plan["maps"][lo:hi]
-                    tables = {k: plan["tables"][k] for m in maps for k in m[:2]}
-                    # One chunk: the unit a scheduler (Ray) would run elsewhere, given the same arguments
-                    # (there, warm_start=None: the smoothing starts cold at each chunk).
-                    styled, warm = render_chunk(frames, maps, tables, plan["content_masks"], opts, timings,
-                                                warm_start=warm, callback=lambda: pb.update(1))
-                    t = time.perf_counter()
-                    writer = _SegmentWriter(seg_path(c), rate, size, opts.crf)
-                    for frame in styled:
-                        writer.write(frame)
-                    writer.close()
-                    writer = None
-                    timings["encode"] += time.perf_counter() - t
+                if on_ray:
+                    run.on_ray(workers, threads, address, pb)
+                else:
+                    run.in_process(pb)
     except KeyboardInterrupt:
-        if writer is not None:
-            writer.close(keep=False)
-        finished = [cc for cc in range(len(chunks)) if os.path.isfile(seg_path(cc))]
-        written = chunks[finished[-1]][1] if finished else 0
-        if finished:
-            _assemble(str(out), [(seg_path(cc), chunks[cc][0]) for cc in finished], rate,
+        # What is done, as a playable file: the finished chunks from the first up to the first missing one.
+        prefix = next((c for c in range(len(chunks)) if not os.path.isfile(seg_path(c))), len(chunks))
+        written = chunks[prefix - 1][1] if prefix else 0
+        if prefix:
+            _assemble(str(out), [(seg_path(c), chunks[c][0]) for c in range(prefix)], rate,
                       path if info["audio"] else None, opts.start or 0.0, written)
-        raise VideoInterrupted(out if finished else None, written, n) from None
+        raise VideoInterrupted(out if prefix else None, written, n) from None
     render_seconds = time.perf_counter() - t_start
     t = time.perf_counter()
     _assemble(str(out), [(seg_path(c), chunks[c][0]) for c in range(len(chunks))], rate,
@@ -895,8 +961,82 @@ def stylize_video(path, style, out, progress: bool = True, **options) -> dict:
     timings["assemble"] = time.perf_counter() - t
     shutil.rmtree(pdir)
     return {"frames": n, "rate": rate, "size": size, "shots": len(plan["shots"]), "keyframes": len(plan["tables"]),
-            "resumed_frames": done_frames, "render_seconds": render_seconds, "timings": timings,
-            "codec": state["codec"]}
+            "chunks": len(chunks), "resumed_chunks": len(chunks) - len(todo), "resumed_frames": done_frames,
+            "render_seconds": render_seconds, "timings": timings, "codec": state["codec"],
+            "workers": run.workers, "threads": run.threads}
+
+
+class _RenderRun:
+    """Pass 2 of stylize_video: the chunks ``todo`` rendered into their segment files, in this process or on
+    Ray; ``timings`` gathers the seconds per step (summed over the workers on Ray)."""
+
+    def __init__(self, path, plan: dict, chunks: list, todo: list, seg_path, opts: VideoOptions, size, rate,
+                 timings: dict):
+        self.path, self.plan, self.chunks, self.todo, self.seg_path = path, plan, chunks, todo, seg_path
+        self.o, self.size, self.rate, self.timings = opts, size, rate, timings
+        self.workers, self.threads = 0, torch.get_num_threads()
+
+    def _tables(self, lo: int, hi: int) -> list:
+        return sorted({k for m in self.plan["maps"][lo:hi] for k in m[:2]})
+
+    def in_process(self, pb) -> None:
+        """Decoding the clip once, in order (the finished chunks' frames are skipped unconverted); the
+        smoothing's warm start crosses from a chunk to the next."""
+        todo, per = set(self.todo), self.o.chunk_frames
+        frames_iter = _decode(self.path, self.size, self.o.start, self.o.end, wanted=lambda i: i // per in todo)
+        pos, warm = 0, None
+        try:
+            for c in self.todo:
+                lo, hi = self.chunks[c]
+                if lo != pos:
+                    warm = None
+                frames = []
+                for i in range(pos, hi):
+                    item = next(frames_iter, None)
+                    if item is None:
+                        raise ValueError(f"input {self.path} ended after {i} of its {len(self.plan['maps'])} frames")
+                    if i >= lo:
+                        self.timings["decode"] += item[1]
+                        frames.append(item[0])
+                pos = hi
+                maps = self.plan["maps"][lo:hi]
+                tables = {k: self.plan["tables"][k] for k in self._tables(lo, hi)}
+                warm = _render_segment(frames, maps, tables, self.plan["content_masks"], self.o, self.seg_path(c),
+                                       self.rate, self.size, self.timings, warm_start=warm,
+                                       callback=lambda: pb.update(1))
+        finally:
+            frames_iter.close()
+
+    def on_ray(self, workers: int | None, threads: int | None, address: str | None, pb) -> None:
+        """One job per chunk on Ray worker actors (_ChunkWorker); the keyframe tables and the masks are put
+        in the object store once. The smoothing starts cold in each chunk."""
+        from .ray_workers import plan_workers, ray_session, run_on_actors
+
+        with ray_session(address) as ray:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            self.workers, self.threads = plan_workers(len(self.todo), cpus, workers, threads)
+            refs = {k: ray.put(t) for k, t in self.plan["tables"].items()}
+            masks = None if self.plan["content_masks"] is None else ray.put(self.plan["content_masks"])
+            pts = self.plan.get("pts")
+            jobs = []
+            for c in self.todo:
+                lo, hi = self.chunks[c]
+                keys = self._tables(lo, hi)
+                jobs.append({"chunk": c, "lo": lo, "hi": hi, "maps": self.plan["maps"][lo:hi], "keys": keys,
+                             "tables": [refs[k] for k in keys], "pts": None if pts is None else pts[lo:hi],
+                             "segment": self.seg_path(c)})
+
+            def finished(job: dict, r: dict) -> None:
+                if not r["ok"]:
+                    raise RuntimeError(f"chunk {job['chunk']} (frames {job['lo']}-{job['hi'] - 1}) failed: "
+                                       f"{r['reason']}; the finished chunks are kept: rerun to continue")
+                for k, v in r["timings"].items():
+                    self.timings[k] = self.timings.get(k, 0.0) + v
+                pb.update(job["hi"] - job["lo"])
+
+            run_on_actors(_ChunkWorker, self.workers, jobs, finished,
+                          args=(self.threads, str(self.path), self.size, self.rate, self.o, masks),
+                          num_cpus=self.threads)
 
 
 def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dict, pdir: str, bar, timings) -> dict:
@@ -907,11 +1047,13 @@ def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dic
     if planner.file_masks is not None:
         _check_mask_aspect(planner.file_masks[0], (size[1], size[0]))
     total = info["frames"] or (round(info["duration"] * float(rate)) if info["duration"] else None)
+    frame_pts = []             # each frame's timestamp: a chunk's worker seeks to its first
     with bar(total=total, desc="analysing", unit="frame") as pb:
         try:
-            for frame, dt in _decode(path, _thumb_size(size[1], size[0], opts.analysis_size)[::-1], opts.start,
-                                     opts.end):
+            for frame, dt, pts in _decode(path, _thumb_size(size[1], size[0], opts.analysis_size)[::-1],
+                                          opts.start, opts.end):
                 timings["decode"] += dt
+                frame_pts.append(pts)
                 t = time.perf_counter()
                 planner.observe(frame)
                 timings["analysis"] += time.perf_counter() - t
@@ -927,7 +1069,8 @@ def _make_plan(path, style_img, opts: VideoOptions, info: dict, size, state: dic
     planner.finish()
     plan = {"maps": [planner.frame_maps(i) for i in range(planner.frames)], "tables": planner.tables,
             "content_masks": None if planner.file_masks is None else planner.file_masks[0],
-            "shots": [(s["start"], s["end"]) for s in planner.shots], "cut_distances": planner.cut_distances}
+            "shots": [(s["start"], s["end"]) for s in planner.shots], "cut_distances": planner.cut_distances,
+            "pts": frame_pts}
     with atomic_output(plan_path) as tmp:
         torch.save(plan, tmp)
     with atomic_output(state_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -982,25 +1125,106 @@ def global_shift(a: np.ndarray, b: np.ndarray, max_shift: int = 64) -> tuple[int
     return int(dy), int(dx)
 
 
-def _aligned_diff(a: np.ndarray, b: np.ndarray, dy: int, dx: int) -> float:
-    h, w = a.shape[:2]
-    ya, yb = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xa, xb = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    return float(np.abs(a[ya, xa].astype(np.float64) - b[yb, xb].astype(np.float64)).mean())
+def _grey_pyramid(frame: np.ndarray, min_side: int = 24) -> list[np.ndarray]:
+    """Grey levels (0..255, float64) of a frame, then halved by 2x2 means while the short side stays at
+    least ``min_side``: finest first. A halving maps centred coordinates u to u / 2 exactly."""
+    g = frame.astype(np.float64).mean(2) if frame.ndim == 3 else frame.astype(np.float64)
+    levels = [g]
+    while min(g.shape) // 2 >= min_side:
+        h, w = g.shape[0] // 2 * 2, g.shape[1] // 2 * 2
+        g = g[:h, :w].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+        levels.append(g)
+    return levels
+
+
+def _similarity_matrix(p: float, q: float, tx: float, ty: float, shape) -> np.ndarray:
+    """The 2x3 matrix M of pixel coordinates (x = column, y = row) of the warp c + [[p, -q], [q, p]] (u - c)
+    + (tx, ty), c the frame's centre."""
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    a = np.array([[p, -q], [q, p]])
+    t = np.array([cx, cy]) + np.array([tx, ty]) - a @ np.array([cx, cy])
+    return np.concatenate([a, t[:, None]], 1)
+
+
+def global_motion(a: np.ndarray, b: np.ndarray, max_shift: int = 64, iterations: int = 30) -> np.ndarray:
+    """The similarity (scale, rotation, shift) that best maps frame b onto frame a: a 2x3 matrix M with
+    b[y, x] ~ a at M @ (x, y, 1) (x the column, y the row). Fitted by Gauss-Newton on the grey levels
+    (least squares over the overlap, with a gain and an offset of a's brightness so that a change of light
+    does not pass for motion), coarse to fine on 2x2-mean pyramids, from the phase-correlation shift
+    (global_shift). For measuring flicker after global motion: a pan, a zoom, a roll."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    dy, dx = global_shift(a, b, max_shift)
+    pa, pb = _grey_pyramid(a), _grey_pyramid(b)
+    n = len(pa)
+    p, q, tx, ty = 1.0, 0.0, dx / 2 ** (n - 1), dy / 2 ** (n - 1)
+    for level in range(n - 1, -1, -1):
+        ga, gb = gaussian_filter(pa[level], 1.0), gaussian_filter(pb[level], 1.0)
+        h, w = gb.shape
+        gy, gx = np.gradient(ga)
+        uy, ux = np.mgrid[0:h, 0:w].astype(np.float64)
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+        uy, ux = (uy - cy).ravel(), (ux - cx).ravel()
+        target = gb.ravel()
+        gain, offset = 1.0, 0.0
+        for _ in range(iterations):
+            wx, wy = cx + p * ux - q * uy + tx, cy + q * ux + p * uy + ty
+            inside = (wx >= 0) & (wx <= w - 1) & (wy >= 0) & (wy <= h - 1)
+            if inside.sum() < 0.25 * h * w:      # under a quarter of the frame overlaps: no estimate
+                return _similarity_matrix(1.0, 0.0, float(dx), float(dy), b.shape)
+            coords = np.stack([wy[inside], wx[inside]])
+            va = map_coordinates(ga, coords, order=1)
+            ix, iy = map_coordinates(gx, coords, order=1), map_coordinates(gy, coords, order=1)
+            x_, y_ = ux[inside], uy[inside]
+            jac = np.stack([gain * (ix * x_ + iy * y_), gain * (iy * x_ - ix * y_), gain * ix, gain * iy,
+                            va, np.ones_like(va)], 1)
+            r = gain * va + offset - target[inside]
+            norm = np.sqrt((jac ** 2).sum(0)) + 1e-12     # normal equations of the column-scaled system
+            js = jac / norm
+            step = np.linalg.solve(js.T @ js + 1e-12 * np.eye(6), -(js.T @ r)) / norm
+            p, q, tx, ty = p + step[0], q + step[1], tx + step[2], ty + step[3]
+            gain, offset = gain + step[4], offset + step[5]
+            # the largest displacement the step made, at the frame's corners
+            if abs(step[2]) + abs(step[3]) + (abs(step[0]) + abs(step[1])) * (cx + cy) < 1e-3:
+                break
+        if level > 0:
+            tx, ty = 2 * tx, 2 * ty
+    return _similarity_matrix(p, q, tx, ty, b.shape)
+
+
+def _aligned_diff(a: np.ndarray, b: np.ndarray, motion: np.ndarray | None) -> float:
+    """Mean absolute difference of frame b and frame a, a first warped onto b by ``motion`` (global_motion;
+    bilinear), over the pixels of b whose place in a lies inside a; None: no warp, every pixel."""
+    if motion is None:
+        return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+    from scipy.ndimage import map_coordinates
+
+    h, w = b.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    wx = motion[0, 0] * x + motion[0, 1] * y + motion[0, 2]
+    wy = motion[1, 0] * x + motion[1, 1] * y + motion[1, 2]
+    eps = 1e-9
+    inside = (wx >= -eps) & (wx <= a.shape[1] - 1 + eps) & (wy >= -eps) & (wy <= a.shape[0] - 1 + eps)
+    coords = np.stack([wy[inside], wx[inside]])
+    diffs = [np.abs(map_coordinates(a[..., c].astype(np.float64), coords, order=1, mode="nearest")
+                    - b[..., c][inside].astype(np.float64)) for c in range(a.shape[2])]
+    return float(np.mean(diffs))
 
 
 def flicker(inputs: list, outputs: list, motion: bool = False, cuts: Iterable[int] = ()) -> dict:
     """Mean absolute frame-to-frame change (0..255 units) of the input and of the output frames ((H, W, 3)
     uint8), skipping the changes across ``cuts`` (indices of a shot's first frame). motion=True first
-    aligns each pair of frames by the input's global shift (global_shift), so that a pan's own change is not
-    counted. Returns {"input", "output", "excess": output - input, "ratio": output / input}."""
+    warps each previous frame, of the input and of the output alike, by the global motion estimated on
+    the INPUT pair (global_motion: scale, rotation and shift) and counts the pixels both frames show, so
+    that a pan's or a zoom's own change is not counted. Returns {"input", "output", "excess": output -
+    input, "ratio": output / input}."""
     skip = set(cuts)
     din, dout = [], []
     for i in range(1, len(inputs)):
         if i in skip:
             continue
-        dy, dx = global_shift(inputs[i - 1], inputs[i]) if motion else (0, 0)
-        din.append(_aligned_diff(inputs[i - 1], inputs[i], dy, dx))
-        dout.append(_aligned_diff(outputs[i - 1], outputs[i], dy, dx))
+        m = global_motion(inputs[i - 1], inputs[i]) if motion else None
+        din.append(_aligned_diff(inputs[i - 1], inputs[i], m))
+        dout.append(_aligned_diff(outputs[i - 1], outputs[i], m))
     i_, o_ = float(np.mean(din)) if din else 0.0, float(np.mean(dout)) if dout else 0.0
     return {"input": i_, "output": o_, "excess": o_ - i_, "ratio": o_ / i_ if i_ > 0 else math.nan}

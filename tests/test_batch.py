@@ -17,7 +17,8 @@ from PIL import Image
 pytest.importorskip("ray")
 pytest.importorskip("tqdm")
 
-from dpst_ext.batch import STATE_NAME, SUMMARY_NAME, _plan_workers, _start_ray, batch  # noqa: E402
+from dpst_ext.batch import STATE_NAME, SUMMARY_NAME, batch  # noqa: E402
+from dpst_ext.ray_workers import plan_workers, start_ray  # noqa: E402
 from dpst_ext.cli import main  # noqa: E402
 from dpst_ext.image_io import save_image, to_pil  # noqa: E402
 from dpst_ext.samples import photo  # noqa: E402
@@ -32,7 +33,7 @@ FAST = ["--method", "fast", "--no-auto-masks", "-q"]
 def local_ray():
     import ray
 
-    assert _start_ray(None, 2, verbose=False)   # the batch's own start-up of a local Ray, once for the module
+    assert start_ray(None, 2, verbose=False)   # the batch's own start-up of a local Ray, once for the module
     yield
     ray.shutdown()
 
@@ -238,9 +239,9 @@ def test_items_that_do_not_fit_in_memory_fail_before_any_work(photos, tmp_path, 
 
 
 def test_plan_workers():
-    assert _plan_workers(10, 2, None, None) == (2, 1)
-    assert _plan_workers(1, 2, None, None) == (1, 2)
-    assert _plan_workers(10, 8, None, 2) == (4, 2)
-    assert _plan_workers(10, 8, 2, None) == (2, 4)
+    assert plan_workers(10, 2, None, None) == (2, 1)
+    assert plan_workers(1, 2, None, None) == (1, 2)
+    assert plan_workers(10, 8, None, 2) == (4, 2)
+    assert plan_workers(10, 8, 2, None) == (2, 4)
     with pytest.raises(ValueError, match="more than the 2 there are"):
-        _plan_workers(10, 2, 2, 2)
+        plan_workers(10, 2, 2, 2)

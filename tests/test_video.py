@@ -90,6 +90,44 @@ def test_global_shift_finds_the_pan():
     assert global_shift(f[0], f[1]) == (0, 3)
 
 
+def zoomed(img, scale, shift=(0.0, 0.0), gain=1.0):
+    """img (H, W, 3) seen through a similarity: out[y, x] = gain * img at centre + scale * (p - centre) + shift,
+    p = (x, y) (bilinear, float64, straight from the formula)."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = img.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    coords = [cy + scale * (y - cy) + shift[1], cx + scale * (x - cx) + shift[0]]
+    return np.stack([np.clip(gain * map_coordinates(img[..., c].astype(np.float64), coords, order=1), 0, 255)
+                     for c in range(3)], 2).round().astype(np.uint8)
+
+
+def test_global_motion_finds_a_zoom_and_a_shift():
+    base = pan(1, h=200, w=300, y0=100, x0=60)[0]
+    a = zoomed(base, 0.9)
+    b = zoomed(base, 0.9 * 0.98, shift=(2.5, -1.5), gain=1.03)    # zoomed in by 2 %, moved, brighter by 3 %
+    m = video.global_motion(a, b)
+    # b's centre is 2.5 px right and 1.5 px up of a's in base's pixels, i.e. / 0.9 in a's
+    assert np.allclose(m[:, :2], [[0.98, 0], [0, 0.98]], atol=1e-3), m
+    centre = m @ np.array([149.5, 99.5, 1.0])
+    assert np.allclose(centre, [149.5 + 2.5 / 0.9, 99.5 - 1.5 / 0.9], atol=0.05), centre
+
+
+def test_flicker_after_a_zoom():
+    """A zoom's own change is not counted, for the input and the output alike: a fixed colour map of a zoomed
+    clip changes, aligned, about as much as its input; with the light flickering it changes more."""
+    base = pan(1, h=120, w=160, y0=100, x0=60)[0]
+    frames = [zoomed(base, 0.95 ** i) for i in range(4)]
+    lut = np.clip(np.arange(256) * 1.2 - 20, 0, 255).astype(np.uint8)      # a fixed, contrast-raising map
+    steady = [lut[f] for f in frames]
+    flickering = [np.clip(s.astype(int) + (6 if i % 2 else -6), 0, 255).astype(np.uint8) for i, s in enumerate(steady)]
+    raw, aligned = flicker(frames, steady), flicker(frames, steady, motion=True)
+    assert aligned["input"] < 0.3 * raw["input"]              # most of the raw change was the zoom
+    assert 0.9 < aligned["ratio"] < 1.3, aligned              # the map's contrast, not the zoom
+    assert flicker(frames, flickering, motion=True)["excess"] > 4
+
+
 def test_cut_starts_a_new_shot():
     a, b = pan(8), pan(8, photo="coffee", y0=60, x0=200)
     style = samples.photo("chelsea", 96).float()
@@ -220,6 +258,7 @@ def test_start_end_and_max_output(clips, tmp_path):
     (["two_seconds.mp4", "style.png", "--method", "default"], "method 'default'"),
     (["two_seconds.mp4", "style.png", "--masks", "none", "--end", "0"], "end (0.0 s) must be after start"),
     (["two_seconds.mp4", "style.png", "--style-mask", "style.png"], "style_mask"),
+    (["two_seconds.mp4", "style.png", "--workers", "2", "--threads", "4096"], "workers x threads = 2 x 4096"),
 ])
 def test_bad_input_one_line(clips, tmp_path, args, message):
     paths = [str(clips / a) if a.endswith((".mp4", ".png")) else a for a in args]
@@ -229,6 +268,132 @@ def test_bad_input_one_line(clips, tmp_path, args, message):
     assert not os.path.exists(tmp_path / "out.mp4")
 
 
+def test_workers_without_ray_one_line(clips, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)    # ray not installed
+    code = cli.main(["video", str(clips / "one.mp4"), str(clips / "style.png"), "-o", str(tmp_path / "o.mp4"),
+                     "--workers", "2", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and 'pip install "dpst_ext[video,batch]"' in err, err
+    assert not os.listdir(tmp_path)                                 # before any work
+
+
 def test_bad_output_name(clips, tmp_path):
     r = run_cli(["video", str(clips / "one.mp4"), str(clips / "style.png"), "-o", str(tmp_path / "out.gif")])
     assert r.returncode == 2 and ".mp4" in r.stderr
+
+
+# ---- chunks on Ray ----------------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Loaded in every worker of the test's Ray job (runtime_env worker_process_setup_hook): once the file
+# "armed" exists in DPST_TEST_DIE_DIR, the first chunk rendered kills its worker process mid-chunk.
+DIE_ONCE = '''
+import os
+
+
+def setup():
+    from dpst_ext import video
+
+    real = video.render_chunk
+
+    def render_chunk(*args, **kwargs):
+        folder = os.environ["DPST_TEST_DIE_DIR"]
+        if os.path.exists(os.path.join(folder, "armed")) and not os.path.exists(os.path.join(folder, "died")):
+            open(os.path.join(folder, "died"), "w").close()
+            os._exit(1)
+        return real(*args, **kwargs)
+
+    video.render_chunk = render_chunk
+'''
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory):
+    """A local Ray of 2 CPUs for this module's Ray tests: (its address, the hook's folder). Its workers
+    import this checkout's dpst_ext (PYTHONPATH) and run DIE_ONCE's hook."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("tqdm")
+    hook = tmp_path_factory.mktemp("ray_hook")
+    (hook / "dpst_die_once.py").write_text(DIE_ONCE)
+    saved = dict(os.environ)
+    os.environ.update(PYTHONPATH=os.pathsep.join([ROOT, str(hook)]), DPST_TEST_DIE_DIR=str(hook),
+                      RAY_worker_niceness="0", RAY_DISABLE_USAGE_STATS="1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"worker_process_setup_hook": "dpst_die_once.setup"})
+    try:
+        yield ray.get_runtime_context().gcs_address, hook
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def in_process(clips, tmp_path_factory):
+    """The two-second clip stylised in this process, chunks of 5 frames: the frames the Ray runs must give."""
+    out = tmp_path_factory.mktemp("in_process") / "out.mp4"
+    stylize_video(clips / "two_seconds.mp4", clips / "style.png", out, progress=False, chunk_frames=5, **FAST)
+    return read(out)[0]
+
+
+def assert_same_frames(path, expected):
+    frames, _, n_audio, _ = read(path)
+    assert len(frames) == len(expected) and n_audio == 1
+    worst = [int(np.abs(a.astype(int) - b).max()) for a, b in zip(frames, expected)]
+    assert max(worst) <= 1, str(worst)
+
+
+def test_ray_chunks_give_the_in_process_frames(clips, tmp_path, ray_address, in_process):
+    out = tmp_path / "out.mp4"
+    r = stylize_video(clips / "two_seconds.mp4", clips / "style.png", out, progress=False, chunk_frames=5,
+                      workers=2, threads=1, **FAST)
+    assert r["workers"] == 2 and r["chunks"] == 5 and r["resumed_chunks"] == 0
+    assert_same_frames(out, in_process)
+    assert not os.path.exists(video.parts_dir(out))
+
+
+def test_ray_worker_killed_mid_chunk_is_retried(clips, tmp_path, ray_address, in_process):
+    _, hook = ray_address
+    (hook / "armed").touch()
+    try:
+        out = tmp_path / "out.mp4"
+        stylize_video(clips / "two_seconds.mp4", clips / "style.png", out, progress=False, chunk_frames=5,
+                      workers=2, threads=1, **FAST)
+    finally:
+        (hook / "armed").unlink()
+    assert (hook / "died").exists()              # a worker did die, inside render_chunk
+    assert_same_frames(out, in_process)          # and Ray's retry rendered its chunk
+
+
+def test_ray_driver_killed_then_resumed(clips, tmp_path, ray_address):
+    """SIGKILL the dpst video driver (its chunks on the test's Ray) once a chunk is done; the rerun renders
+    only the chunks that are missing, and the output is whole."""
+    import signal
+    import subprocess
+    import time
+
+    from common import CMD
+
+    src, style, out = clips / "two_seconds.mp4", clips / "style.png", tmp_path / "out.mp4"
+    proc = subprocess.Popen(CMD + ["video", str(src), str(style), "-o", str(out), "--masks", "none",
+                                   "--chunk-frames", "2", "--workers", "1", "--threads", "1", "--address",
+                                   ray_address[0], "-q"],
+                            env=dict(os.environ),    # as ray.init left it (RAY_AUTH_MODE: the cluster's token)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = video.parts_dir(out)
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(parts) and any(n.endswith(".mp4") and n.startswith("segment_") for n in os.listdir(parts))):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no chunk finished in 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [n for n in os.listdir(parts) if n.startswith("segment_") and n.endswith(".mp4")]
+    r = stylize_video(src, style, out, progress=False, chunk_frames=2, masks="none", workers=2, threads=1)
+    assert len(done) <= r["resumed_chunks"] < r["chunks"] == 12
+    assert r["resumed_frames"] == 2 * r["resumed_chunks"]
+    frames, _, n_audio, _ = read(out)
+    assert len(frames) == 24 and n_audio == 1
+    ref = tmp_path / "ref.mp4"
+    stylize_video(src, style, ref, progress=False, chunk_frames=2, masks="none")
+    assert_same_frames(out, read(ref)[0])
