@@ -119,8 +119,9 @@ class SmoothingOperator:
 
     def fused_cg(self, b: torch.Tensor, inv_diag=None) -> bool:
         """Whether batched_pcg can run its Jacobi/unpreconditioned iteration on this operator in the
-        engine's fused passes (dpst_ext.engine.ops.pcg_*): CPU, float64 vectors."""
-        return (b.device.type == "cpu" and self.laplacian.device.type == "cpu" and b.dtype == torch.float64
+        engine's fused passes (dpst_ext.engine.ops.pcg_*): CPU, float64 or float32 vectors."""
+        return (b.device.type == "cpu" and self.laplacian.device.type == "cpu"
+                and b.dtype in (torch.float64, torch.float32)
                 and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device.type == "cpu"))
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
@@ -220,8 +221,9 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
 def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
     """batched_pcg's iteration (Jacobi or none) on a SmoothingOperator in the engine's fused passes
     (csrc/cpu/pcg_cpu.cpp): per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update,
-    with the same arithmetic as the eager loop above (float64 vectors and sums, the matvec in the
-    Laplacian's dtype). x and r (float64) are updated in place."""
+    with the same arithmetic as the eager loop above (the passes compute in double and store x, r, p in
+    b's dtype, float64 or float32; dot products in double; the matvec in the Laplacian's dtype). x and r
+    are updated in place. Without a scale and with p in the Laplacian's dtype the matvec reads p itself."""
     lap, scale = op.laplacian, op._scale
     x, r = x.contiguous(), r.contiguous()            # (the passes take planar (C, H, W) vectors)
     d = None if inv_diag is None else inv_diag.to(torch.float64).contiguous()
@@ -229,12 +231,13 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
     rz = rr if d is None else torch.stack([(r[c] * d * r[c]).sum() for c in range(r.shape[0])])
     rel = rr.sqrt() / bnorm
     p = torch.zeros_like(r)
-    u = torch.empty(r.shape, dtype=lap.dtype)     # the matvec's input, reused
+    # The matvec's input u = scale.p, a reused buffer; none when the matvec can read p.
+    u = None if scale is None and r.dtype == lap.dtype else torch.empty(r.shape, dtype=lap.dtype)
     beta = [0.0] * r.shape[0]
     it = 0
     while it < maxiter and bool((rel > tol).any()):
         ops.pcg_direction(r, d, p, beta, scale, u)
-        m = ops.laplacian_matvec(lap.image, lap.stats, u)
+        m = ops.laplacian_matvec(lap.image, lap.stats, p if u is None else u)
         pap = ops.pcg_curvature(p, m, scale, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
