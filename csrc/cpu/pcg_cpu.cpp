@@ -10,8 +10,8 @@
 // stores, and the dot products are those of the stored (rounded) vectors. They are summed in double over
 // fixed chunks of pixels, then over the chunks in order, so they do not depend on the number of threads.
 // float32 vectors halve the bytes the passes move, and the solve's memory (docs/engine.md measures both).
-// Without a scale, and with p in the Laplacian's dtype, the matvec reads p itself: u is then absent. Other devices (CUDA included) run the same passes as ATen
-// ops (end of this file).
+// Without a scale, and with p in the Laplacian's dtype, the matvec reads p itself: u is then absent.
+// Other devices (CUDA included) run the same passes as ATen ops (end of this file).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -88,7 +88,7 @@ std::vector<double> chunked_sums(int64_t C, int64_t N, Body body) {
   return total;
 }
 
-// The loops of one chunk (outside the dispatch macro, which cannot hold a pragma).
+// The loops of one chunk.
 template <typename V, typename M>
 double curvature_chunk(const V* __restrict__ P, const M* __restrict__ Mc,
                        const double* __restrict__ s, double weight, int64_t i0, int64_t i1) {
