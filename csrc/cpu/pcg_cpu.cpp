@@ -121,9 +121,9 @@ void update_loop(V* __restrict__ X, V* __restrict__ R, const V* __restrict__ P,
   for (int64_t i = i0; i < i1; ++i) {
     const double pi = P[i];
     X[i] = V(double(X[i]) + a * pi);
-    double wm = weight * double(Mc[i]);
-    if constexpr (HasS) wm *= s[i];
-    const V rv = V(double(R[i]) - a * (pi + wm));
+    double ws = weight;
+    if constexpr (HasS) ws *= s[i];   // (w s) m, in the order the float64 passes always used
+    const V rv = V(double(R[i]) - a * (pi + ws * double(Mc[i])));
     R[i] = rv;
     const double rn = rv;  // the sums are those of r as stored
     rr += rn * rn;
