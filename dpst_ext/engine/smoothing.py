@@ -55,8 +55,17 @@ import torch.nn.functional as F
 from . import ops
 from .laplacian import MattingLaplacian, as_image_tensor
 
-__all__ = ["SmoothingResult", "weight_from_beta", "window_counts", "SmoothingOperator", "batched_pcg",
+__all__ = ["SmoothingResult", "cg_vector_dtype", "weight_from_beta", "window_counts", "SmoothingOperator", "batched_pcg",
            "smooth", "downsample2"]
+
+
+def cg_vector_dtype(device, preconditioner: str) -> torch.dtype:
+    """The CG vectors' dtype for a solve on ``device`` with ``preconditioner`` when the caller needs float32
+    accuracy only (the full-resolution step): float32 where the fused passes run (CPU, "none" or "jacobi"),
+    whose float32 vectors take the float64 ones' iterations to the same residual (docs/engine.md), float64
+    elsewhere (the eager loop, validated in float64)."""
+    fused = torch.device(device).type == "cpu" and preconditioner in ("none", "jacobi")
+    return torch.float32 if fused else torch.float64
 
 
 def weight_from_beta(beta: float) -> float:
