@@ -2,7 +2,7 @@
 dpst_ext.engine.smoothing (matrix-free batched CG) against scipy's CG on the assembled sparse system.
 
     python benchmarks/bench_smoothing.py --mp 1 4 [--threads 2] [--tol 1e-6] [--no-scipy] [--repeat 1]
-        [--precond none multigrid]
+        [--precond none multigrid] [--vectors float64|float32] [--normalize true|interior]
 
 Every solve runs in its own subprocess so its peak RSS (VmHWM, whole process, interpreter included) is
 its own. y is a "stylised" target: a colour transform of the photo computed at 1/4 size and upsampled
@@ -55,6 +55,9 @@ def target(mp: float):
     return img, F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False)[0].contiguous()
 
 
+NORMALIZE = {"true": True, "interior": "interior"}   # --normalize: FastPhotoStyle's form, or highres's
+
+
 def child(args):
     import torch
 
@@ -73,9 +76,10 @@ def child(args):
     if args.child == "ours":
         dtype = getattr(torch, args.dtype)
         res = smooth(img.to(dtype), y, tol=args.tol, laplacian_dtype=dtype, preconditioner=args.precond,
-                     cascade_levels=args.cascade, normalize=True)
+                     cascade_levels=args.cascade, normalize=NORMALIZE[args.normalize],
+                     vector_dtype=getattr(torch, args.vectors))
         sol = res.solution.numpy()
-        info.update(dtype=args.dtype, precond=args.precond, cascade=args.cascade, iterations=res.iterations,
+        info.update(dtype=args.dtype, vectors=args.vectors, normalize=args.normalize, precond=args.precond, cascade=args.cascade, iterations=res.iterations,
                     levels=[{k: v for k, v in lv.items()} for lv in res.levels], converged=res.converged,
                     residual=max(res.relative_residual))
     else:
@@ -103,7 +107,8 @@ def child(args):
     info["seconds"] = time.perf_counter() - t0
     info["peak_rss_gib"] = peak_rss() / 2**30
     info["rss_before_gib"] = rss0 / 2**30
-    path = os.path.join(args.out, f"smooth_{args.child}_{args.mp}_{args.dtype}_{args.precond}_{args.cascade}.npy")
+    path = os.path.join(args.out, f"smooth_{args.child}_{args.mp}_{args.dtype}_{args.vectors}_{args.normalize}_"
+                              f"{args.precond}_{args.cascade}.npy")
     np.save(path, sol.astype(np.float64))
     info["solution"] = path
     print(json.dumps(info), flush=True)
@@ -169,6 +174,8 @@ def main():
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--precond", nargs="+", default=["none", "multigrid"], choices=["none", "jacobi", "multigrid"])
     p.add_argument("--cascade", type=int, default=0)
+    p.add_argument("--vectors", default="float64", choices=["float64", "float32"], help="CG vector dtype (ours)")
+    p.add_argument("--normalize", default="true", choices=sorted(NORMALIZE), help="the system (ours; scipy: true)")
     p.add_argument("--no-scipy", action="store_true")
     p.add_argument("--mmap", action="store_true",
                    help="keep glibc's default mmap threshold (see dpst_ext/engine/memory.py)")
@@ -199,7 +206,8 @@ def main():
         runs = [("ours", pre) for pre in args.precond for _ in range(args.repeat)]
         for solver, pre in runs + ([] if args.no_scipy else [("scipy", "none")]):
             cmd = [sys.executable, __file__, "--child", solver, "--mp", str(mp), "--threads", str(args.threads),
-                   "--tol", str(args.tol), "--dtype", args.dtype, "--precond", pre,
+                   "--tol", str(args.tol), "--dtype", args.dtype, "--precond", pre, "--vectors", args.vectors,
+                   "--normalize", args.normalize,
                    "--cascade", str(args.cascade), "--out", args.out] + (["--mmap"] if args.mmap else [])
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             row = json.loads(out.strip().splitlines()[-1])

@@ -7,7 +7,7 @@ given a plain function), and the Laplacian matvec alone.
 Per size: a real photo (scikit-image hubble_deep_field resized), float32 Laplacian, float64 vectors, y a
 colour transform of the photo; the system of dpst_ext.engine.highres (normalize="interior", no
 preconditioner) and FastPhotoStyle's (normalize=True, Jacobi). Each round runs --iters iterations of
-each path, alternating, and reports per iteration the wall time and the CPU time of the process (all
+each path (fused on float64 vectors, eager, fused on float32 vectors), alternating, and reports per iteration the wall time and the CPU time of the process (all
 threads): on a shared machine the CPU time is the steadier figure, the wall time the one a user sees.
 Medians over the rounds; the ratio eager / fused is taken within each round, then the median. glibc's heap
 reuse is on, as in the CLI (dpst_ext.engine.memory.reuse_freed_memory).
@@ -44,27 +44,29 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before "
           f"{os.getloadavg()[0]:.1f}")
     print("| MP | system | L·v wall / CPU (ms) | fused iteration wall / CPU (ms) | eager iteration wall / CPU (ms) "
-          "| eager / fused (wall, CPU) |")
-    print("|---|---|---|---|---|---|")
+          "| eager / fused (wall, CPU) | fused, float32 vectors, wall / CPU (ms) | fused float64 / float32 (wall, CPU) |")
+    print("|---|---|---|---|---|---|---|---|")
     for mp in args.mp:
         img = photo_megapixels(mp, dtype=torch.float32)
         lap = MattingLaplacian(img, 1e-7)
         y = (img.double().flip(0) ** 0.8).contiguous()
-        v = y.float()
+        v = y32 = y.float()
         for normalize, precond in (("interior", "none"), (True, "jacobi")):
             op = SmoothingOperator(lap, weight_from_beta(0.9999), normalize)
             inv = 1.0 / op.diagonal if precond == "jacobi" else None
-            runs = {"lv": [], "fused": [], "eager": []}
+            runs = {"lv": [], "fused": [], "eager": [], "fused32": []}
             for _ in range(args.rounds):
                 runs["lv"].append(timed(lambda: [lap.matvec(v) for _ in range(args.iters)], args.iters))
-                for name, a in (("fused", op), ("eager", lambda t: op(t))):
-                    runs[name].append(timed(lambda: batched_pcg(a, y, y, inv, tol=1e-30, maxiter=args.iters),
+                for name, a, b in (("fused", op, y), ("eager", lambda t: op(t), y), ("fused32", op, y32)):
+                    runs[name].append(timed(lambda: batched_pcg(a, b, b, inv, tol=1e-30, maxiter=args.iters),
                                             args.iters))
             med = {k: tuple(statistics.median(r[i] for r in rs) * 1e3 for i in (0, 1)) for k, rs in runs.items()}
             ratio = [statistics.median(e[i] / f[i] for e, f in zip(runs["eager"], runs["fused"])) for i in (0, 1)]
+            r32 = [statistics.median(f[i] / g[i] for f, g in zip(runs["fused"], runs["fused32"])) for i in (0, 1)]
             print(f"| {mp:g} | normalize={normalize}, {precond} | {med['lv'][0]:.1f} / {med['lv'][1]:.1f} | "
                   f"{med['fused'][0]:.1f} / {med['fused'][1]:.1f} | {med['eager'][0]:.1f} / {med['eager'][1]:.1f} | "
-                  f"{ratio[0]:.2f}x, {ratio[1]:.2f}x |", flush=True)
+                  f"{ratio[0]:.2f}x, {ratio[1]:.2f}x | {med['fused32'][0]:.1f} / {med['fused32'][1]:.1f} | "
+                  f"{r32[0]:.2f}x, {r32[1]:.2f}x |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -24,11 +24,12 @@ TORCH_LIBRARY(dpst, m) {
   dpst::define_laplacian_ops(m);
 
   // Fused vector passes of batched PCG on A v = v + weight s.M(s.v) (dpst_ext/engine/smoothing.py;
-  // csrc/cpu/pcg_cpu.cpp). x, r, p: (C, H, W) float64; m = M u in the Laplacian's dtype;
-  // scale s and inv_diag d (Jacobi, 1/diag(A)): (H, W) float64 or None (= 1).
-  // p = d.r + beta p in place; u = s.p in u's dtype (the matvec's input), in place.
+  // csrc/cpu/pcg_cpu.cpp). x, r, p: (C, H, W), all float64 or all float32 (computed in double either way);
+  // m = M u in the Laplacian's dtype; scale s and inv_diag d (Jacobi, 1/diag(A)): (H, W) float64 or None
+  // (= 1). p = d.r + beta p in place; u = s.p in u's dtype (the matvec's input), in place; u may be None
+  // when scale is (the matvec then reads p).
   m.def("pcg_direction(Tensor r, Tensor? inv_diag, Tensor(a!) p, float[] beta, Tensor? scale, "
-        "Tensor(b!) u) -> ()");
+        "Tensor(b!)? u) -> ()");
   // (C,) float64: p.Ap per channel, Ap = p + weight s.m.
   m.def("pcg_curvature(Tensor p, Tensor m, Tensor? scale, float weight) -> Tensor");
   // x += alpha p, r -= alpha Ap in place; returns (2, C) float64: r.r and r.(d.r) per channel.

@@ -5,10 +5,13 @@
 //     u = f(s . p)   [pcg_direction, which also forms p = z + beta p]  ->  m = M u  [laplacian_matvec]
 //     -> p.Ap        [pcg_curvature]  ->  x += alpha p, r -= alpha Ap, r.r, r.z  [pcg_update],
 // i.e. three passes over the vectors besides the matvec, where the eager torch loop ran about twelve.
-// Vectors x, r, p are float64 (C, H, W); u and m have the Laplacian's dtype; s, d are float64 (H, W).
-// Dot products are summed in double over fixed chunks of pixels, then over the chunks in order, so
-// they do not depend on the number of threads. Other devices (CUDA included) run the same passes as ATen
-// ops (end of this file).
+// Vectors x, r, p are (C, H, W), all float64 or all float32; u and m have the Laplacian's dtype; s, d are
+// float64 (H, W). Whatever the vectors' dtype, every pass computes in double and rounds only what it
+// stores, and the dot products are those of the stored (rounded) vectors. They are summed in double over
+// fixed chunks of pixels, then over the chunks in order, so they do not depend on the number of threads.
+// float32 vectors halve the bytes the passes move, and the solve's memory (docs/engine.md measures both).
+// Without a scale, and with p in the Laplacian's dtype, the matvec reads p itself: u is then absent.
+// Other devices (CUDA included) run the same passes as ATen ops (end of this file).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -22,11 +25,32 @@ namespace {
 
 constexpr int64_t kChunk = 1 << 14;  // pixels per partial sum
 
+// x, r, p: the shape and dtype of `like` (p, or r), float32 or float64.
 void check_vector(const at::Tensor& t, const at::Tensor& like, const char* name) {
   TORCH_CHECK(t.dim() == 3 && t.sizes() == like.sizes(), name, " must have shape ",
               shape_str(like), ", got ", shape_str(t));
-  TORCH_CHECK(t.scalar_type() == at::kDouble, name, " must be float64, got ", t.scalar_type());
+  TORCH_CHECK(like.scalar_type() == at::kDouble || like.scalar_type() == at::kFloat, name,
+              " must be float32 or float64, got ", like.scalar_type());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " must have the dtype of the other CG vectors (",
+              like.scalar_type(), "), got ", t.scalar_type());
   TORCH_CHECK(t.is_contiguous() && t.device().is_cpu(), name, " must be a contiguous CPU tensor");
+}
+
+// m (the matvec's output) or u (its input): the shape of `like`, float32 or float64.
+void check_lap_vector(const at::Tensor& t, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(t.sizes() == like.sizes() && t.is_contiguous() && t.device().is_cpu() &&
+                  (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble),
+              name, " must be a contiguous float32 or float64 CPU tensor of shape ", shape_str(like),
+              ", got ", shape_str(t), " ", t.scalar_type());
+}
+
+// Calls f(V{}, M{}) with V, M the C++ types (float or double) of the vectors' and of m's dtypes.
+template <typename F>
+void dispatch_vector_types(at::ScalarType vectors, at::ScalarType m, F&& f) {
+  auto with_m = [&](auto v) {
+    if (m == at::kFloat) f(v, float{}); else f(v, double{});
+  };
+  if (vectors == at::kFloat) with_m(float{}); else with_m(double{});
 }
 
 // s or d: (H, W) float64, or absent.
@@ -64,71 +88,115 @@ std::vector<double> chunked_sums(int64_t C, int64_t N, Body body) {
   return total;
 }
 
-// The loops of one chunk (outside the dispatch macro, which cannot hold a pragma).
-template <typename M>
-double curvature_chunk(const double* __restrict__ P, const M* __restrict__ Mc,
+// The loops of one chunk.
+template <typename V, typename M>
+double curvature_chunk(const V* __restrict__ P, const M* __restrict__ Mc,
                        const double* __restrict__ s, double weight, int64_t i0, int64_t i1) {
   double sum = 0.0;
   if (s) {
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = i0; i < i1; ++i) sum += P[i] * (P[i] + weight * s[i] * double(Mc[i]));
+    for (int64_t i = i0; i < i1; ++i) {
+      const double pi = P[i];
+      sum += pi * (pi + weight * s[i] * double(Mc[i]));
+    }
   } else {
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = i0; i < i1; ++i) sum += P[i] * (P[i] + weight * double(Mc[i]));
+    for (int64_t i = i0; i < i1; ++i) {
+      const double pi = P[i];
+      sum += pi * (pi + weight * double(Mc[i]));
+    }
   }
   return sum;
 }
 
-template <typename M>
-void update_chunk(double* __restrict__ X, double* __restrict__ R, const double* __restrict__ P,
-                  const M* __restrict__ Mc, const double* __restrict__ s,
-                  const double* __restrict__ d, double weight, double a, int64_t i0, int64_t i1,
-                  double* acc) {
+// With HasS / HasD false, s / d are absent (= 1): separate loops, so that each vectorises without a
+// select per element.
+template <bool HasS, bool HasD, typename V, typename M>
+void update_loop(V* __restrict__ X, V* __restrict__ R, const V* __restrict__ P,
+                 const M* __restrict__ Mc, const double* __restrict__ s,
+                 const double* __restrict__ d, double weight, double a, int64_t i0, int64_t i1,
+                 double* acc) {
   double rr = 0.0, rz = 0.0;
 #pragma omp simd reduction(+ : rr, rz)
   for (int64_t i = i0; i < i1; ++i) {
-    X[i] += a * P[i];
-    const double rn = R[i] - a * (P[i] + weight * (s ? s[i] : 1.0) * double(Mc[i]));
-    R[i] = rn;
+    const double pi = P[i];
+    X[i] = V(double(X[i]) + a * pi);
+    double ws = weight;
+    if constexpr (HasS) ws *= s[i];   // (w s) m, in the order the float64 passes always used
+    const V rv = V(double(R[i]) - a * (pi + ws * double(Mc[i])));
+    R[i] = rv;
+    const double rn = rv;  // the sums are those of r as stored
     rr += rn * rn;
-    rz += rn * rn * (d ? d[i] : 1.0);
+    if constexpr (HasD) rz += rn * rn * d[i];
   }
   acc[0] = rr;
-  acc[1] = rz;
+  acc[1] = HasD ? rz : rr;
+}
+
+template <typename V, typename M>
+void update_chunk(V* X, V* R, const V* P, const M* Mc, const double* s, const double* d, double weight,
+                  double a, int64_t i0, int64_t i1, double* acc) {
+  if (s && d) update_loop<true, true>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
+  else if (s) update_loop<true, false>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
+  else if (d) update_loop<false, true>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
+  else update_loop<false, false>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
 }
 
 // p_c = z_c + beta_c p_c (z = d . r, or r), in place; u = s . p (or p) in u's dtype (a buffer the
-// caller reuses: a fresh image-sized tensor per iteration costs a page fault per 4 KB).
+// caller reuses: a fresh image-sized tensor per iteration costs a page fault per 4 KB). u may be absent
+// when there is no scale: the matvec then reads p.
+template <bool HasS, bool HasD, bool HasU, typename V, typename U>
+void direction_loop(const V* __restrict__ R, V* __restrict__ P, U* __restrict__ Uc,
+                    const double* __restrict__ s, const double* __restrict__ d, double b, int64_t i0,
+                    int64_t i1) {
+#pragma omp simd
+  for (int64_t i = i0; i < i1; ++i) {
+    double z = R[i];
+    if constexpr (HasD) z *= d[i];
+    const V pn = V(z + b * double(P[i]));
+    P[i] = pn;
+    if constexpr (HasU) Uc[i] = U(HasS ? s[i] * double(pn) : double(pn));
+  }
+}
+
+template <typename V, typename U>
+void direction_chunk(const V* R, V* P, U* Uc, const double* s, const double* d, double b, int64_t i0,
+                     int64_t i1) {
+  if (!Uc) {  // (then s is absent too)
+    if (d) direction_loop<false, true, false>(R, P, Uc, s, d, b, i0, i1);
+    else direction_loop<false, false, false>(R, P, Uc, s, d, b, i0, i1);
+  } else if (s) {
+    if (d) direction_loop<true, true, true>(R, P, Uc, s, d, b, i0, i1);
+    else direction_loop<true, false, true>(R, P, Uc, s, d, b, i0, i1);
+  } else {
+    if (d) direction_loop<false, true, true>(R, P, Uc, s, d, b, i0, i1);
+    else direction_loop<false, false, true>(R, P, Uc, s, d, b, i0, i1);
+  }
+}
+
 void pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
                        at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
-                       at::Tensor u) {
+                       std::optional<at::Tensor> u) {
   check_vector(r, r, "r");
   check_vector(p, r, "p");
   check_coeffs(beta, r.size(0), "beta");
-  TORCH_CHECK(u.sizes() == r.sizes() && u.is_contiguous() && u.device().is_cpu() &&
-                  (u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble),
-              "u must be a contiguous float32 or float64 CPU tensor of shape ", shape_str(r),
-              ", got ", shape_str(u));
+  if (u.has_value()) check_lap_vector(*u, r, "u");
   const double* d = pixel_map(inv_diag, r, "inv_diag");
   const double* s = pixel_map(scale, r, "scale");
+  TORCH_CHECK(u.has_value() || !s, "u must be given when scale is (u = scale . p is the matvec's input)");
   const int64_t C = r.size(0), N = r.size(1) * r.size(2);
-  const double* R = r.data_ptr<double>();
-  double* P = p.data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "pcg_direction_cpu", [&] {
-    scalar_t* U = u.data_ptr<scalar_t>();
-    at::parallel_for(0, C * ((N + kChunk - 1) / kChunk), 1, [&](int64_t t0, int64_t t1) {
-      const int64_t nchunks = (N + kChunk - 1) / kChunk;
+  const int64_t nchunks = (N + kChunk - 1) / kChunk;
+  const at::ScalarType ut = u.has_value() ? u->scalar_type() : r.scalar_type();
+  dispatch_vector_types(r.scalar_type(), ut, [&](auto v_, auto u_) {
+    using V = decltype(v_);
+    using U = decltype(u_);
+    const V* R = r.data_ptr<V>();
+    V* P = p.data_ptr<V>();
+    U* Uv = u.has_value() ? u->data_ptr<U>() : nullptr;
+    at::parallel_for(0, C * nchunks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t c = t / nchunks, i0 = (t % nchunks) * kChunk, i1 = std::min(N, i0 + kChunk);
-        const double b = beta[c];
-        const double* Rc = R + c * N;
-        double* Pc = P + c * N;
-        scalar_t* Uc = U + c * N;
-        for (int64_t i = i0; i < i1; ++i) {
-          const double pn = (d ? d[i] : 1.0) * Rc[i] + b * Pc[i];
-          Pc[i] = pn;
-          Uc[i] = scalar_t(s ? s[i] * pn : pn);
-        }
+        direction_chunk(R + c * N, P + c * N, Uv ? Uv + c * N : nullptr, s, d, beta[c], i0, i1);
       }
     });
   });
@@ -138,21 +206,20 @@ void pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor>& inv
 at::Tensor pcg_curvature_cpu(const at::Tensor& p, const at::Tensor& m,
                              const std::optional<at::Tensor>& scale, double weight) {
   check_vector(p, p, "p");
-  TORCH_CHECK(m.sizes() == p.sizes() && m.is_contiguous() && m.device().is_cpu() &&
-                  (m.scalar_type() == at::kFloat || m.scalar_type() == at::kDouble),
-              "m must be a contiguous float32 or float64 CPU tensor of shape ", shape_str(p),
-              ", got ", shape_str(m));
+  check_lap_vector(m, p, "m");
   const double* s = pixel_map(scale, p, "scale");
   const int64_t C = p.size(0), N = p.size(1) * p.size(2);
-  const double* P = p.data_ptr<double>();
   std::vector<double> total;
-  AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "pcg_curvature_cpu", [&] {
-    const scalar_t* Mv = m.data_ptr<scalar_t>();
+  dispatch_vector_types(p.scalar_type(), m.scalar_type(), [&](auto v_, auto m_) {
+    using V = decltype(v_);
+    using M = decltype(m_);
+    const V* P = p.data_ptr<V>();
+    const M* Mv = m.data_ptr<M>();
     total = chunked_sums<1>(C, N, [&](int64_t c, int64_t i0, int64_t i1, double* acc) {
       acc[0] = curvature_chunk(P + c * N, Mv + c * N, s, weight, i0, i1);
     });
   });
-  return at::tensor(total, p.options());
+  return at::tensor(total, p.options().dtype(at::kDouble));
 }
 
 // x_c += alpha_c p_c, r_c -= alpha_c (p_c + w s m_c), in place; returns (2, C) float64: r.r and
@@ -160,28 +227,27 @@ at::Tensor pcg_curvature_cpu(const at::Tensor& p, const at::Tensor& m,
 at::Tensor pcg_update_cpu(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m,
                           const std::optional<at::Tensor>& scale, double weight,
                           at::ArrayRef<double> alpha, const std::optional<at::Tensor>& inv_diag) {
+  check_vector(p, p, "p");
   check_vector(x, p, "x");
   check_vector(r, p, "r");
-  check_vector(p, p, "p");
-  TORCH_CHECK(m.sizes() == p.sizes() && m.is_contiguous() && m.device().is_cpu() &&
-                  (m.scalar_type() == at::kFloat || m.scalar_type() == at::kDouble),
-              "m must be a contiguous float32 or float64 CPU tensor of shape ", shape_str(p),
-              ", got ", shape_str(m));
+  check_lap_vector(m, p, "m");
   check_coeffs(alpha, p.size(0), "alpha");
   const double* s = pixel_map(scale, p, "scale");
   const double* d = pixel_map(inv_diag, p, "inv_diag");
   const int64_t C = p.size(0), N = p.size(1) * p.size(2);
-  double* X = x.data_ptr<double>();
-  double* R = r.data_ptr<double>();
-  const double* P = p.data_ptr<double>();
   std::vector<double> total;
-  AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "pcg_update_cpu", [&] {
-    const scalar_t* Mv = m.data_ptr<scalar_t>();
+  dispatch_vector_types(p.scalar_type(), m.scalar_type(), [&](auto v_, auto m_) {
+    using V = decltype(v_);
+    using M = decltype(m_);
+    V* X = x.data_ptr<V>();
+    V* R = r.data_ptr<V>();
+    const V* P = p.data_ptr<V>();
+    const M* Mv = m.data_ptr<M>();
     total = chunked_sums<2>(C, N, [&](int64_t c, int64_t i0, int64_t i1, double* acc) {
       update_chunk(X + c * N, R + c * N, P + c * N, Mv + c * N, s, d, weight, alpha[c], i0, i1, acc);
     });
   });
-  return at::tensor(total, p.options()).reshape({2, C});
+  return at::tensor(total, p.options().dtype(at::kDouble)).reshape({2, C});
 }
 
 // ---- the same passes in ATen ops, for every other device ---------------------------------------
@@ -199,15 +265,18 @@ at::Tensor times_map(const at::Tensor& t, const std::optional<at::Tensor>& map) 
 
 void pcg_direction_aten(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
                         at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
-                        at::Tensor u) {
+                        std::optional<at::Tensor> u) {
   check_coeffs(beta, r.size(0), "beta");
-  p.mul_(per_channel(beta, p)).add_(times_map(r, inv_diag));
-  u.copy_(times_map(p, scale));
+  TORCH_CHECK(u.has_value() || !scale.has_value(),
+              "u must be given when scale is (u = scale . p is the matvec's input)");
+  p.copy_(p.to(at::kDouble).mul_(per_channel(beta, p)).add_(times_map(r.to(at::kDouble), inv_diag)));
+  if (u.has_value()) u->copy_(times_map(p.to(at::kDouble), scale));
 }
 
 at::Tensor pcg_curvature_aten(const at::Tensor& p, const at::Tensor& m,
                               const std::optional<at::Tensor>& scale, double weight) {
-  return (p * (p + weight * times_map(m.to(at::kDouble), scale))).sum({1, 2});
+  const auto p64 = p.to(at::kDouble);
+  return (p64 * (p64 + weight * times_map(m.to(at::kDouble), scale))).sum({1, 2});
 }
 
 at::Tensor pcg_update_aten(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m,
@@ -215,10 +284,12 @@ at::Tensor pcg_update_aten(at::Tensor x, at::Tensor r, const at::Tensor& p, cons
                            at::ArrayRef<double> alpha, const std::optional<at::Tensor>& inv_diag) {
   check_coeffs(alpha, p.size(0), "alpha");
   const auto a = per_channel(alpha, p);
-  x.add_(a * p);
-  r.sub_(a * (p + weight * times_map(m.to(at::kDouble), scale)));
-  const auto rr = (r * r).sum({1, 2});
-  return at::stack({rr, inv_diag.has_value() ? (r * r * *inv_diag).sum({1, 2}) : rr.clone()});
+  const auto p64 = p.to(at::kDouble);
+  x.copy_(x.to(at::kDouble) + a * p64);
+  r.copy_(r.to(at::kDouble) - a * (p64 + weight * times_map(m.to(at::kDouble), scale)));
+  const auto r64 = r.to(at::kDouble);  // the sums are those of r as stored
+  const auto rr = (r64 * r64).sum({1, 2});
+  return at::stack({rr, inv_diag.has_value() ? (r64 * r64 * *inv_diag).sum({1, 2}) : rr.clone()});
 }
 
 }  // namespace

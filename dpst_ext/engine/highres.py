@@ -18,7 +18,7 @@ import torch
 
 from .laplacian import as_image_tensor
 from .memory import MemoryPlan, plan_highres
-from .smoothing import smooth
+from .smoothing import cg_vector_dtype, smooth
 from .upsample import affine_upsample
 
 __all__ = ["upscale_result", "SMOOTHING_TOL", "HighresInterrupted"]
@@ -93,6 +93,7 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
             t = time.perf_counter()
             res = smooth(content_full, y, beta=beta, tol=SMOOTHING_TOL[smoothing] if tol is None else tol,
                          normalize=normalize, maxiter=maxiter, x0=y, laplacian_dtype=torch.float32,
+                         vector_dtype=cg_vector_dtype(content_full.device, preconditioner),
                          preconditioner=preconditioner, callback=on_cg)
             out = res.solution.to(torch.float32)
             info.update(smooth_seconds=time.perf_counter() - t, smooth_iterations=res.iterations,

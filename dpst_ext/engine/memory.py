@@ -10,16 +10,18 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     operator: D^-1/2 (float64 + Laplacian dtype), diag(A) (float64), Jacobi 1/diag (v)   8 + s + 8 (+ v)
     multigrid preconditioner (if chosen), measured                    100
     heap fragmentation once reuse_freed_memory() is in effect (the CLI), measured   40
-    CG: b, x, r, p                                     4 * C * v
+    CG: b, x, r, p                                     4 * C * v  (3 * C * v on float32 vectors: b is y)
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
-    -- or, for the fused CPU iteration (float64 vectors, no preconditioner or Jacobi; smoothing.batched_pcg):
+    -- or, for the fused CPU iteration (no preconditioner or Jacobi; smoothing.batched_pcg; its vectors are
+       float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
     one product: u and M u in the Laplacian dtype                      2 * C * s
     unaccounted, measured (estimate / peak 1.07-1.15, tests/test_memory.py, 2026-12-03)   0
 
 The tensors above sum to 212 B/px for float32 matvecs and float64 vectors with the eager loop (the
 multigrid preconditioner's); its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB total with the
-interpreter and a loaded photo), hence the 60 B/px term. The fused iteration's sum is 200 B/px.
+interpreter and a loaded photo), hence the 60 B/px term. The fused iteration's sum is 200 B/px on float64
+vectors, 140 B/px on float32 ones (estimate / peak 1.07-1.19, tests/test_memory.py, 2026-12-03).
 
 plus, for smoothing="off", only content + result + the upsampling band; and a fixed interpreter + torch
 baseline (measured ~0.35 GB RSS for `import torch, dpst_ext`; on CUDA the device side has no baseline).
@@ -83,7 +85,7 @@ def _nbytes(dtype) -> int:
 
 
 def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing: str = "fast",
-                           laplacian_dtype=torch.float32, vector_dtype=torch.float64,
+                           laplacian_dtype=torch.float32, vector_dtype=None,
                            preconditioner: str = "none", working_pixels: int = 1024 * 768,
                            band_rows: int = 32, device="cpu", heap_reuse: bool | None = None) -> int:
     """Peak bytes of upscale_result at (height, width) (module docstring). The working-size fit
@@ -93,6 +95,10 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     if smoothing not in ("off", "fast", "exact"):
         raise ValueError(f"smoothing must be 'off', 'fast' or 'exact', got {smoothing!r}")
+    if vector_dtype is None:     # what upscale_result uses
+        from .smoothing import cg_vector_dtype
+
+        vector_dtype = cg_vector_dtype(device, preconditioner)
     n, c = height * width, channels
     s, v = _nbytes(laplacian_dtype), _nbytes(vector_dtype)
     content = 3 * 4 * n
@@ -105,10 +111,10 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         operator = (8 + s + 8 + (v if preconditioner == "jacobi" else 0)) * n
         if preconditioner == "multigrid":
             operator += MULTIGRID_BYTES_PER_PIXEL * n
-        cg = 4 * c * v * n
+        cg = (3 if v == 4 else 4) * c * v * n      # b, x, r, p; on float32 vectors b is the result y itself
         # The fused CPU iteration (smoothing.batched_pcg -> ops.pcg_*) holds u and M u only, and none of
         # the eager loop's mixed-dtype temporaries (measured: its slack term is 0).
-        fused = torch.device(device).type == "cpu" and v == 8 and preconditioner in ("none", "jacobi")
+        fused = torch.device(device).type == "cpu" and preconditioner in ("none", "jacobi")
         product = (2 * c * s if fused else c * s + c * v) * n
         slack = (0 if fused else 60) * n
         if _heap_reuse if heap_reuse is None else heap_reuse:

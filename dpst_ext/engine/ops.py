@@ -40,7 +40,8 @@ def photoreal_loss(image: torch.Tensor, stats: torch.Tensor, v: torch.Tensor) ->
 # ---- fused CG passes on A v = v + weight s.M(s.v) (CPU; used by dpst_ext.engine.smoothing.batched_pcg) --
 
 def pcg_direction(r, inv_diag, p, beta, scale, u) -> None:
-    """p = inv_diag.r + beta p per channel, in place (float64 (C, H, W)); u = scale.p in u's dtype, in place.
+    """p = inv_diag.r + beta p per channel, in place (r, p (C, H, W), both float64 or both float32); u = scale.p
+    in u's dtype, in place (u may be None when scale is: the matvec then reads p).
     inv_diag, scale: (H, W) float64 or None (= 1)."""
     torch.ops.dpst.pcg_direction.default(r, inv_diag, p, beta, scale, u)
 

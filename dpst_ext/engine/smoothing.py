@@ -29,15 +29,18 @@ resolution, bring the solution up with the local affine upsampling of dpst_ext.e
 start is locally affine in the *fine* content, i.e. already near M's null space, where the fine
 solution lives), then finish at full resolution.
 
-Precision: the matvec runs in the Laplacian's dtype (float32 halves its memory traffic); the CG vectors and
-dot products are float64 by default (``vector_dtype``), which is what lets float32 matvecs reach a 1e-6
-relative residual (see tests/test_smoothing.py and docs/experiments/2026-11-smoothing-solver.md for
-measured figures).
+Precision: the matvec runs in the Laplacian's dtype (float32 halves its memory traffic); the CG vectors are
+float64 by default (``vector_dtype``), dot products always float64. float32 vectors (``vector_dtype=
+torch.float32``) reach the same 1e-6 relative residual in the same number of iterations on the fused path
+(tests/test_fused_cg.py, docs/engine.md): the float32 matvec, not the vectors, bounds the accuracy, and
+its own true residual ||b - A x|| measured 1.4e-3 of ||b|| on a 0.25 MP photo whose recursive residual
+reached 1e-6, so replacing the recursive residual with b - A x would stall the solve there. See tests/test_smoothing.py and
+docs/experiments/2026-11-smoothing-solver.md for measured figures.
 
 On the CPU, batched_pcg runs a SmoothingOperator's Jacobi or unpreconditioned iteration in the engine's
 fused passes (dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update, csrc/cpu/pcg_cpu.cpp): three
-passes over the vectors per iteration besides the matvec, same arithmetic (float64 vectors and sums), about
-half the time and memory of the eager torch loop, which stays the path for multigrid, other operators and
+passes over the vectors per iteration besides the matvec, same arithmetic (computed in double, vectors stored
+as float64 or float32, sums in double), about half the time and memory of the eager torch loop, which stays the path for multigrid, other operators and
 other devices (benchmarks/cg_iteration.py; docs/engine.md).
 """
 from __future__ import annotations
@@ -52,8 +55,17 @@ import torch.nn.functional as F
 from . import ops
 from .laplacian import MattingLaplacian, as_image_tensor
 
-__all__ = ["SmoothingResult", "weight_from_beta", "window_counts", "SmoothingOperator", "batched_pcg",
+__all__ = ["SmoothingResult", "cg_vector_dtype", "weight_from_beta", "window_counts", "SmoothingOperator", "batched_pcg",
            "smooth", "downsample2"]
+
+
+def cg_vector_dtype(device, preconditioner: str) -> torch.dtype:
+    """The CG vectors' dtype for a solve on ``device`` with ``preconditioner`` when the caller needs float32
+    accuracy only (the full-resolution step): float32 where the fused passes run (CPU, "none" or "jacobi"),
+    whose float32 vectors take the float64 ones' iterations to the same residual (docs/engine.md), float64
+    elsewhere (the eager loop, validated in float64)."""
+    fused = torch.device(device).type == "cpu" and preconditioner in ("none", "jacobi")
+    return torch.float32 if fused else torch.float64
 
 
 def weight_from_beta(beta: float) -> float:
@@ -119,8 +131,9 @@ class SmoothingOperator:
 
     def fused_cg(self, b: torch.Tensor, inv_diag=None) -> bool:
         """Whether batched_pcg can run its Jacobi/unpreconditioned iteration on this operator in the
-        engine's fused passes (dpst_ext.engine.ops.pcg_*): CPU, float64 vectors."""
-        return (b.device.type == "cpu" and self.laplacian.device.type == "cpu" and b.dtype == torch.float64
+        engine's fused passes (dpst_ext.engine.ops.pcg_*): CPU, float64 or float32 vectors."""
+        return (b.device.type == "cpu" and self.laplacian.device.type == "cpu"
+                and b.dtype in (torch.float64, torch.float32)
                 and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device.type == "cpu"))
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
@@ -220,8 +233,9 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
 def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
     """batched_pcg's iteration (Jacobi or none) on a SmoothingOperator in the engine's fused passes
     (csrc/cpu/pcg_cpu.cpp): per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update,
-    with the same arithmetic as the eager loop above (float64 vectors and sums, the matvec in the
-    Laplacian's dtype). x and r (float64) are updated in place."""
+    with the same arithmetic as the eager loop above (the passes compute in double and store x, r, p in
+    b's dtype, float64 or float32; dot products in double; the matvec in the Laplacian's dtype). x and r
+    are updated in place. Without a scale and with p in the Laplacian's dtype the matvec reads p itself."""
     lap, scale = op.laplacian, op._scale
     x, r = x.contiguous(), r.contiguous()            # (the passes take planar (C, H, W) vectors)
     d = None if inv_diag is None else inv_diag.to(torch.float64).contiguous()
@@ -229,12 +243,13 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
     rz = rr if d is None else torch.stack([(r[c] * d * r[c]).sum() for c in range(r.shape[0])])
     rel = rr.sqrt() / bnorm
     p = torch.zeros_like(r)
-    u = torch.empty(r.shape, dtype=lap.dtype)     # the matvec's input, reused
+    # The matvec's input u = scale.p, a reused buffer; none when the matvec can read p.
+    u = None if scale is None and r.dtype == lap.dtype else torch.empty(r.shape, dtype=lap.dtype)
     beta = [0.0] * r.shape[0]
     it = 0
     while it < maxiter and bool((rel > tol).any()):
         ops.pcg_direction(r, d, p, beta, scale, u)
-        m = ops.laplacian_matvec(lap.image, lap.stats, u)
+        m = ops.laplacian_matvec(lap.image, lap.stats, p if u is None else u)
         pap = ops.pcg_curvature(p, m, scale, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
