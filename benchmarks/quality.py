@@ -8,9 +8,10 @@
 ``run`` transfers every pair through dpst_ext.transfer.run_transfer, with its hand-painted masks
 (``--masks hand``, the default), with the automatic masks a user without masks gets (``auto``) or with
 one label (``none``), or with the masks DIR/contentN.png and DIR/styleN.png of another labelling
-(benchmarks/correspondence.py writes such folders); ``--set`` overrides any TransferOptions field, e.g. ``--set size=512
---set iters=0,150 --set weights.photoreal=2e4``. It writes runs/NAME/outN.png and runs/NAME/run.json (options, seconds
-per pair, machine), one pair at a time, so that an interrupted run resumes where it stopped.
+(benchmarks/correspondence.py writes such folders); ``--set`` overrides any TransferOptions field, e.g.
+``--set size=512 --set iters=0,150 --set weights.photoreal=2e4``. It writes runs/NAME/outN.png and
+runs/NAME/run.json (options, seconds per pair, machine), one pair at a time, so that an interrupted run
+resumes where it stopped.
 ``score`` rates the content itself (no style), a global colour transfer (Reinhard: Lab mean and
 standard deviation matching), the published final result of each pair and each run NAME:
 colour style distance, Gram style distance (log10), photorealism residual, edge SSIM, always against

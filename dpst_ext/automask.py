@@ -31,12 +31,13 @@ How (``auto_masks``):
    both photos; then the two labels closest in mean colour are merged while they differ by less than
    ``merge_delta`` (20 Lab units) in the content AND in the style, as they would carry much the same
    style. If the style's labels are then all that alike, the style has no distinct regions to give:
-   one label, with an AutoMaskWarning. A label straddling two regions of different colour is what hurts the transfer most, so K
-   starts high; but a label splitting a smooth region is not free either: its boundary is a seam the
-   photorealism term has to smooth over. On the example pairs (docs/experiments/2026-11-automatic-masks.md)
-   a colour proxy of the transfer rose with K; the transfer itself gave the same style distance after
-   merging at 20 as at 10, with fewer labels and a lower photorealism residual; clustering only 4 labels
-   did much worse; the silhouette criterion of the first version (K in 2..6) recovered far less.
+   one label, with an AutoMaskWarning. A label straddling two regions of different colour is what hurts
+   the transfer most, so K starts high; but a label splitting a smooth region is not free either: its
+   boundary is a seam the photorealism term has to smooth over. On the example pairs
+   (docs/experiments/2026-11-automatic-masks.md) a colour proxy of the transfer rose with K; the transfer
+   itself gave the same style distance after merging at 20 as at 10, with fewer labels and a lower
+   photorealism residual; clustering only 4 labels did much worse; the silhouette criterion of the first
+   version (K in 2..6) recovered far less.
 4. Edge-aware boundaries: soft label maps on the grid (one-hot, upsampled to the working image) are
    filtered by a colour guided filter (He et al. 2010) whose local affine coefficients are fitted at
    working size and applied to the full-resolution photo (dpst_ext.engine.upsample), then argmax; a
@@ -93,8 +94,9 @@ MERGE_DELTA = 20.0
 # match similarity ramps the trust from 0 at MATCH_TRUST[0] to 1 at MATCH_TRUST[1]. Measured (2026-12-03,
 # benchmarks/correspondence.py): on the 15 example pairs the matches are weak (median 0.22-0.46; their
 # positions lie 0.21-0.47 of the frame from the same position, random matches 0.42) and pairing regions by
-# them instead of by layout recovered less of the hand masks' gain; a photo against its mirror image, or a
-# scene against its regions swapped, gives 0.6-0.7, where the layout is what misleads.
+# them instead of by layout recovered less of the hand masks' gain (docs/masks.md); a photo against its
+# mirror image gives 0.57-0.78 and a synthetic scene against its regions swapped 0.66-0.76, where the layout
+# is what misleads.
 MATCH_LAYERS = ("relu4_1", "relu5_1")
 MATCH_TOPK = 4
 MATCH_TRUST = (0.5, 0.6)
@@ -127,14 +129,16 @@ def _match_features(blocks: dict) -> torch.Tensor:
     return F.normalize(f - f.mean(0), dim=1)
 
 
-def _correspondence(bc: dict, bs: dict, ramp: tuple[float, float] | None = None) -> tuple[dict, dict, float, float]:
+def _correspondence(bc: dict, bs: dict, ramp: tuple[float, float] | None = None
+                    ) -> tuple[dict, dict, float, float]:
     """The blocks with the position block made two-framed, and the trust and strength of the matches.
 
     Each cell's position block becomes (position in the content's frame, position in the style's frame):
     its own position in its own photo's frame, and in the other photo's frame a blend of its own position
     (the layout: the photos are framed alike) and the mean position of its MATCH_TOPK best matches there
-    (the correspondence), weighted by the trust (``ramp``, default MATCH_TRUST). At trust 0 this is the plain position block
-    twice, which clusters exactly as one copy (blocks are scaled to unit mean squared norm)."""
+    (the correspondence), weighted by the trust (``ramp``, default MATCH_TRUST). At trust 0 this is the
+    plain position block twice, which clusters exactly as one copy (blocks are scaled to unit mean squared
+    norm)."""
     sim = _match_features(bc) @ _match_features(bs).T                  # (Nc, Ns) cosines
     c_sim, c_idx = sim.topk(min(MATCH_TOPK, sim.shape[1]), dim=1)
     s_sim, s_idx = sim.T.topk(min(MATCH_TOPK, sim.shape[0]), dim=1)
