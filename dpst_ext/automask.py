@@ -92,7 +92,7 @@ MERGE_DELTA = 20.0
 # relu4_1 + relu5_1 features (each photo's mean removed), MATCH_TOPK best matches per cell. The matches
 # replace the layout as the guide to which region is which only as far as they are strong: the median
 # match similarity ramps the trust from 0 at MATCH_TRUST[0] to 1 at MATCH_TRUST[1]. Measured (2026-12-03,
-# benchmarks/correspondence.py): on the 15 example pairs the matches are weak (median 0.22-0.46; their
+# benchmarks/correspondence.py): on the 15 example pairs the matches are weak (median 0.22-0.43; their
 # positions lie 0.21-0.47 of the frame from the same position, random matches 0.42) and pairing regions by
 # them instead of by layout recovered less of the hand masks' gain (docs/masks.md); a photo against its
 # mirror image gives 0.57-0.78 and a synthetic scene against its regions swapped 0.66-0.76, where the layout
