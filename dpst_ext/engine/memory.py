@@ -95,9 +95,9 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     if smoothing not in ("off", "fast", "exact"):
         raise ValueError(f"smoothing must be 'off', 'fast' or 'exact', got {smoothing!r}")
-    if vector_dtype is None:     # what upscale_result uses
-        from .smoothing import cg_vector_dtype
+    from .smoothing import cg_vector_dtype, fused_iteration
 
+    if vector_dtype is None:     # what upscale_result uses
         vector_dtype = cg_vector_dtype(device, preconditioner)
     n, c = height * width, channels
     s, v = _nbytes(laplacian_dtype), _nbytes(vector_dtype)
@@ -114,7 +114,7 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         cg = (3 if v == 4 else 4) * c * v * n      # b, x, r, p; on float32 vectors b is the result y itself
         # The fused CPU iteration (smoothing.batched_pcg -> ops.pcg_*) holds u and M u only, and none of
         # the eager loop's mixed-dtype temporaries (measured: its slack term is 0).
-        fused = torch.device(device).type == "cpu" and preconditioner in ("none", "jacobi")
+        fused = fused_iteration(device, preconditioner)
         product = (2 * c * s if fused else c * s + c * v) * n
         slack = (0 if fused else 60) * n
         if _heap_reuse if heap_reuse is None else heap_reuse:

@@ -34,14 +34,14 @@ float64 by default (``vector_dtype``), dot products always float64. float32 vect
 torch.float32``) reach the same 1e-6 relative residual in the same number of iterations on the fused path
 (tests/test_fused_cg.py, docs/engine.md): the float32 matvec, not the vectors, bounds the accuracy, and
 its own true residual ||b - A x|| measured 1.4e-3 of ||b|| on a 0.25 MP photo whose recursive residual
-reached 1e-6, so replacing the recursive residual with b - A x would stall the solve there. See tests/test_smoothing.py and
-docs/experiments/2026-11-smoothing-solver.md for measured figures.
+reached 1e-6, so replacing the recursive residual with b - A x would stall the solve there. See
+tests/test_smoothing.py and docs/experiments/2026-11-smoothing-solver.md for measured figures.
 
 On the CPU, batched_pcg runs a SmoothingOperator's Jacobi or unpreconditioned iteration in the engine's
 fused passes (dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update, csrc/cpu/pcg_cpu.cpp): three
-passes over the vectors per iteration besides the matvec, same arithmetic (computed in double, vectors stored
-as float64 or float32, sums in double), about half the time and memory of the eager torch loop, which stays the path for multigrid, other operators and
-other devices (benchmarks/cg_iteration.py; docs/engine.md).
+passes over the vectors per iteration besides the matvec, same arithmetic (computed in double, vectors
+stored as float64 or float32, sums in double), about half the time and memory of the eager torch loop,
+which stays the path for multigrid, other operators and other devices (benchmarks/cg_iteration.py; docs/engine.md).
 """
 from __future__ import annotations
 
@@ -55,17 +55,22 @@ import torch.nn.functional as F
 from . import ops
 from .laplacian import MattingLaplacian, as_image_tensor
 
-__all__ = ["SmoothingResult", "cg_vector_dtype", "weight_from_beta", "window_counts", "SmoothingOperator", "batched_pcg",
-           "smooth", "downsample2"]
+__all__ = ["SmoothingResult", "fused_iteration", "cg_vector_dtype", "weight_from_beta", "window_counts",
+           "SmoothingOperator", "batched_pcg", "smooth", "downsample2"]
+
+
+def fused_iteration(device, preconditioner: str) -> bool:
+    """Whether batched_pcg runs a SmoothingOperator's solve on ``device`` with ``preconditioner`` in the
+    engine's fused passes (CPU, "none" or "jacobi"; SmoothingOperator.fused_cg checks the tensors)."""
+    return torch.device(device).type == "cpu" and preconditioner in ("none", "jacobi")
 
 
 def cg_vector_dtype(device, preconditioner: str) -> torch.dtype:
     """The CG vectors' dtype for a solve on ``device`` with ``preconditioner`` when the caller needs float32
-    accuracy only (the full-resolution step): float32 where the fused passes run (CPU, "none" or "jacobi"),
-    whose float32 vectors take the float64 ones' iterations to the same residual (docs/engine.md), float64
+    accuracy only (the full-resolution step): float32 where the fused passes run (fused_iteration), whose
+    float32 vectors take the float64 ones' iterations to the same residual (docs/engine.md), float64
     elsewhere (the eager loop, validated in float64)."""
-    fused = torch.device(device).type == "cpu" and preconditioner in ("none", "jacobi")
-    return torch.float32 if fused else torch.float64
+    return torch.float32 if fused_iteration(device, preconditioner) else torch.float64
 
 
 def weight_from_beta(beta: float) -> float:
