@@ -3,6 +3,7 @@ automatic masks (dpst_ext.automask, which pairs regions by VGG features AND posi
 
     python benchmarks/correspondence.py masks VARIANT OUT_DIR [--pairs 1,5,9]   # OUT_DIR/contentN.png, styleN.png
     python benchmarks/correspondence.py displacement [--pairs ...]              # how far matches lie from layout
+    python benchmarks/correspondence.py accuracy [--pairs ...]                  # matches that pair like labels
     python benchmarks/quality.py run NAME --method fast --masks OUT_DIR         # then score as usual
 
 Both variants match grid cells by their nearest neighbours in VGG-19 feature space: relu4_1 and relu5_1
@@ -22,6 +23,13 @@ similarity is the cosine, as in Deep Image Analogy's coarsest level (Liao et al.
 ``displacement`` prints, per pair, the mean distance (in photo widths/heights, 0..1) between a cell's own
 position and the mean position of its 4 best matches in the other photo, and the same for random matches:
 a correspondence that carries information about where regions lie lands well below the random value.
+
+``accuracy`` asks the question the labels need answered: how often a cell's best match in the other photo
+carries the same hand-painted label (both directions, cells with a label), for the layout (the cell at
+the same place in the other frame), single cells matched by cosine, 5x5 patches of cells (each cell's
+features reduced to 32 principal components shared by both photos, concatenated over the patch, as
+PatchMatch compares patches rather than pixels) and those patches with a position penalty (cosine minus
+0.5 x the distance in frame units). Means per half: the tuning pairs of benchmarks/quality.py and the others.
 """
 from __future__ import annotations
 
@@ -136,6 +144,35 @@ def displacement(content, style, vgg) -> tuple[float, float]:
     return float(d), float(r)
 
 
+def _patches(f: torch.Tensor, grid: tuple[int, int], r: int) -> torch.Tensor:
+    """(N, D) cell features -> (N, D (2r+1)^2) unit vectors of the (2r+1)^2 cells around each cell."""
+    t = F.pad(f.T.reshape(1, -1, *grid), (r, r, r, r), mode="replicate")
+    return F.normalize(F.unfold(t, 2 * r + 1)[0].T, dim=1)
+
+
+ACCURACY = ("layout", "cells", "patches", "patches+position")
+
+
+def label_accuracy(pair, vgg, dims: int = 32, r: int = 2, position: float = 0.5) -> dict[str, float]:
+    bc, gc, _ = _grid_features(pair.content, vgg, 256)
+    bs, gs, _ = _grid_features(pair.style, vgg, 256)
+    lab = [F.interpolate(t[None, None].float(), size=g, mode="nearest").flatten().long()
+           for t, g in ((pair.content_labels, gc), (pair.style_labels, gs))]
+    fc, fs = match_features(bc), match_features(bs)
+    both = torch.cat([fc, fs])
+    _, vecs = torch.linalg.eigh((both - both.mean(0)).T @ (both - both.mean(0)))
+    pc, ps = (F.normalize((f - both.mean(0)) @ vecs[:, -dims:], dim=1) for f in (fc, fs))
+    pc, ps = _patches(pc, gc, r), _patches(ps, gs, r)
+    dist = torch.cdist(bc["position"].double(), bs["position"].double())
+    scores = {"layout": -dist, "cells": fc @ fs.T, "patches": pc @ ps.T,
+              "patches+position": pc @ ps.T - position * dist}
+    out = {}
+    for name, sc in scores.items():
+        hits = [(lab[1][sc.argmax(1)] == lab[0])[lab[0] >= 0], (lab[0][sc.argmax(0)] == lab[1])[lab[1] >= 0]]
+        out[name] = float(torch.cat(hits).double().mean())
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,9 +183,23 @@ def main(argv=None):
     m.add_argument("--pairs", **pairs)
     d = sub.add_parser("displacement")
     d.add_argument("--pairs", **pairs)
+    a = sub.add_parser("accuracy")
+    a.add_argument("--pairs", **pairs)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     vgg = VGG19Features(AUTO_LAYERS)
+    if args.command == "accuracy":
+        from quality import TUNING
+        rows = {}
+        print("| pair | " + " | ".join(ACCURACY) + " |\n|---|" + "---|" * len(ACCURACY))
+        for n in args.pairs:
+            rows[n] = label_accuracy(example_pair(n), vgg)
+            print(f"| {n} | " + " | ".join(f"{rows[n][k]:.2f}" for k in ACCURACY) + " |", flush=True)
+        for half, ns in (("tuning", [n for n in rows if n in TUNING]), ("held out", [n for n in rows if n not in TUNING])):
+            if ns:
+                print(f"| mean, {half} ({len(ns)}) | " + " | ".join(f"{sum(rows[n][k] for n in ns) / len(ns):.3f}"
+                                                          for k in ACCURACY) + " |")
+        return 0
     for n in args.pairs:
         pair = example_pair(n)
         if args.command == "displacement":
