@@ -8,20 +8,23 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     upsampled result y (content dtype)                 C * 4
     Laplacian: image copy in its dtype + stats         3 * s (0 if the content already is) + 9 * s
     operator: D^-1/2 (float64 + Laplacian dtype), diag(A) (float64), Jacobi 1/diag (v)   8 + s + 8 (+ v)
-    multigrid preconditioner (if chosen), measured                    100
+    multigrid preconditioner (if chosen), measured                    125
     heap fragmentation once reuse_freed_memory() is in effect (the CLI), measured   40
     CG: b, x, r, p                                     4 * C * v  (3 * C * v on float32 vectors: b is y)
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
-    -- or, for the fused CPU iteration (no preconditioner or Jacobi; smoothing.batched_pcg; its vectors are
-       float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
+    -- or, for the fused CPU iteration (smoothing.fused_iteration: any preconditioner on the CPU; its
+       vectors are float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
     one product: u and M u in the Laplacian dtype                      2 * C * s
     unaccounted, measured (estimate / peak 1.07-1.15, tests/test_memory.py, 2026-12-03)   0
 
-The tensors above sum to 212 B/px for float32 matvecs and float64 vectors with the eager loop (the
-multigrid preconditioner's); its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB total with the
-interpreter and a loaded photo), hence the 60 B/px term. The fused iteration's sum is 200 B/px on float64
-vectors, 140 B/px on float32 ones (estimate / peak 1.07-1.19, tests/test_memory.py, 2026-12-03).
+The tensors above sum to 212 B/px for float32 matvecs and float64 vectors with the eager loop (other
+devices); its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB total with the interpreter and a loaded
+photo), hence the 60 B/px term. The fused iteration's sum is 200 B/px on float64 vectors, 140 B/px on
+float32 ones (estimate / peak 1.07-1.19, tests/test_memory.py, 2026-12-03). The multigrid's 125 B/px: its
+basis (16), smoother (8) and the setup's probes and the cycle's temporaries, fitted to the peak of
+tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908 estimated, 2026-12-03;
+1041 MiB when the multigrid ran in the eager loop on float64 vectors).
 
 plus, for smoothing="off", only content + result + the upsampling band; and a fixed interpreter + torch
 baseline (measured ~0.35 GB RSS for `import torch, dpst_ext`; on CUDA the device side has no baseline).
@@ -38,7 +41,7 @@ __all__ = ["MemoryPlan", "estimate_highres_bytes", "available_bytes", "plan_high
            "reuse_freed_memory"]
 
 BASELINE_BYTES = 350 * 2**20   # Python + torch + dpst_ext imported (CPU RSS; measured 0.33-0.36 GB)
-MULTIGRID_BYTES_PER_PIXEL = 100   # preconditioner="multigrid": basis, smoother, cycle temporaries (measured)
+MULTIGRID_BYTES_PER_PIXEL = 125   # preconditioner="multigrid": basis, smoother, setup and cycle temporaries (measured)
 HEAP_REUSE_BYTES_PER_PIXEL = 40   # after reuse_freed_memory(): heap fragmentation (measured 35-70 B/px)
 _heap_reuse = False               # set by reuse_freed_memory()
 GiB = 2**30

@@ -203,11 +203,15 @@ class _Level:
     def __init__(self, apply, inv_blocks):
         self.apply = apply
         self.inv_blocks = inv_blocks          # (h, w, k, k), or (H, W) on level 0
+        self._scaled = {}                     # level 0: factor -> factor * inv_blocks (one image pass fewer)
 
-    def precondition(self, v: torch.Tensor) -> torch.Tensor:
+    def precondition(self, v: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+        """factor * D_l1^-1 v."""
         if self.inv_blocks.dim() == 2:        # level 0: (C, H, W) fields, scalar diagonal
-            return v * self.inv_blocks
-        return torch.matmul(self.inv_blocks, v)
+            if factor not in self._scaled:
+                self._scaled[factor] = self.inv_blocks * factor
+            return v * self._scaled[factor]
+        return torch.matmul(self.inv_blocks, v).mul_(factor)
 
 
 def _chebyshev(level: _Level, b: torch.Tensor, x, degree: int, lo: float, hi: float) -> torch.Tensor:
@@ -218,16 +222,16 @@ def _chebyshev(level: _Level, b: torch.Tensor, x, degree: int, lo: float, hi: fl
     rho = 1.0 / sigma
     if x is None:
         res = b
-        x = d = level.precondition(b).div_(theta)
+        x = d = level.precondition(b, 1.0 / theta)
     else:
         res = level.apply(x)
         res = torch.sub(b, res, out=res)
-        d = level.precondition(res).div_(theta)
+        d = level.precondition(res, 1.0 / theta)
         x += d
     for _ in range(degree - 1):
         res = res - level.apply(d)
         rho_new = 1.0 / (2.0 * sigma - rho)
-        d = (rho_new * rho) * d + (2.0 * rho_new / delta) * level.precondition(res)
+        d = (rho_new * rho) * d + level.precondition(res, 2.0 * rho_new / delta)
         rho = rho_new
         x += d
     return x
