@@ -15,7 +15,8 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     unaccounted (allocator, mixed-dtype temporaries), measured         60
     -- or, for the fused CPU iteration (smoothing.fused_iteration: any preconditioner on the CPU; its
        vectors are float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
-    one product: u and M u in the Laplacian dtype                      2 * C * s
+    one product: M u in the Laplacian dtype, and u = D^-1/2 p unless the matvec reads p itself
+    (normalize="interior" or False, vectors in the Laplacian dtype)     2 * C * s or C * s
     unaccounted, measured (estimate / peak 1.07-1.15, tests/test_memory.py, 2026-12-03)   0
 
 The tensors above sum to 212 B/px for float32 matvecs and float64 vectors with the eager loop (other
@@ -90,10 +91,12 @@ def _nbytes(dtype) -> int:
 def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing: str = "fast",
                            laplacian_dtype=torch.float32, vector_dtype=None,
                            preconditioner: str = "none", working_pixels: int = 1024 * 768,
-                           band_rows: int = 32, device="cpu", heap_reuse: bool | None = None) -> int:
+                           band_rows: int = 32, device="cpu", heap_reuse: bool | None = None,
+                           normalize="interior") -> int:
     """Peak bytes of upscale_result at (height, width) (module docstring). The working-size fit
     (float64, ~40 values per working pixel alive at once) is added as it is alive during the upsampling only.
-    heap_reuse: whether reuse_freed_memory() is in effect (default: whether it has been called here)."""
+    heap_reuse: whether reuse_freed_memory() is in effect (default: whether it has been called here).
+    normalize: the smoothing system's (upscale_result's argument)."""
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     if smoothing not in ("off", "fast", "exact"):
@@ -118,7 +121,8 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         # The fused CPU iteration (smoothing.batched_pcg -> ops.pcg_*) holds u and M u only, and none of
         # the eager loop's mixed-dtype temporaries (measured: its slack term is 0).
         fused = fused_iteration(device, preconditioner)
-        product = (2 * c * s if fused else c * s + c * v) * n
+        reads_p = normalize is not True and v == s     # no u: SmoothingOperator and _fused_pcg read p itself
+        product = ((1 if reads_p else 2) * c * s if fused else c * s + c * v) * n
         slack = (0 if fused else 60) * n
         if _heap_reuse if heap_reuse is None else heap_reuse:
             slack += HEAP_REUSE_BYTES_PER_PIXEL * n
