@@ -5,7 +5,8 @@ dpst_ext.engine.smoothing (matrix-free batched CG) against scipy's CG on the ass
         [--precond none multigrid] [--vectors float64|float32|auto] [--normalize true|interior] [--rounds 1]
 
 Every solve runs in its own subprocess so its peak RSS (VmHWM, whole process, interpreter included) is
-its own, with its CPU time (all threads) beside the wall time; --rounds alternates the solvers. y is a "stylised" target: a colour transform of the photo computed at 1/4 size and upsampled
+its own, with its CPU time (all threads) beside the wall time; --rounds alternates the solvers. y is a
+"stylised" target: a colour transform of the photo computed at 1/4 size and upsampled
 bicubically (the blocky, haloed input that the smoothing exists to clean). Times include building the
 operator (window statistics, or the sparse matrix). Solutions are compared in float64 (relative l2).
 Results are printed as one JSON line per run and a table; solutions go to --out (default /tmp).
@@ -110,7 +111,8 @@ def child(args):
         sols, its = [], []
         for c in range(3):
             it = [0]
-            x, _ = scipy.sparse.linalg.cg(a, y[c].numpy().reshape(-1), rtol=args.tol, atol=0.0, maxiter=20000,
+            x, _ = scipy.sparse.linalg.cg(a, y[c].numpy().reshape(-1), rtol=args.reference_tol or args.tol, atol=0.0,
+                                          maxiter=20000,
                                           callback=lambda _: it.__setitem__(0, it[0] + 1))
             sols.append(x.reshape(h, w))
             its.append(it[0])
@@ -121,7 +123,7 @@ def child(args):
     info["load_after"] = os.getloadavg()[0]
     info["peak_rss_gib"] = peak_rss() / 2**30
     info["rss_before_gib"] = rss0 / 2**30
-    path = os.path.join(args.out, f"smooth_{args.child}_{args.mp}_{args.dtype}_{args.vectors}_{args.normalize}_"
+    path = os.path.join(args.out, f"smooth_{args.child}_{args.mp}_{args.tol:g}_{args.dtype}_{args.vectors}_{args.normalize}_"
                               f"{args.precond}_{args.cascade}.npy")
     np.save(path, sol.astype(np.float64))
     info["solution"] = path
@@ -196,6 +198,8 @@ def main():
                    help="CG vector dtype (ours); auto: the full-resolution step's (smoothing.cg_vector_dtype)")
     p.add_argument("--normalize", default="true", choices=sorted(NORMALIZE), help="the system (ours; scipy: true)")
     p.add_argument("--no-scipy", action="store_true")
+    p.add_argument("--reference-tol", type=float, default=None,
+                   help="scipy's tolerance (default --tol): e.g. 1e-9 for a float64 reference solution")
     p.add_argument("--mmap", action="store_true",
                    help="keep glibc's default mmap threshold (see dpst_ext/engine/memory.py)")
     p.add_argument("--repeat", type=int, default=1, help="runs of ours per size (median reported)")
@@ -227,7 +231,8 @@ def main():
             cmd = [sys.executable, __file__, "--child", solver, "--mp", str(mp), "--threads", str(args.threads),
                    "--tol", str(args.tol), "--dtype", args.dtype, "--precond", pre, "--vectors", args.vectors,
                    "--normalize", args.normalize,
-                   "--cascade", str(args.cascade), "--out", args.out] + (["--mmap"] if args.mmap else [])
+                   "--cascade", str(args.cascade), "--out", args.out] + (["--mmap"] if args.mmap else []) \
+                + (["--reference-tol", str(args.reference_tol)] if args.reference_tol else [])
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             print(json.dumps(row), flush=True)
