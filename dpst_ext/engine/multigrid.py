@@ -30,10 +30,10 @@ operator (polynomial smoothers need no sweeps in order, so they run as whole-ten
 hence a fixed symmetric positive definite preconditioner for CG. Fields at coarse levels are channel-last
 (h, w, k, C) so that the block stencil is one batched matrix product per level.
 
-Measured (docs/experiments/2026-11-smoothing-solver.md, 2 threads): CG iterations 4x fewer and flat in
-the size (68 at 1 and 4 MP to 1e-3, against 307 and 280), but a preconditioned iteration costs ~3 plain
-ones (two fine products and several image-sized element-wise passes), so the solve is only 1.1-1.3x
-faster.
+Measured (docs/experiments/2026-11-smoothing-solver.md): CG iterations 4-5x fewer and flat in the size
+(67, 65 and 47 at 1, 4 and 12 MP to 1e-3, against 304, 272 and 253), but a preconditioned iteration costs
+5 plain fused ones (two fine products, the coarse levels, the transfers and about ten image-sized
+element-wise passes), so the solve is 1.1-1.6x slower than plain CG (1 thread, 2026-12-03).
 Device-agnostic torch.
 """
 from __future__ import annotations

@@ -310,7 +310,7 @@ def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, 
     normalize: True (FastPhotoStyle, D = window counts), "interior" (D = 9 I) or False (S = M).
     preconditioner: one of PRECONDITIONERS, "jacobi", "none" or "multigrid" (dpst_ext.engine.multigrid.
     AffineMultigrid: coarse spaces of local affine models; measured 4-5x fewer iterations, flat with size,
-    each costing ~4-5 plain fused ones, docs/experiments/2026-11-smoothing-solver.md).
+    each costing 5 plain fused ones, docs/experiments/2026-11-smoothing-solver.md).
     x0: warm start (C, H, W); default y itself when no cascade.
     cascade_levels: solve this many halvings first (coarsest first), each warm-starting the next finer
     level through local affine upsampling. coarse_weight_scale: w is multiplied by this per halving, so the
