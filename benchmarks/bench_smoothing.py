@@ -123,8 +123,8 @@ def child(args):
     info["load_after"] = os.getloadavg()[0]
     info["peak_rss_gib"] = peak_rss() / 2**30
     info["rss_before_gib"] = rss0 / 2**30
-    path = os.path.join(args.out, f"smooth_{args.child}_{args.mp}_{args.tol:g}_{args.dtype}_{args.vectors}_{args.normalize}_"
-                              f"{args.precond}_{args.cascade}.npy")
+    path = os.path.join(args.out, f"smooth_{args.child}_{args.mp}_{args.tol:g}_{args.dtype}_{args.vectors}_"
+                              f"{args.normalize}_{args.precond}_{args.cascade}.npy")
     np.save(path, sol.astype(np.float64))
     info["solution"] = path
     print(json.dumps(info), flush=True)

@@ -56,8 +56,8 @@ import torch.nn.functional as F
 from . import ops
 from .laplacian import MattingLaplacian, as_image_tensor
 
-__all__ = ["SmoothingResult", "PRECONDITIONERS", "fused_iteration", "cg_vector_dtype", "weight_from_beta", "window_counts",
-           "SmoothingOperator", "batched_pcg", "smooth", "downsample2"]
+__all__ = ["SmoothingResult", "PRECONDITIONERS", "fused_iteration", "cg_vector_dtype", "weight_from_beta",
+           "window_counts", "SmoothingOperator", "batched_pcg", "smooth", "downsample2"]
 
 
 PRECONDITIONERS = ("none", "jacobi", "multigrid")   # smooth(preconditioner=...)
