@@ -46,10 +46,11 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
     content_small: content_full resized to (h, w) (the image the optimisation saw). Inputs are torch
     (3, H, W) or numpy (H, W, 3) (uint8 scaled to 0..1). smoothing: "off" | "fast" | "exact".
     callback(step, info): progress ("plan", "upsample", "smooth" with (iteration, residuals), "done").
-    preconditioner: "none" (default), "jacobi" or "multigrid". Jacobi does not pay here: measured at 1 MP,
-    "fast", 1 thread, it took 354 iterations and 43 s against 275 and 23 s without. The multigrid takes
-    4x fewer iterations but each costs ~3x more (4 MP, "fast": 33 s against 38 s, +0.2 GiB), so it is not
-    the default (docs/experiments/2026-11-smoothing-solver.md).
+    preconditioner: "none" (default), "jacobi" or "multigrid" (smoothing.PRECONDITIONERS). Jacobi does not
+    pay here: measured at 1 MP, "fast", 1 thread, it took 354 iterations and 43 s against 275 and 23 s
+    without. The multigrid takes 4-5x fewer iterations but each costs 5 fused plain ones (4 MP, "fast", 1
+    thread, 2026-12-03: 35.6 s against 25.4-27.2 s, +0.5-0.6 GiB), so it is not the default
+    (docs/experiments/2026-11-smoothing-solver.md).
     report: if a dict, filled with timings, iterations and the memory plan. plan: the memory plan
     (engine.memory.plan_highres) a caller made before work of its own; None: planned here, before any work,
     against ``available`` bytes (default: what the OS reports free).
@@ -67,7 +68,7 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
     info = report if report is not None else {}
     if plan is None:
         plan = plan_highres(h, w, device=content_full.device, available=available, smoothing=smoothing,
-                            preconditioner=preconditioner,
+                            preconditioner=preconditioner, normalize=normalize,
                             working_pixels=content_small.shape[1] * content_small.shape[2])
     info["memory_estimate"] = plan.estimate
     info["memory_available"] = plan.available

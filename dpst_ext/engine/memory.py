@@ -8,20 +8,24 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     upsampled result y (content dtype)                 C * 4
     Laplacian: image copy in its dtype + stats         3 * s (0 if the content already is) + 9 * s
     operator: D^-1/2 (float64 + Laplacian dtype), diag(A) (float64), Jacobi 1/diag (v)   8 + s + 8 (+ v)
-    multigrid preconditioner (if chosen), measured                    100
+    multigrid preconditioner (if chosen), measured                    125
     heap fragmentation once reuse_freed_memory() is in effect (the CLI), measured   40
     CG: b, x, r, p                                     4 * C * v  (3 * C * v on float32 vectors: b is y)
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
-    -- or, for the fused CPU iteration (no preconditioner or Jacobi; smoothing.batched_pcg; its vectors are
-       float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
-    one product: u and M u in the Laplacian dtype                      2 * C * s
+    -- or, for the fused CPU iteration (smoothing.fused_iteration: any preconditioner on the CPU; its
+       vectors are float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
+    one product: M u in the Laplacian dtype, and u = D^-1/2 p unless the matvec reads p itself
+    (normalize="interior" or False, vectors in the Laplacian dtype)     2 * C * s or C * s
     unaccounted, measured (estimate / peak 1.07-1.15, tests/test_memory.py, 2026-12-03)   0
 
-The tensors above sum to 212 B/px for float32 matvecs and float64 vectors with the eager loop (the
-multigrid preconditioner's); its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB total with the
-interpreter and a loaded photo), hence the 60 B/px term. The fused iteration's sum is 200 B/px on float64
-vectors, 140 B/px on float32 ones (estimate / peak 1.07-1.19, tests/test_memory.py, 2026-12-03).
+The tensors above sum to 212 B/px for float32 matvecs and float64 vectors with the eager loop (other
+devices); its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB total with the interpreter and a loaded
+photo), hence the 60 B/px term. The fused iteration's sum is 200 B/px on float64 vectors, 140 B/px on
+float32 ones (estimate / peak 1.07-1.19, tests/test_memory.py, 2026-12-03). The multigrid's 125 B/px: its
+basis (16), smoother (8) and the setup's probes and the cycle's temporaries, fitted to the peak of
+tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908 estimated, 2026-12-03;
+1041 MiB when the multigrid ran in the eager loop on float64 vectors).
 
 plus, for smoothing="off", only content + result + the upsampling band; and a fixed interpreter + torch
 baseline (measured ~0.35 GB RSS for `import torch, dpst_ext`; on CUDA the device side has no baseline).
@@ -38,7 +42,7 @@ __all__ = ["MemoryPlan", "estimate_highres_bytes", "available_bytes", "plan_high
            "reuse_freed_memory"]
 
 BASELINE_BYTES = 350 * 2**20   # Python + torch + dpst_ext imported (CPU RSS; measured 0.33-0.36 GB)
-MULTIGRID_BYTES_PER_PIXEL = 100   # preconditioner="multigrid": basis, smoother, cycle temporaries (measured)
+MULTIGRID_BYTES_PER_PIXEL = 125   # preconditioner="multigrid": basis, smoother, setup and cycle temporaries (measured)
 HEAP_REUSE_BYTES_PER_PIXEL = 40   # after reuse_freed_memory(): heap fragmentation (measured 35-70 B/px)
 _heap_reuse = False               # set by reuse_freed_memory()
 GiB = 2**30
@@ -87,10 +91,12 @@ def _nbytes(dtype) -> int:
 def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing: str = "fast",
                            laplacian_dtype=torch.float32, vector_dtype=None,
                            preconditioner: str = "none", working_pixels: int = 1024 * 768,
-                           band_rows: int = 32, device="cpu", heap_reuse: bool | None = None) -> int:
+                           band_rows: int = 32, device="cpu", heap_reuse: bool | None = None,
+                           normalize="interior") -> int:
     """Peak bytes of upscale_result at (height, width) (module docstring). The working-size fit
     (float64, ~40 values per working pixel alive at once) is added as it is alive during the upsampling only.
-    heap_reuse: whether reuse_freed_memory() is in effect (default: whether it has been called here)."""
+    heap_reuse: whether reuse_freed_memory() is in effect (default: whether it has been called here).
+    normalize: the smoothing system's (upscale_result's argument)."""
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     if smoothing not in ("off", "fast", "exact"):
@@ -115,7 +121,8 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         # The fused CPU iteration (smoothing.batched_pcg -> ops.pcg_*) holds u and M u only, and none of
         # the eager loop's mixed-dtype temporaries (measured: its slack term is 0).
         fused = fused_iteration(device, preconditioner)
-        product = (2 * c * s if fused else c * s + c * v) * n
+        reads_p = normalize is not True and v == s     # no u: SmoothingOperator and _fused_pcg read p itself
+        product = ((1 if reads_p else 2) * c * s if fused else c * s + c * v) * n
         slack = (0 if fused else 60) * n
         if _heap_reuse if heap_reuse is None else heap_reuse:
             slack += HEAP_REUSE_BYTES_PER_PIXEL * n

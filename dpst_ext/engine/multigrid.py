@@ -30,10 +30,10 @@ operator (polynomial smoothers need no sweeps in order, so they run as whole-ten
 hence a fixed symmetric positive definite preconditioner for CG. Fields at coarse levels are channel-last
 (h, w, k, C) so that the block stencil is one batched matrix product per level.
 
-Measured (docs/experiments/2026-11-smoothing-solver.md, 2 threads): CG iterations 4x fewer and flat in
-the size (68 at 1 and 4 MP to 1e-3, against 307 and 280), but a preconditioned iteration costs ~3 plain
-ones (two fine products and several image-sized element-wise passes), so the solve is only 1.1-1.3x
-faster.
+Measured (docs/experiments/2026-11-smoothing-solver.md): CG iterations 4-5x fewer and flat in the size
+(67, 65 and 47 at 1, 4 and 12 MP to 1e-3, against 304, 272 and 253), but a preconditioned iteration costs
+5 plain fused ones (two fine products, the coarse levels, the transfers and about ten image-sized
+element-wise passes), so the solve is 1.1-1.6x slower than plain CG (1 thread, 2026-12-03).
 Device-agnostic torch.
 """
 from __future__ import annotations
@@ -98,7 +98,14 @@ class Aggregation:
         q, self.kept, self.coarse_null = block_affine_basis(null, block, dtype)   # coarse_null: P^T B
         hc, wc = q.shape[:2]
         self.coarse_shape = (hc, wc)
-        self.q = q.reshape(hc * wc, block * block * self.k, -1)
+        # Stored as Q^T (hc wc, m, block^2 k), contiguous: both transfers are then batched products whose
+        # operands torch's bmm takes on its fast path (with Q itself, P e measured 7x slower at 1 MP).
+        self.qt = q.reshape(hc * wc, block * block * self.k, -1).transpose(1, 2).contiguous()
+
+    @property
+    def q(self) -> torch.Tensor:
+        """The basis (hc wc, block^2 k, m): aggregate n's columns q_{n, j}."""
+        return self.qt.transpose(1, 2)
 
     def restrict(self, f: torch.Tensor) -> torch.Tensor:
         """P^T f -> (hc, wc, m, C)."""
@@ -110,14 +117,14 @@ class Aggregation:
         else:
             c = f.shape[-1]
             f = F.pad(f, (0, 0, 0, 0, 0, pw, 0, ph)).reshape(hc, b, wc, b, k, c).permute(0, 2, 5, 1, 3, 4)
-        out = torch.bmm(f.reshape(hc * wc, c, b * b * k), self.q)              # (hc wc, C, m)
-        return out.reshape(hc, wc, c, -1).transpose(2, 3)
+        out = torch.bmm(self.qt, f.reshape(hc * wc, c, b * b * k).transpose(1, 2))   # (hc wc, m, C)
+        return out.reshape(hc, wc, -1, c)
 
     def prolong(self, e: torch.Tensor) -> torch.Tensor:
         """P e for e (hc, wc, m, C) -> a field of this level."""
         b, k, (hc, wc) = self.block, self.k, self.coarse_shape
         c = e.shape[-1]
-        f = torch.bmm(e.reshape(hc * wc, -1, c).transpose(1, 2), self.q.transpose(1, 2))   # (hc wc, C, b b k)
+        f = torch.bmm(e.reshape(hc * wc, -1, c).transpose(1, 2).contiguous(), self.qt)   # (hc wc, C, b b k)
         if self.planar:
             f = f.reshape(hc, wc, c, b, b).permute(2, 0, 3, 1, 4).reshape(c, hc * b, wc * b)
             return f[:, : self.h, : self.w]
@@ -172,15 +179,15 @@ def galerkin(apply, agg: Aggregation) -> BlockStencil:
     """P^T A P as a 3 x 3 block stencil, by probing (module docstring). ``apply``: the fine operator on the
     aggregation's fields; it must couple nodes at most ``agg.block`` apart."""
     hc, wc = agg.coarse_shape
-    m = agg.q.shape[-1]
-    dev = agg.q.device
-    s = torch.zeros(hc, wc, m, 3, 3, m, dtype=agg.q.dtype, device=dev)
+    m = agg.qt.shape[1]
+    dev = agg.qt.device
+    s = torch.zeros(hc, wc, m, 3, 3, m, dtype=agg.qt.dtype, device=dev)
     ys = torch.arange(hc, device=dev)[:, None]
     xs = torch.arange(wc, device=dev)[None, :]
-    eye = torch.eye(m, dtype=agg.q.dtype, device=dev)
+    eye = torch.eye(m, dtype=agg.qt.dtype, device=dev)
     for cy in range(3):
         for cx in range(3):
-            e = torch.zeros(hc, wc, m, m, dtype=agg.q.dtype, device=dev)
+            e = torch.zeros(hc, wc, m, m, dtype=agg.qt.dtype, device=dev)
             e[cy::3, cx::3] = eye                 # probe j: unknown j of every node of class (cy, cx)
             r = agg.restrict(apply(agg.prolong(e)))   # (hc, wc, m, m): r[y, x, i, j]
             # The class-(cy, cx) neighbour of node (y, x) sits at offset ((cy - y + 1) mod 3) - 1.
@@ -196,11 +203,15 @@ class _Level:
     def __init__(self, apply, inv_blocks):
         self.apply = apply
         self.inv_blocks = inv_blocks          # (h, w, k, k), or (H, W) on level 0
+        self._scaled = {}                     # level 0: factor -> factor * inv_blocks (one image pass fewer)
 
-    def precondition(self, v: torch.Tensor) -> torch.Tensor:
+    def precondition(self, v: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+        """factor * D_l1^-1 v."""
         if self.inv_blocks.dim() == 2:        # level 0: (C, H, W) fields, scalar diagonal
-            return v * self.inv_blocks
-        return torch.matmul(self.inv_blocks, v)
+            if factor not in self._scaled:
+                self._scaled[factor] = self.inv_blocks * factor
+            return v * self._scaled[factor]
+        return torch.matmul(self.inv_blocks, v).mul_(factor)
 
 
 def _chebyshev(level: _Level, b: torch.Tensor, x, degree: int, lo: float, hi: float) -> torch.Tensor:
@@ -211,16 +222,16 @@ def _chebyshev(level: _Level, b: torch.Tensor, x, degree: int, lo: float, hi: fl
     rho = 1.0 / sigma
     if x is None:
         res = b
-        x = d = level.precondition(b).div_(theta)
+        x = d = level.precondition(b, 1.0 / theta)
     else:
         res = level.apply(x)
         res = torch.sub(b, res, out=res)
-        d = level.precondition(res).div_(theta)
+        d = level.precondition(res, 1.0 / theta)
         x += d
     for _ in range(degree - 1):
         res = res - level.apply(d)
         rho_new = 1.0 / (2.0 * sigma - rho)
-        d = (rho_new * rho) * d + (2.0 * rho_new / delta) * level.precondition(res)
+        d = (rho_new * rho) * d + level.precondition(res, 2.0 * rho_new / delta)
         rho = rho_new
         x += d
     return x

@@ -37,11 +37,12 @@ its own true residual ||b - A x|| measured 1.4e-3 of ||b|| on a 0.25 MP photo wh
 reached 1e-6, so replacing the recursive residual with b - A x would stall the solve there. See
 tests/test_smoothing.py and docs/experiments/2026-11-smoothing-solver.md for measured figures.
 
-On the CPU, batched_pcg runs a SmoothingOperator's Jacobi or unpreconditioned iteration in the engine's
-fused passes (dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update, csrc/cpu/pcg_cpu.cpp): three
-passes over the vectors per iteration besides the matvec, same arithmetic (computed in double, vectors
-stored as float64 or float32, sums in double), about half the time and memory of the eager torch loop,
-which stays the path for multigrid, other operators and other devices (benchmarks/cg_iteration.py; docs/engine.md).
+On the CPU, batched_pcg runs a SmoothingOperator's iteration in the engine's fused passes
+(dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update, csrc/cpu/pcg_cpu.cpp): three passes over
+the vectors per iteration besides the matvec, same arithmetic (computed in double, vectors stored as
+float64 or float32, sums in double), about half the time and memory of the eager torch loop, which stays
+the path for other operators and other devices (benchmarks/cg_iteration.py; docs/engine.md). Jacobi runs
+inside the passes; another preconditioner (the multigrid) runs between them on the stored r.
 """
 from __future__ import annotations
 
@@ -55,14 +56,18 @@ import torch.nn.functional as F
 from . import ops
 from .laplacian import MattingLaplacian, as_image_tensor
 
-__all__ = ["SmoothingResult", "fused_iteration", "cg_vector_dtype", "weight_from_beta", "window_counts",
-           "SmoothingOperator", "batched_pcg", "smooth", "downsample2"]
+__all__ = ["SmoothingResult", "PRECONDITIONERS", "fused_iteration", "cg_vector_dtype", "weight_from_beta",
+           "window_counts", "SmoothingOperator", "batched_pcg", "smooth", "downsample2"]
+
+
+PRECONDITIONERS = ("none", "jacobi", "multigrid")   # smooth(preconditioner=...)
 
 
 def fused_iteration(device, preconditioner: str) -> bool:
     """Whether batched_pcg runs a SmoothingOperator's solve on ``device`` with ``preconditioner`` in the
-    engine's fused passes (CPU, "none" or "jacobi"; SmoothingOperator.fused_cg checks the tensors)."""
-    return torch.device(device).type == "cpu" and preconditioner in ("none", "jacobi")
+    engine's fused passes (CPU, any of PRECONDITIONERS: Jacobi inside the passes, the multigrid between
+    them; SmoothingOperator.fused_cg checks the tensors)."""
+    return torch.device(device).type == "cpu" and preconditioner in PRECONDITIONERS
 
 
 def cg_vector_dtype(device, preconditioner: str) -> torch.dtype:
@@ -146,9 +151,12 @@ class SmoothingOperator:
         the temporaries are two (C, H, W) tensors in the Laplacian's dtype (dpst_ext.engine.memory counts
         them)."""
         lap = self.laplacian
-        u = v.to(lap.dtype, copy=True)
-        if self.normalize:
-            u.mul_(self._scale_lap)
+        if self.normalize or v.dtype != lap.dtype:
+            u = v.to(lap.dtype, copy=True)
+            if self.normalize:
+                u.mul_(self._scale_lap)
+        else:
+            u = v                              # the matvec only reads it
         su = lap.matvec(u)
         del u
         if self.normalize:
@@ -198,8 +206,8 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
     r = b - apply(x) if x0 is not None else b.clone()
     bnorm = _dot(b, b).sqrt()
     bnorm = torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))   # b_c = 0: absolute residual
-    if precondition is None and isinstance(apply, SmoothingOperator) and apply.fused_cg(b, inv_diag):
-        return _fused_pcg(apply, x, r, bnorm, inv_diag, tol, maxiter, callback)
+    if isinstance(apply, SmoothingOperator) and apply.fused_cg(b, inv_diag):
+        return _fused_pcg(apply, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition)
     if inv_diag is not None:
         precondition = lambda t: t * inv_diag.to(t)   # noqa: E731
     prec = (lambda t: t) if precondition is None else precondition
@@ -235,17 +243,28 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
     return x, it, rel.tolist(), bool((rel <= tol).all())
 
 
-def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
-    """batched_pcg's iteration (Jacobi or none) on a SmoothingOperator in the engine's fused passes
-    (csrc/cpu/pcg_cpu.cpp): per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update,
-    with the same arithmetic as the eager loop above (the passes compute in double and store x, r, p in
-    b's dtype, float64 or float32; dot products in double; the matvec in the Laplacian's dtype). x and r
-    are updated in place. Without a scale and with p in the Laplacian's dtype the matvec reads p itself."""
+def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=None):
+    """batched_pcg's iteration on a SmoothingOperator in the engine's fused passes (csrc/cpu/pcg_cpu.cpp):
+    per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update, with the same arithmetic
+    as the eager loop above (the passes compute in double and store x, r, p in b's dtype, float64 or
+    float32; dot products in double; the matvec in the Laplacian's dtype). x and r are updated in place.
+    Without a scale and with p in the Laplacian's dtype the matvec reads p itself. Jacobi (inv_diag) runs
+    inside the passes; any other preconditioner z = precondition(r) (e.g. the multigrid) is applied between
+    them, and pcg_direction forms p = z + beta p from z."""
     lap, scale = op.laplacian, op._scale
     x, r = x.contiguous(), r.contiguous()            # (the passes take planar (C, H, W) vectors)
     d = None if inv_diag is None else inv_diag.to(torch.float64).contiguous()
     rr = _dot(r, r)
-    rz = rr if d is None else torch.stack([(r[c] * d * r[c]).sum() for c in range(r.shape[0])])
+
+    def preconditioned():
+        z = precondition(r).to(r.dtype).contiguous()
+        return z, _dot(r, z)
+
+    if precondition is not None:
+        z, rz = preconditioned()
+    else:
+        z = r
+        rz = rr if d is None else torch.stack([(r[c] * d * r[c]).sum() for c in range(r.shape[0])])
     rel = rr.sqrt() / bnorm
     p = torch.zeros_like(r)
     # The matvec's input u = scale.p, a reused buffer; none when the matvec can read p.
@@ -253,7 +272,9 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
     beta = [0.0] * r.shape[0]
     it = 0
     while it < maxiter and bool((rel > tol).any()):
-        ops.pcg_direction(r, d, p, beta, scale, u)
+        ops.pcg_direction(z, d, p, beta, scale, u)
+        if precondition is not None:
+            del z
         m = ops.laplacian_matvec(lap.image, lap.stats, p if u is None else u)
         pap = ops.pcg_curvature(p, m, scale, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
@@ -266,6 +287,8 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback):
             callback(it, rel.tolist())
         if not bool((rel > tol).any()):
             break
+        if precondition is not None:
+            z, rz_new = preconditioned()
         beta = torch.where(rz > 0, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)),
                            torch.zeros_like(rz)).tolist()
         rz = rz_new
@@ -285,8 +308,9 @@ def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, 
     """Solve (I + w S) r = y (module docstring) for y (C, H, W) given the content image (3, H, W).
 
     normalize: True (FastPhotoStyle, D = window counts), "interior" (D = 9 I) or False (S = M).
-    preconditioner: "jacobi", "none" or "multigrid" (dpst_ext.engine.multigrid.AffineMultigrid: coarse
-    spaces of local affine models; measured 4x fewer iterations, flat with size, each costing ~3 plain ones).
+    preconditioner: one of PRECONDITIONERS, "jacobi", "none" or "multigrid" (dpst_ext.engine.multigrid.
+    AffineMultigrid: coarse spaces of local affine models; measured 4-5x fewer iterations, flat with size,
+    each costing 5 plain fused ones, docs/experiments/2026-11-smoothing-solver.md).
     x0: warm start (C, H, W); default y itself when no cascade.
     cascade_levels: solve this many halvings first (coarsest first), each warm-starting the next finer
     level through local affine upsampling. coarse_weight_scale: w is multiplied by this per halving, so the
@@ -305,8 +329,8 @@ def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, 
     if y.dim() != 3 or tuple(y.shape[1:]) != tuple(content.shape[1:]):
         raise ValueError(f"y must have shape (C, H, W) with the content's H, W = {tuple(content.shape[1:])}, "
                          f"got {tuple(y.shape)}")
-    if preconditioner not in ("jacobi", "none", "multigrid"):
-        raise ValueError(f"preconditioner must be 'jacobi', 'none' or 'multigrid', got {preconditioner!r}")
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {', '.join(PRECONDITIONERS)}, got {preconditioner!r}")
     if cascade_levels < 0:
         raise ValueError(f"cascade_levels must be >= 0, got {cascade_levels}")
     if tol <= 0:
