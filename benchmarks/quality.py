@@ -1,14 +1,15 @@
 """Quality on the paper's example pairs: the four measures of dpst_ext.metrics, per pair and mean.
 
     python benchmarks/quality.py run NAME [--method default|fast|reference] [--masks hand|auto|none|DIR]
-                                          [--set KEY=VALUE ...] [--pairs 1,5,9] [--threads 2]
+                                          [--auto-args JSON] [--set KEY=VALUE ...] [--pairs 1,5,9] [--threads 2]
     python benchmarks/quality.py score [NAME ...] [--pairs ...] [--json FILE] [--plot FILE]
                                           [--sheet FILE --sheet-pairs 1,9,25,45] [--gain HAND,ONE]
 
 ``run`` transfers every pair through dpst_ext.transfer.run_transfer, with its hand-painted masks
 (``--masks hand``, the default), with the automatic masks a user without masks gets (``auto``) or with
 one label (``none``), or with the masks DIR/contentN.png and DIR/styleN.png of another labelling
-(benchmarks/correspondence.py writes such folders); ``--set`` overrides any TransferOptions field, e.g.
+(benchmarks/correspondence.py writes such folders); ``--auto-args JSON`` gives the automatic masks other
+constants (auto_masks keyword arguments; the masks are saved beside the outputs); ``--set`` overrides any TransferOptions field, e.g.
 ``--set size=512 --set iters=0,150 --set weights.photoreal=2e4``. It writes runs/NAME/outN.png and
 runs/NAME/run.json (options, seconds per pair, machine), one pair at a time, so that an interrupted run
 resumes where it stopped.
@@ -90,7 +91,16 @@ def run(args):
     log_path = out / "run.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
     config = {"method": args.method, "masks": args.masks, "set": args.set or [], "threads": args.threads}
-    if args.masks in ("auto", "none"):
+    auto_args = json.loads(args.auto_args) if args.auto_args else None
+    if auto_args is not None:
+        if args.masks != "auto":
+            raise SystemExit("--auto-args: only with --masks auto")
+        config["auto_args"] = auto_args
+        from dpst_ext.automask import AUTO_LAYERS, auto_masks
+        from dpst_ext.masks import save_masks
+        from dpst_ext.vgg import VGG19Features
+        mask_vgg = VGG19Features(AUTO_LAYERS)
+    elif args.masks in ("auto", "none"):
         opts.auto_masks = args.masks == "auto"
     if {"masks": "hand", **log.get("config", config)} != config:    # runs before --masks were all "hand"
         raise SystemExit(f"{out} holds a run with another configuration ({log['config']}); choose another NAME")
@@ -103,6 +113,9 @@ def run(args):
         t = time.perf_counter()
         if args.masks == "hand":
             masks = p.paths["content_mask"], p.paths["style_mask"]
+        elif auto_args is not None:     # the automatic masks with other constants, kept beside the outputs
+            masks = save_masks(*auto_masks(p.content, p.style, vgg=mask_vgg, **auto_args),
+                               out / f"content_mask{n}.png", out / f"style_mask{n}.png")
         elif args.masks in ("auto", "none"):
             masks = None, None
         else:
@@ -245,6 +258,9 @@ def main(argv=None):
                    help="the pairs' hand-painted masks, the automatic masks, one label, or DIR/contentN.png and "
                         "DIR/styleN.png")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="a TransferOptions field (repeatable)")
+    r.add_argument("--auto-args", default=None, metavar="JSON",
+                   help='with --masks auto: keyword arguments of dpst_ext.automask.auto_masks, e.g. \'{"merge_delta": 30}\' '
+                        "(the masks are computed here and saved beside the outputs)")
     r.add_argument("--pairs", **pairs)
     r.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("score", help="the four measures of the baselines and of runs/NAME ...")
