@@ -195,7 +195,8 @@ def main(argv=None):
         for n in args.pairs:
             rows[n] = label_accuracy(example_pair(n), vgg)
             print(f"| {n} | " + " | ".join(f"{rows[n][k]:.2f}" for k in ACCURACY) + " |", flush=True)
-        for half, ns in (("tuning", [n for n in rows if n in TUNING]), ("held out", [n for n in rows if n not in TUNING])):
+        halves = (("tuning", [n for n in rows if n in TUNING]), ("held out", [n for n in rows if n not in TUNING]))
+        for half, ns in halves:
             if ns:
                 print(f"| mean, {half} ({len(ns)}) | " + " | ".join(f"{sum(rows[n][k] for n in ns) / len(ns):.3f}"
                                                           for k in ACCURACY) + " |")

@@ -9,7 +9,8 @@
 (``--masks hand``, the default), with the automatic masks a user without masks gets (``auto``) or with
 one label (``none``), or with the masks DIR/contentN.png and DIR/styleN.png of another labelling
 (benchmarks/correspondence.py writes such folders); ``--auto-args JSON`` gives the automatic masks other
-constants (auto_masks keyword arguments; the masks are saved beside the outputs); ``--set`` overrides any TransferOptions field, e.g.
+constants (auto_masks keyword arguments; the masks are saved beside the outputs); ``--set`` overrides
+any TransferOptions field, e.g.
 ``--set size=512 --set iters=0,150 --set weights.photoreal=2e4``. It writes runs/NAME/outN.png and
 runs/NAME/run.json (options, seconds per pair, machine), one pair at a time, so that an interrupted run
 resumes where it stopped.
@@ -259,8 +260,8 @@ def main(argv=None):
                         "DIR/styleN.png")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="a TransferOptions field (repeatable)")
     r.add_argument("--auto-args", default=None, metavar="JSON",
-                   help='with --masks auto: keyword arguments of dpst_ext.automask.auto_masks, e.g. \'{"merge_delta": 30}\' '
-                        "(the masks are computed here and saved beside the outputs)")
+                   help="with --masks auto: keyword arguments of dpst_ext.automask.auto_masks, e.g. "
+                        "'{\"merge_delta\": 30}' (the masks are computed here and saved beside the outputs)")
     r.add_argument("--pairs", **pairs)
     r.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("score", help="the four measures of the baselines and of runs/NAME ...")
