@@ -40,36 +40,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dpst_ext.automask import (AUTO_LAYERS, DEFAULT_WEIGHTS, _grid_features, _joint_points, _merge_alike,
-                               _merge_small, _shared_argmax, _soft_full, joint_kmeans)
+from dpst_ext.automask import (AUTO_LAYERS, DEFAULT_WEIGHTS, MATCH_TOPK, _grid_features, _joint_points,
+                               _match_features as match_features, _merge_alike, _merge_small, _order_and_refine,
+                               joint_kmeans)
 from dpst_ext.masks import save_masks
 from dpst_ext.samples import EXAMPLE_PAIRS, example_pair
 from dpst_ext.vgg import VGG19Features
-
-MATCH_LAYERS = ("relu4_1", "relu5_1")
-TOPK = 4
-
-
-def match_features(blocks: dict) -> torch.Tensor:
-    """(N, D) unit vectors: MATCH_LAYERS normalised and concatenated, the photo's mean removed."""
-    f = F.normalize(torch.cat([F.normalize(blocks[n].double(), dim=1) for n in MATCH_LAYERS], 1), dim=1)
-    return F.normalize(f - f.mean(0), dim=1)
-
-
-def _palette_order_and_refine(labels, bc, nc, grids, fulls, works, radius=8, eps=1e-2):
-    """The automatic masks' last steps: palette order by height in the content, edge-aware boundaries."""
-    kk = int(labels.max()) + 1
-    y = bc["position"][:, 1]
-    heights = torch.tensor([float(y[labels[:nc] == i].mean()) for i in range(kk)])
-    rank = torch.empty(kk, dtype=torch.int64)
-    rank[heights.argsort()] = torch.arange(kk)
-    labels = rank[labels]
-    if kk == 1:
-        return tuple(torch.zeros(f.shape[1:], dtype=torch.int64) for f in fulls)
-    softs = [_soft_full(full, work, lab.reshape(grid), kk, radius, eps)
-             for full, work, grid, lab in zip(fulls, works, grids, (labels[:nc], labels[nc:]))]
-    return tuple(_shared_argmax(softs, kk))
-
 
 def matched_masks(content, style, vgg, seed=0, k_max=8, min_area=0.03, merge_delta=20.0):
     bc, gc, wc = _grid_features(content, vgg, 256)
@@ -77,15 +53,15 @@ def matched_masks(content, style, vgg, seed=0, k_max=8, min_area=0.03, merge_del
     nc = gc[0] * gc[1]
     sim = match_features(bc) @ match_features(bs).T
     pc, ps = bc["position"], bs["position"]
-    c_in_s = ps[sim.topk(TOPK, dim=1).indices].mean(1)            # where a content cell's matches lie
-    s_in_c = pc[sim.T.topk(TOPK, dim=1).indices].mean(1)
+    c_in_s = ps[sim.topk(MATCH_TOPK, dim=1).indices].mean(1)            # where a content cell's matches lie
+    s_in_c = pc[sim.T.topk(MATCH_TOPK, dim=1).indices].mean(1)
     bc = dict(bc, position=torch.cat([pc, c_in_s], 1))              # (content frame, style frame)
     bs = dict(bs, position=torch.cat([s_in_c, ps], 1))
     x, photo_dims = _joint_points(bc, bs, DEFAULT_WEIGHTS, 16)
     labels = joint_kmeans(x, k_max, nc, photo_dims, seed=seed)[0]
     labels = _merge_small(labels, x, nc, min_area)
     labels = _merge_alike(labels, torch.cat([bc["lab"], bs["lab"]]).double(), nc, merge_delta)
-    return _palette_order_and_refine(labels, bc, nc, (gc, gs), (content, style), (wc, ws))
+    return _order_and_refine(labels, bc["position"][:, 1], nc, (gc, gs), (content, style), (wc, ws), 8, 1e-2)
 
 
 def _segment(blocks: dict, k: int, seed: int, min_area: float) -> torch.Tensor:
@@ -127,7 +103,7 @@ def segment_match_masks(content, style, vgg, seed=0, k=6, min_area=0.03, merge_d
     x = torch.cat([match_features(bc), match_features(bs)])
     labels = _merge_small(labels, x, nc, min_area)
     labels = _merge_alike(labels, torch.cat([bc["lab"], bs["lab"]]).double(), nc, merge_delta)
-    return _palette_order_and_refine(labels, bc, nc, (gc, gs), (content, style), (wc, ws))
+    return _order_and_refine(labels, bc["position"][:, 1], nc, (gc, gs), (content, style), (wc, ws), 8, 1e-2)
 
 
 VARIANTS = {"matched": matched_masks, "segment-match": segment_match_masks}
@@ -138,9 +114,9 @@ def displacement(content, style, vgg) -> tuple[float, float]:
     bs, _, _ = _grid_features(style, vgg, 256)
     sim = match_features(bc) @ match_features(bs).T
     pc, ps = bc["position"].double(), bs["position"].double()
-    d = (ps[sim.topk(TOPK, dim=1).indices].mean(1) - pc).norm(dim=1).mean()
+    d = (ps[sim.topk(MATCH_TOPK, dim=1).indices].mean(1) - pc).norm(dim=1).mean()
     g = torch.Generator().manual_seed(0)
-    r = (ps[torch.randint(len(ps), (len(pc), TOPK), generator=g)].mean(1) - pc).norm(dim=1).mean()
+    r = (ps[torch.randint(len(ps), (len(pc), MATCH_TOPK), generator=g)].mean(1) - pc).norm(dim=1).mean()
     return float(d), float(r)
 
 

@@ -24,7 +24,7 @@ How (``auto_masks``):
    each cell's best feature matches, ``_correspondence``), the matches take over from the layout: the
    position block holds each cell's place in both photos' frames, in the other photo's frame where its
    matches lie. A photo and its mirror image, or a scene with its regions swapped, are then paired by
-   content. On the example pairs the matches are weak and the layout alone decides (MATCH_TRUST).
+   content. On the example pairs the matches' similarity is low and the layout alone decides (MATCH_TRUST).
 3. How many labels (``k=None``): as many as both photos can support. K_MAX (8) labels are clustered;
    the smallest label under ``min_area`` of either photo is merged into the nearest centroid's,
    repeatedly (it could not carry a style, or would have no target), so every label left exists in
@@ -92,9 +92,10 @@ MERGE_DELTA = 20.0
 # relu4_1 + relu5_1 features (each photo's mean removed), MATCH_TOPK best matches per cell. The matches
 # replace the layout as the guide to which region is which only as far as they are strong: the median
 # match similarity ramps the trust from 0 at MATCH_TRUST[0] to 1 at MATCH_TRUST[1]. Measured (2026-12-03,
-# benchmarks/correspondence.py): on the 15 example pairs the matches are weak (median 0.22-0.43; their
-# positions lie 0.21-0.47 of the frame from the same position, random matches 0.42) and pairing regions by
-# them instead of by layout recovered less of the hand masks' gain (docs/masks.md); a photo against its
+# benchmarks/correspondence.py): on the 15 example pairs the matches' similarity is low (median 0.22-0.43)
+# and, although a cell's best match carries its hand label more often than the cell at the same place
+# does (83% against 74% on the tuning pairs), every labelling built on the matches instead of the layout
+# recovered less of the hand masks' gain (docs/masks.md); a photo against its
 # mirror image gives 0.57-0.78 and a synthetic scene against its regions swapped 0.66-0.76, where the layout
 # is what misleads.
 MATCH_LAYERS = ("relu4_1", "relu5_1")
@@ -404,6 +405,24 @@ def _shared_argmax(softs: list[torch.Tensor], k: int) -> list[torch.Tensor]:
 # Public API
 
 
+def _order_and_refine(labels: torch.Tensor, heights: torch.Tensor, nc: int, grids, fulls, works, radius: int,
+                      eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid labels (content cells first, ``nc`` of them) at full size: palette order by mean height
+    (``heights``: the content cells' y) in the content, top-most label first (blue), then edge-aware
+    boundaries on each photo (``grids``, ``fulls``, ``works``: the grid shapes, full-size photos and
+    working-size photos, content then style)."""
+    kk = int(labels.max()) + 1
+    if kk == 1:
+        return tuple(torch.zeros(f.shape[1:], dtype=torch.int64) for f in fulls)
+    mean_y = torch.tensor([float(heights[labels[:nc] == i].mean()) for i in range(kk)])
+    rank = torch.empty(kk, dtype=torch.int64)
+    rank[mean_y.argsort()] = torch.arange(kk)
+    labels = rank[labels]
+    softs = [_soft_full(full, work, lab.reshape(grid), kk, radius, eps)
+             for full, work, grid, lab in zip(fulls, works, grids, (labels[:nc], labels[nc:]))]
+    return tuple(_shared_argmax(softs, kk))
+
+
 def _check_k(k, name="k"):
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(NAMES):
         raise ValueError(f"{name} must be an integer in 1..{len(NAMES)} (the palette's colours), got {k!r}")
@@ -479,23 +498,9 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
                           f"{merge_delta:g} Lab units or more, so the content's regions could only all get the "
                           "same style: one label is used", AutoMaskWarning, stacklevel=2)
             labels = torch.zeros_like(labels)
-    kk = int(labels.max()) + 1
-
-    # Palette order by mean height in the content grid: top-most label first (blue).
-    y = bc["position"][:, 1]
-    lc = labels[:nc]
-    heights = torch.tensor([float(y[lc == i].mean()) for i in range(kk)])
-    rank = torch.empty(kk, dtype=torch.int64)
-    rank[heights.argsort()] = torch.arange(kk)
-    labels = rank[labels]
-
-    if kk > 1:
-        softs = [_soft_full(full, work, lab.reshape(grid), kk, radius, eps)
-                 for full, work, grid, lab in ((c_full, wc.cpu(), gc, labels[:nc]), (s_full, ws.cpu(), gs, labels[nc:]))]
-        result = tuple(_shared_argmax(softs, kk))
-        kk = int(result[0].max()) + 1
-    else:
-        result = (torch.zeros(c_full.shape[1:], dtype=torch.int64), torch.zeros(s_full.shape[1:], dtype=torch.int64))
+    result = _order_and_refine(labels, bc["position"][:nc, 1], nc, (gc, gs), (c_full, s_full),
+                               (wc.cpu(), ws.cpu()), radius, eps)
+    kk = int(result[0].max()) + 1
     if return_info:
         return (*result, {"k": kk, "clustered": clustered, "after_small": after_small, "trust": trust,
                           "strength": strength})

@@ -140,8 +140,8 @@ class SmoothingOperator:
         return null if self._scale is None else null.div_(self._scale_lap)
 
     def fused_cg(self, b: torch.Tensor, inv_diag=None) -> bool:
-        """Whether batched_pcg can run its Jacobi/unpreconditioned iteration on this operator in the
-        engine's fused passes (dpst_ext.engine.ops.pcg_*): CPU, float64 or float32 vectors."""
+        """Whether batched_pcg can run its iteration on this operator in the engine's fused passes
+        (dpst_ext.engine.ops.pcg_*; any preconditioner): CPU, float64 or float32 vectors."""
         return (b.device.type == "cpu" and self.laplacian.device.type == "cpu"
                 and b.dtype in (torch.float64, torch.float32)
                 and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device.type == "cpu"))
