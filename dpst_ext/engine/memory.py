@@ -7,7 +7,8 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     content (caller's, float32)                        3 * 4
     upsampled result y (content dtype)                 C * 4
     Laplacian: image copy in its dtype + stats         3 * s (0 if the content already is) + 9 * s
-    operator: D^-1/2 (float64 + Laplacian dtype), diag(A) (float64), Jacobi 1/diag (v)   8 + s + 8 (+ v)
+    operator: D^-1/2 (float64 + Laplacian dtype; normalize=True only)                  8 + s
+              diag(A) (float64) and its inverse (v), Jacobi only                          8 + v
     multigrid preconditioner (if chosen), measured                    125
     heap fragmentation once reuse_freed_memory() is in effect (the CLI), measured   40
     CG: b, x, r, p                                     4 * C * v  (3 * C * v on float32 vectors: b is y)
@@ -17,15 +18,17 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
        vectors are float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
     one product: M u in the Laplacian dtype, and u = D^-1/2 p unless the matvec reads p itself
     (normalize="interior" or False, vectors in the Laplacian dtype)     2 * C * s or C * s
-    unaccounted, measured (estimate / peak 1.07-1.15, tests/test_memory.py, 2026-12-03)   0
+    unaccounted, measured (estimate / peak 1.03-1.20, tests/test_memory.py, 2026-12-03)   0
 
-The tensors above sum to 212 B/px for float32 matvecs and float64 vectors with the eager loop (other
-devices); its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB total with the interpreter and a loaded
-photo), hence the 60 B/px term. The fused iteration's sum is 200 B/px on float64 vectors, 140 B/px on
-float32 ones (estimate / peak 1.07-1.19, tests/test_memory.py, 2026-12-03). The multigrid's 125 B/px: its
+The tensors above sum to 204 B/px (220 with Jacobi) for float32 matvecs and float64 vectors with the eager
+loop (other devices) on FastPhotoStyle's normalised system; its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB
+total with the interpreter and a loaded photo), hence the 60 B/px term. The fused iteration on the
+full-resolution step's system ("interior", no preconditioner) sums to 180 B/px on float64 vectors, 120 B/px
+on float32 ones (estimate / peak 1.03-1.20, tests/test_memory.py, 2026-12-03). The multigrid's 125 B/px: its
 basis (16), smoother (8) and the setup's probes and the cycle's temporaries, fitted to the peak of
-tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908 estimated, 2026-12-03;
-1041 MiB when the multigrid ran in the eager loop on float64 vectors).
+tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908 estimated, 2026-12-03,
+when diag(A) was still built for every solve; 917 measured and 850 estimated without it; 1041 MiB when the
+multigrid ran in the eager loop on float64 vectors).
 
 plus, for smoothing="off", only content + result + the upsampling band; and a fixed interpreter + torch
 baseline (measured ~0.35 GB RSS for `import torch, dpst_ext`; on CUDA the device side has no baseline).
@@ -114,7 +117,8 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         peak = content + result + upsampling
     else:
         lap = (0 if s == 4 else 3 * s) * n + 9 * s * n
-        operator = (8 + s + 8 + (v if preconditioner == "jacobi" else 0)) * n
+        # D^-1/2 only for the FastPhotoStyle normalisation; diag(A) and its inverse only for Jacobi.
+        operator = ((8 + s if normalize is True else 0) + (8 + v if preconditioner == "jacobi" else 0)) * n
         if preconditioner == "multigrid":
             operator += MULTIGRID_BYTES_PER_PIXEL * n
         cg = (3 if v == 4 else 4) * c * v * n      # b, x, r, p; on float32 vectors b is the result y itself

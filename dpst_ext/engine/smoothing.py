@@ -108,19 +108,25 @@ class SmoothingOperator:
             weight, normalize = weight / 9.0, False
         self.weight = float(weight)
         self.normalize = bool(normalize)
-        lap_dtype, dev = laplacian.dtype, laplacian.device
-        h, w = laplacian.height, laplacian.width
-        diag_m = laplacian.diagonal().to(torch.float64)
         if self.normalize:
-            n = window_counts(h, w, torch.float64, dev)
+            n = window_counts(laplacian.height, laplacian.width, torch.float64, laplacian.device)
             # Pixels in no window (images under 3 px) have M's row = 0: any finite scale works.
             self._scale = torch.where(n > 0, n, torch.ones_like(n)).rsqrt()       # D^-1/2, float64
-            self._scale_lap = self._scale.to(lap_dtype)
-            diag_s = diag_m * self._scale ** 2
+            self._scale_lap = self._scale.to(laplacian.dtype)
         else:
             self._scale = self._scale_lap = None
-            diag_s = diag_m
-        self.diagonal = 1.0 + self.weight * diag_s                                  # diag(A) (H, W), float64
+        self._diagonal = None
+
+    @property
+    def diagonal(self) -> torch.Tensor:
+        """diag(A) (H, W), float64: computed on first use (Jacobi), so a solve without it neither pays for M's
+        diagonal nor holds it."""
+        if self._diagonal is None:
+            diag_s = self.laplacian.diagonal().to(torch.float64)
+            if self._scale is not None:
+                diag_s.mul_(self._scale ** 2)
+            self._diagonal = diag_s.mul_(self.weight).add_(1.0)
+        return self._diagonal
 
     def l1_diagonal(self) -> torch.Tensor:
         """sum_j |A_ij| as (H, W) in the Laplacian's dtype: the l1 row sums, A's bound for a Jacobi-type
