@@ -524,7 +524,9 @@ def render_chunk(frames: list, maps: list, tables: dict, content_masks: torch.Te
                 F.interpolate(content_masks[None], size=(h, w), mode="nearest-exact")[0]
             cm = m.reshape(m.shape[0], -1).to(torch.float64)
         ga, gb = gains if gains else (None, None)
-        luts = _relit(tables[a], ga) if s == 0 else torch.lerp(_relit(tables[a], ga), _relit(tables[b], gb), float(s))
+        luts = _relit(tables[a], ga)
+        if s != 0:
+            luts = torch.lerp(luts, _relit(tables[b], gb), float(s))
         px = torch.from_numpy(frame).reshape(-1, 3).to(torch.float32) / 255.0
         if cm is None:
             y = apply_lut(luts[0], px)
