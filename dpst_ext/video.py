@@ -461,7 +461,8 @@ class Planner:
             return
         for k in [k for k in self.tables if k < keep[0]]:
             del self.tables[k]
-        for k in [k for k in self.light if k < keep[0]]:
+        first = min([keep[0]] + list(self.samples))      # a keyframe still to fit needs its frames' light
+        for k in [k for k in self.light if k < first]:
             del self.light[k]
 
 
@@ -508,7 +509,8 @@ def render_chunk(frames: list, maps: list, tables: dict, content_masks: torch.Te
                  options: VideoOptions, timings: dict | None = None, warm_start=None, callback=None):
     """Stylise a chunk of frames with the clip's shared tables: a plain function, so chunks can run in any
     process. ``frames``: (H, W, 3) uint8 arrays; ``maps[j]`` = (a, b, s, shot, gain_a, gain_b) for frame j
-    (Planner.frame_maps; without the gains, the tables are looked up at the frame's own colours); ``tables``: keyframe -> (R + 1, 3, S, S, S) (at least those the chunk uses);
+    (Planner.frame_maps; without the gains, the tables are looked up at the frame's own colours);
+    ``tables``: keyframe -> (R + 1, 3, S, S, S) (at least those the chunk uses);
     ``content_masks``: (R, H, W) for a mask file, else None. With smoothing, each frame's solution
     warm-starts the next frame's in the same shot; ``warm_start`` is the previous chunk's last (shot,
     solution) or None. Returns (the (H, W, 3) uint8 frames, the last (shot, solution) or None); adds
