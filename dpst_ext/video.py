@@ -15,14 +15,19 @@ Only the fast method's colour transport is used, and it is made stable over time
    colours, so a colour belongs to the same labels in every frame of a shot. A mask file
    (``masks=PATH`` with ``style_mask``) labels every frame the same way; ``masks="none"`` (the default)
    uses one label.
-3. **Colour maps on keyframes.** Keyframes are every ``keyframe_seconds`` of a shot, plus its last frame.
+3. **Light.** Each frame's change of light from the previous one (a gain per RGB channel: exposure and
+   white balance) is measured on the part of the scene both show, aligned by their global motion
+   (light_change), and chained through the shot, so every frame's colours can be brought to any other
+   frame's light. A pan that brings new things into view changes what the frame shows, not its light.
+4. **Colour maps on keyframes.** Keyframes are every ``keyframe_seconds`` of a shot, plus its last frame.
    Each keyframe's maps (per label sliced optimal transport, dpst_ext.transport.fit_label_maps, as in the
    fast method for photos) are fitted on the colours pooled from the frames around it (``window``
-   intervals either side, half by default, within the shot), with the same random rotations for every keyframe, and tabulated as
-   33^3 lookup tables. With automatic labels the per-label tables are blended by the colour model into
-   one table.
-4. **Between keyframes** each frame's tables are the linear interpolation of its two keyframes' tables,
-   so the look changes smoothly with the light and never jumps from one frame to the next.
+   intervals either side, one by default, within the shot) brought to the keyframe's light, with the same
+   random rotations for every keyframe, and tabulated as 33^3 lookup tables. With automatic labels the
+   per-label tables are blended by the colour model into one table.
+   **Between keyframes** each frame looks up its two keyframes' tables at its colours brought to their
+   light, and blends the two linearly: the look follows the light exactly, changes with what the shot
+   shows only as fast as the pooled colours do, and never jumps from one frame to the next.
 5. **Each frame** goes through its table(s) at full size (one lookup per pixel). The matting-Laplacian
    smoothing of the photo method (``smoothing="fast"``, warm-started from the previous frame's solution)
    is optional and off by default: it costs tens of seconds per 720p frame and is not needed for
@@ -72,6 +77,8 @@ __all__ = ["VideoOptions", "VideoInterrupted", "stylize_video", "stylize_frames"
            "flicker", "global_shift", "global_motion", "VIDEO_DEFAULT_REFUSED", "MASK_MODES"]
 
 LUT_SIZE = 33
+LIGHT_SIZE = 128          # long side of the frames the light's change is measured on (light_change)
+LIGHT_STEP_LIMITS = (0.8, 1.25)  # a frame-to-frame change of light beyond these gains is clamped (light_change)
 MASK_MODES = ("auto", "none")
 OUTPUT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 # Why method "default" is not offered for video (measured 2026-12-03, benchmarks/video.py, docs/video.md).
@@ -88,7 +95,7 @@ class VideoOptions:
                                       # measured clips, docs/video.md)
     style_mask: object = None         # the style's mask, needed with a content mask
     keyframe_seconds: float = 1.0     # colour maps are fitted this often within a shot and interpolated between
-    window: float = 0.5               # a keyframe's map pools the frames this many intervals either side
+    window: float = 1.0               # a keyframe's map pools the frames this many intervals either side
     cut_threshold: float = 0.4        # histogram total-variation distance between frames that starts a new shot
     analysis_size: int = 512          # long side of the frames the plan is fitted on (cuts, labels, colours)
     style_size: int = RECIPES["fast"]["size"]   # long side of the style's colours (as the fast photo method)
@@ -258,10 +265,10 @@ class _Labels:
 # ---- the plan: shots, keyframes and their tables ---------------------------------------------------
 
 class Planner:
-    """Fits the colour tables of a clip frame by frame (module docstring, steps 1-3).
+    """Fits the colour tables of a clip frame by frame (module docstring, steps 1-4).
 
     ``observe(frame)`` for each frame in order, ``finish()`` at the end; ``frame_maps(i)`` is
-    (a, b, s, shot) once frame i's two keyframes are fitted (its tables: lerp(tables[a], tables[b], s)),
+    (a, b, s, shot, gain_a, gain_b) once frame i's two keyframes are fitted (render_chunk uses them),
     else None. ``tables[k]``: (R + 1, 3, S, S, S) float32, R the spatial labels of a mask file (0 for
     "auto" and "none", whose tables are one colour map each)."""
 
@@ -282,6 +289,10 @@ class Planner:
         self.shots: list[dict] = []          # {"start", "end" (None while open), "labels": _Labels}
         self.shot_of: list[int] = []
         self.samples: dict[int, torch.Tensor] = {}   # frame -> (n, 3) float32 colours
+        # frame -> (3,) float64 gains: gain * colour is the colour under the light of the frame's shot's first
+        # frame (light_change, chained from frame to frame)
+        self.light: dict[int, torch.Tensor] = {}
+        self._small, self._last_light = None, None     # the previous frame at LIGHT_SIZE, and its light
         self.tables: dict[int, torch.Tensor] = {}
         self.fitted: set[int] = set()        # keyframes fitted (their tables may be forgotten since)
         self.size = None                     # (H, W) of the frames
@@ -302,10 +313,15 @@ class Planner:
         dist = 0.0 if self._hist is None else 0.5 * float((hist - self._hist).abs().sum())
         self._hist = hist
         self.cut_distances.append(dist)
+        small = _thumb(frame, LIGHT_SIZE)
         if i == 0 or dist > self.o.cut_threshold:
             if self.shots:
                 self.shots[-1]["end"] = i - 1
             self.shots.append({"start": i, "end": None, "labels": self._labels_for(thumb)})
+            self.light[i] = torch.ones(3, dtype=torch.float64)
+        else:       # frame i's colours -> the shot's first frame's light, through the previous frame's
+            self.light[i] = self._last_light * light_change(self._small, small)
+        self._small, self._last_light = small, self.light[i]
         self.shot_of.append(len(self.shots) - 1)
         gen = self._sample_generator(i)
         px = _pixels(thumb)
@@ -362,7 +378,7 @@ class Planner:
         return keys
 
     def _window(self, shot: dict, k: int) -> tuple[int, int] | None:
-        """Frames whose colours fit keyframe k: within half an interval, inside the shot; None until seen."""
+        """Frames whose colours fit keyframe k: within ``window`` intervals, inside the shot; None until seen."""
         lo = max(shot["start"], k - self.reach)
         hi = k + self.reach
         if shot["end"] is not None:
@@ -378,7 +394,7 @@ class Planner:
                     continue
                 w = self._window(shot, k)
                 if w is not None:
-                    self.tables[k] = self._fit(shot, *w)
+                    self.tables[k] = self._fit(shot, *w, k)
                     self.fitted.add(k)
         # colours no unfitted keyframe's window can need
         pending = [k for shot in self.shots[-1:] for k in self.keyframes(shot) if k not in self.fitted]
@@ -386,9 +402,11 @@ class Planner:
         for i in [i for i in self.samples if i < first_needed]:
             del self.samples[i]
 
-    def _fit(self, shot: dict, lo: int, hi: int) -> torch.Tensor:
+    def _fit(self, shot: dict, lo: int, hi: int, k: int) -> torch.Tensor:
+        """Keyframe k's tables, fitted on the colours of frames lo..hi brought to frame k's light."""
         labels: _Labels = shot["labels"]
-        cp = torch.cat([self.samples[i] for i in range(lo, hi + 1)]).to(torch.float64)
+        cp = torch.cat([(self.samples[i].to(torch.float64) * (self.light[i] / self.light[k])).clamp_(0.0, 1.0)
+                        for i in range(lo, hi + 1)])
         if labels.kind == "file":
             cm = torch.cat([self._file_sample_weights(i) for i in range(lo, hi + 1)], 1)
         else:
@@ -412,22 +430,29 @@ class Planner:
 
     # -- output
     def frame_maps(self, i: int):
-        """(a, b, s, shot index) for frame i once its keyframes' tables are fitted, else None."""
+        """(a, b, s, shot index, gain_a, gain_b) for frame i once its keyframes' tables are fitted, else None:
+        its tables are lerp(tables[a], tables[b], s), each looked up at the frame's colours times gain_a
+        (gain_b), which bring them to keyframe a's (b's) light (3 floats each)."""
         if i >= len(self.shot_of):
             return None
         si = self.shot_of[i]
         shot = self.shots[si]
         a = shot["start"] + (i - shot["start"]) // self.interval * self.interval
         if a == i:
-            return (a, a, 0.0, si) if a in self.tables else None
-        b = a + self.interval
-        if shot["end"] is not None:
-            b = min(b, shot["end"])
-        elif b > len(self.shot_of) - 1:
-            return None
-        if a not in self.tables or b not in self.tables:
-            return None
-        return a, b, (i - a) / (b - a), si
+            b = a
+            if a not in self.tables:
+                return None
+        else:
+            b = a + self.interval
+            if shot["end"] is not None:
+                b = min(b, shot["end"])
+            elif b > len(self.shot_of) - 1:
+                return None
+            if a not in self.tables or b not in self.tables:
+                return None
+        s = 0.0 if a == b else (i - a) / (b - a)
+        gain = [tuple((self.light[i] / self.light[k]).tolist()) for k in (a, b)]
+        return a, b, s, si, gain[0], gain[1]
 
     def forget_before(self, i: int) -> None:
         """Drop the tables no frame from i on needs (a stream keeps memory bounded)."""
@@ -436,6 +461,9 @@ class Planner:
             return
         for k in [k for k in self.tables if k < keep[0]]:
             del self.tables[k]
+        first = min([keep[0]] + list(self.samples))      # a keyframe still to fit needs its frames' light
+        for k in [k for k in self.light if k < first]:
+            del self.light[k]
 
 
 def _thumb_size(h: int, w: int, size: int) -> tuple[int, int]:
@@ -465,11 +493,24 @@ def _check_mask_aspect(masks: torch.Tensor, hw) -> None:
 
 # ---- rendering (the unit of work a scheduler distributes) -----------------------------------------
 
+def _relit(tables: torch.Tensor, gain) -> torch.Tensor:
+    """(R + 1, 3, S, S, S) tables looked up at their grid's colours times ``gain`` (3 floats; clamped to the
+    cube): the tables of a frame whose light differs from their keyframe's by that gain. None or 1: as is."""
+    if gain is None or all(g == 1.0 for g in gain):
+        return tables
+    n = tables.shape[-1]
+    axis = torch.linspace(0, 1, n)
+    b, g, r = torch.meshgrid(axis, axis, axis, indexing="ij")           # the tables' (B, G, R) layout
+    grid = (torch.stack([r, g, b], -1).reshape(-1, 3) * torch.tensor(gain, dtype=torch.float32)).clamp_(0, 1)
+    return torch.stack([apply_lut(t, grid).T.reshape(3, n, n, n) for t in tables])
+
+
 def render_chunk(frames: list, maps: list, tables: dict, content_masks: torch.Tensor | None,
                  options: VideoOptions, timings: dict | None = None, warm_start=None, callback=None):
     """Stylise a chunk of frames with the clip's shared tables: a plain function, so chunks can run in any
-    process. ``frames``: (H, W, 3) uint8 arrays; ``maps[j]`` = (a, b, s, shot) for frame j
-    (Planner.frame_maps); ``tables``: keyframe -> (R + 1, 3, S, S, S) (at least those the chunk uses);
+    process. ``frames``: (H, W, 3) uint8 arrays; ``maps[j]`` = (a, b, s, shot, gain_a, gain_b) for frame j
+    (Planner.frame_maps; without the gains, the tables are looked up at the frame's own colours);
+    ``tables``: keyframe -> (R + 1, 3, S, S, S) (at least those the chunk uses);
     ``content_masks``: (R, H, W) for a mask file, else None. With smoothing, each frame's solution
     warm-starts the next frame's in the same shot; ``warm_start`` is the previous chunk's last (shot,
     solution) or None. Returns (the (H, W, 3) uint8 frames, the last (shot, solution) or None); adds
@@ -477,14 +518,17 @@ def render_chunk(frames: list, maps: list, tables: dict, content_masks: torch.Te
     out, prev = [], warm_start
     t = timings if timings is not None else {}
     cm = None
-    for frame, (a, b, s, shot) in zip(frames, maps):
+    for frame, (a, b, s, shot, *gains) in zip(frames, maps):
         t0 = time.perf_counter()
         h, w = frame.shape[:2]
         if content_masks is not None and (cm is None or cm.shape[1] != h * w):
             m = content_masks if tuple(content_masks.shape[1:]) == (h, w) else \
                 F.interpolate(content_masks[None], size=(h, w), mode="nearest-exact")[0]
             cm = m.reshape(m.shape[0], -1).to(torch.float64)
-        luts = tables[a] if s == 0 else torch.lerp(tables[a], tables[b], float(s))
+        ga, gb = gains if gains else (None, None)
+        luts = _relit(tables[a], ga)
+        if s != 0:
+            luts = torch.lerp(luts, _relit(tables[b], gb), float(s))
         px = torch.from_numpy(frame).reshape(-1, 3).to(torch.float32) / 255.0
         if cm is None:
             y = apply_lut(luts[0], px)
@@ -513,8 +557,8 @@ def stylize_frames(frames: Iterable, style, fps: float = 30.0, **options) -> Ite
     """Stylise any iterable of frames ((H, W, 3) uint8 or float 0..1 arrays, (3, H, W) or (H, W, 3)
     tensors), yielding (H, W, 3) uint8 arrays in order. ``fps`` sets the keyframe spacing
     (options.keyframe_seconds); options as VideoOptions fields (masks, style_mask, max_output, ...).
-    Frames are yielded once the keyframe after them is fitted: at most about 1.5 keyframe intervals of
-    frames are held in memory."""
+    Frames are yielded once the keyframe after them is fitted: at most about 1 + ``window`` keyframe
+    intervals of frames (2 by default) are held in memory."""
     opts = VideoOptions(**options).checked()
     planner = Planner(style, opts, fps)
     pending: deque = deque()
@@ -1190,6 +1234,41 @@ def global_motion(a: np.ndarray, b: np.ndarray, max_shift: int = 64, iterations:
         if level > 0:
             tx, ty = 2 * tx, 2 * ty
     return _similarity_matrix(p, q, tx, ty, b.shape)
+
+
+def light_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How the light changed from frame a to frame b ((3, h, w), 0..1): per channel the gain with a ~ gain * b
+    over the part of the scene both show, a first aligned onto b by their global motion (global_motion). So
+    a change of framing (a pan revealing new things) does not count, only a change of the colour of the same
+    things: exposure and white balance. The ratio of the channel's sums over the pixels clipped in neither
+    frame (a ratio of sums, unlike a fitted slope, is not biased towards 1 by the frames' noise), again over
+    the 80 % of them it fits best (a moving object is not the light); clamped to LIGHT_STEP_LIMITS; 1 where
+    the overlap is too small or too dark to tell."""
+    from scipy.ndimage import map_coordinates
+
+    gain = torch.ones(3, dtype=torch.float64)
+    an, bn = a.permute(1, 2, 0).double().numpy(), b.permute(1, 2, 0).double().numpy()
+    m = global_motion(an * 255, bn * 255)
+    h, w = bn.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    wx, wy = m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
+    inside = (wx >= 0) & (wx <= w - 1) & (wy >= 0) & (wy <= h - 1)
+    if inside.sum() < 0.25 * h * w:
+        return gain
+    coords = np.stack([wy[inside], wx[inside]])
+    aw = np.stack([map_coordinates(an[..., c], coords, order=1) for c in range(3)], 1)     # (n, 3)
+    bw = bn[inside]
+    ok = ((aw > 2 / 255) & (aw < 253 / 255) & (bw > 2 / 255) & (bw < 253 / 255)).all(1)
+    lo, hi = LIGHT_STEP_LIMITS
+    for c in range(3):
+        av, bv = aw[ok, c], bw[ok, c]
+        if len(av) < 64 or bv.sum() < 0.02 * len(bv):
+            continue
+        g = av.sum() / bv.sum()
+        res = np.abs(av - g * bv)
+        keep = res <= np.quantile(res, 0.8)
+        gain[c] = float(np.clip(av[keep].sum() / bv[keep].sum(), lo, hi))
+    return gain
 
 
 def _aligned_diff(a: np.ndarray, b: np.ndarray, motion: np.ndarray | None) -> float:
