@@ -50,6 +50,7 @@ VideoInterrupted; the rerun continues.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -292,7 +293,8 @@ class Planner:
         # frame -> (3,) float64 gains: gain * colour is the colour under the light of the frame's shot's first
         # frame (light_change, chained from frame to frame)
         self.light: dict[int, torch.Tensor] = {}
-        self._small, self._last_light = None, None     # the previous frame at LIGHT_SIZE, and its light
+        # the previous frame at LIGHT_SIZE, and its light (its self.light entry may be gone: forget_before)
+        self._small, self._last_light = None, None
         self.tables: dict[int, torch.Tensor] = {}
         self.fitted: set[int] = set()        # keyframes fitted (their tables may be forgotten since)
         self.size = None                     # (H, W) of the frames
@@ -493,15 +495,21 @@ def _check_mask_aspect(masks: torch.Tensor, hw) -> None:
 
 # ---- rendering (the unit of work a scheduler distributes) -----------------------------------------
 
+@functools.lru_cache(maxsize=2)
+def _cube_grid(n: int) -> torch.Tensor:
+    """The (n^3, 3) RGB colours of an n^3 table's nodes, in the tables' (B, G, R) layout (R fastest)."""
+    axis = torch.linspace(0, 1, n)
+    b, g, r = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.stack([r, g, b], -1).reshape(-1, 3)
+
+
 def _relit(tables: torch.Tensor, gain) -> torch.Tensor:
     """(R + 1, 3, S, S, S) tables looked up at their grid's colours times ``gain`` (3 floats; clamped to the
     cube): the tables of a frame whose light differs from their keyframe's by that gain. None or 1: as is."""
     if gain is None or all(g == 1.0 for g in gain):
         return tables
     n = tables.shape[-1]
-    axis = torch.linspace(0, 1, n)
-    b, g, r = torch.meshgrid(axis, axis, axis, indexing="ij")           # the tables' (B, G, R) layout
-    grid = (torch.stack([r, g, b], -1).reshape(-1, 3) * torch.tensor(gain, dtype=torch.float32)).clamp_(0, 1)
+    grid = (_cube_grid(n) * torch.tensor(gain, dtype=torch.float32)).clamp_(0, 1)
     return torch.stack([apply_lut(t, grid).T.reshape(3, n, n, n) for t in tables])
 
 
@@ -1244,20 +1252,11 @@ def light_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     frame (a ratio of sums, unlike a fitted slope, is not biased towards 1 by the frames' noise), again over
     the 80 % of them it fits best (a moving object is not the light); clamped to LIGHT_STEP_LIMITS; 1 where
     the overlap is too small or too dark to tell."""
-    from scipy.ndimage import map_coordinates
-
     gain = torch.ones(3, dtype=torch.float64)
     an, bn = a.permute(1, 2, 0).double().numpy(), b.permute(1, 2, 0).double().numpy()
-    m = global_motion(an * 255, bn * 255)
-    h, w = bn.shape[:2]
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    wx, wy = m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
-    inside = (wx >= 0) & (wx <= w - 1) & (wy >= 0) & (wy <= h - 1)
-    if inside.sum() < 0.25 * h * w:
+    aw, bw = _overlap(an, bn, global_motion(an * 255, bn * 255))
+    if len(bw) < 0.25 * bn.shape[0] * bn.shape[1]:
         return gain
-    coords = np.stack([wy[inside], wx[inside]])
-    aw = np.stack([map_coordinates(an[..., c], coords, order=1) for c in range(3)], 1)     # (n, 3)
-    bw = bn[inside]
     ok = ((aw > 2 / 255) & (aw < 253 / 255) & (bw > 2 / 255) & (bw < 253 / 255)).all(1)
     lo, hi = LIGHT_STEP_LIMITS
     for c in range(3):
@@ -1271,11 +1270,9 @@ def light_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return gain
 
 
-def _aligned_diff(a: np.ndarray, b: np.ndarray, motion: np.ndarray | None) -> float:
-    """Mean absolute difference of frame b and frame a, a first warped onto b by ``motion`` (global_motion;
-    bilinear), over the pixels of b whose place in a lies inside a; None: no warp, every pixel."""
-    if motion is None:
-        return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+def _overlap(a: np.ndarray, b: np.ndarray, motion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frame a warped onto frame b by ``motion`` (global_motion; bilinear) and b itself, at the pixels of b
+    whose place in a lies inside a: two (n, C) float64 arrays."""
     from scipy.ndimage import map_coordinates
 
     h, w = b.shape[:2]
@@ -1285,9 +1282,18 @@ def _aligned_diff(a: np.ndarray, b: np.ndarray, motion: np.ndarray | None) -> fl
     eps = 1e-9
     inside = (wx >= -eps) & (wx <= a.shape[1] - 1 + eps) & (wy >= -eps) & (wy <= a.shape[0] - 1 + eps)
     coords = np.stack([wy[inside], wx[inside]])
-    diffs = [np.abs(map_coordinates(a[..., c].astype(np.float64), coords, order=1, mode="nearest")
-                    - b[..., c][inside].astype(np.float64)) for c in range(a.shape[2])]
-    return float(np.mean(diffs))
+    aw = np.stack([map_coordinates(a[..., c].astype(np.float64), coords, order=1, mode="nearest")
+                   for c in range(a.shape[2])], 1)
+    return aw, b[inside].astype(np.float64)
+
+
+def _aligned_diff(a: np.ndarray, b: np.ndarray, motion: np.ndarray | None) -> float:
+    """Mean absolute difference of frame b and frame a, a first warped onto b by ``motion`` (global_motion;
+    bilinear), over the pixels of b whose place in a lies inside a; None: no warp, every pixel."""
+    if motion is None:
+        return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+    aw, bw = _overlap(a, b, motion)
+    return float(np.abs(aw - bw).mean())
 
 
 def flicker(inputs: list, outputs: list, motion: bool = False, cuts: Iterable[int] = ()) -> dict:
