@@ -51,6 +51,21 @@ inline void check_finite(const at::Tensor& t, const char* name) {
               " must contain only finite values (found NaN or Inf)");
 }
 
+// The stencil form of M (csrc/window_math.h): (12, H, W), applied to v (C, H, W).
+inline void check_stencil(const at::Tensor& stencil, const at::Tensor& v) {
+  TORCH_CHECK(stencil.dim() == 3 && stencil.size(0) == 12, "stencil must have shape (12, H, W) ",
+              "(from laplacian_stencil), got ", shape_str(stencil));
+  TORCH_CHECK(stencil.scalar_type() == at::kFloat || stencil.scalar_type() == at::kDouble,
+              "stencil must be float32 or float64, got ", stencil.scalar_type());
+  TORCH_CHECK(v.dim() == 3 && v.size(1) == stencil.size(1) && v.size(2) == stencil.size(2), "v must have ",
+              "shape (C, H, W) with the stencil's H and W (", stencil.size(1), ", ", stencil.size(2),
+              "), got ", shape_str(v));
+  TORCH_CHECK(v.scalar_type() == stencil.scalar_type(), "v must have the stencil's dtype ",
+              stencil.scalar_type(), ", got ", v.scalar_type());
+  TORCH_CHECK(v.device() == stencil.device(), "v must be on the stencil's device ", stencil.device(),
+              ", got ", v.device());
+}
+
 // Laplacian row/column count; CSR non-zeros per row (a 5x5 neighbourhood, clamped into the image).
 inline int64_t csr_row_width(int64_t h, int64_t w) {
   return std::min<int64_t>(h, 5) * std::min<int64_t>(w, 5);

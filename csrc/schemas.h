@@ -19,6 +19,12 @@ inline void define_laplacian_ops(torch::Library& m) {
   m.def("laplacian_csr(Tensor image, Tensor stats) -> (Tensor, Tensor, Tensor)");
   // sum_c v_c^T M v_c (0-dim). Its backward (dpst_ext/engine/ops.py) is 2 M v through laplacian_matvec.
   m.def("photoreal_loss(Tensor image, Tensor stats, Tensor v) -> Tensor");
+  // M as a 5x5 stencil (csrc/window_math.h): (12, H, W), K_q(i) = M_{i, i + d_q} for the 12 neighbours
+  // after i in row-major order, computed in double from the image (window statistics included: no
+  // stats argument, so no float32 rounding of them enters), stored in image dtype; 0 outside the image.
+  m.def("laplacian_stencil(Tensor image, float eps) -> Tensor");
+  // M v from the stencil, for each of v's C channels (v: the stencil's dtype).
+  m.def("stencil_matvec(Tensor stencil, Tensor v) -> Tensor");
 }
 
 inline void define_affine_ops(torch::Library& m) {

@@ -138,6 +138,65 @@ DPST_HD inline T window_entry(const T w[6], const T xi[3], const T xj[3], bool s
   return window_entry_whitened(zi, zj, same);
 }
 
+// ---- M as a 5x5 stencil -------------------------------------------------------------------------
+// M couples pixel i only with the 24 pixels within 2 rows and 2 columns of it. M is symmetric and its
+// rows sum to 0 (M 1 = 0), so row i is fixed by the entries M_ij for the 12 neighbours j = i + d_q that
+// come after i in row-major order (d_q below), the 12 before it (their own forward entries), and
+// M_ii = -sum_{j != i} M_ij. The stencil form stores K_q(i) = M_{i, i + d_q} (0 where i + d_q lies
+// outside the image), planar (12, H, W), and computes
+//     (M v)_i = sum_q K_q(i) (v_{i + d_q} - v_i) + K_q(i - d_q) (v_{i - d_q} - v_i):
+// differences of v, so constants stay exactly in M's null space whatever K's rounding. The entries are
+// bounded (|z|^2 <= 1 for the whitened colours of a window, so |M_ij| <= 9 (1/9 + 1)), which is what
+// lets a float32 K carry them to ~1e-7 of their size where the centred matrix-free product loses ~1e-6.
+constexpr int kStencilOffsets = 12;
+DPST_HD constexpr int stencil_dy(int q) { return q < 2 ? 0 : q < 7 ? 1 : 2; }
+DPST_HD constexpr int stencil_dx(int q) { return q < 2 ? q + 1 : q < 7 ? q - 4 : q - 9; }
+
+// K_q(i), q = 0..11, for pixel i = (y, x) by the definition, all in double: over the windows k
+// containing i (window statistics computed here from the 9 colours, not read from stored ones), each
+// forward neighbour j = i + d_q in k adds M^k_ij = -1/9 - z_i.z_j. image (3, H, W) planar.
+template <typename T>
+DPST_HD inline void stencil_entries(const T* image, long long H, long long W, long long y,
+                                    long long x, double eps, double K[kStencilOffsets]) {
+  const long long hw = H - 2, ww = W - 2, plane = H * W;
+  for (int q = 0; q < kStencilOffsets; ++q) K[q] = 0.0;
+  for (long long ky = (y - 2 > 0 ? y - 2 : 0); ky <= (y < hw - 1 ? y : hw - 1); ++ky)
+    for (long long kx = (x - 2 > 0 ? x - 2 : 0); kx <= (x < ww - 1 ? x : ww - 1); ++kx) {
+      double c[9][3], mu[3], w[6], xi[3], zi[3];
+      for (int j = 0; j < 9; ++j)
+        for (int ch = 0; ch < 3; ++ch) c[j][ch] = double(image[ch * plane + (ky + j / 3) * W + kx + j % 3]);
+      window_stats(c, eps, mu, w);
+      const int pi = int(y - ky) * 3 + int(x - kx);
+      for (int ch = 0; ch < 3; ++ch) xi[ch] = c[pi][ch] - mu[ch];
+      whiten(w, xi, zi);
+      for (int j = pi + 1; j < 9; ++j) {  // the window's pixels after i in row-major order
+        const int dy = j / 3 - pi / 3, dx = j % 3 - pi % 3;
+        double xj[3], zj[3];
+        for (int ch = 0; ch < 3; ++ch) xj[ch] = c[j][ch] - mu[ch];
+        whiten(w, xj, zj);
+        K[dy == 0 ? dx - 1 : dy == 1 ? dx + 4 : dx + 9] += window_entry_whitened(zi, zj, false);
+      }
+    }
+}
+
+// (M v)_i for pixel i = (y, x) of one channel plane v from the stencil K (12, H, W), with the bounds
+// tests (border pixels; every pixel in the CUDA kernel). The CPU's interior loop adds the same terms
+// in the same order.
+template <typename T>
+DPST_HD inline T stencil_product(const T* K, const T* v, long long H, long long W, long long y,
+                                 long long x) {
+  const long long plane = H * W, i = y * W + x;
+  const T vi = v[i];
+  T acc = 0;
+  for (int q = 0; q < kStencilOffsets; ++q) {
+    const int dy = stencil_dy(q), dx = stencil_dx(q);
+    const long long d = dy * W + dx;
+    if (y + dy < H && x + dx >= 0 && x + dx < W) acc += K[q * plane + i] * (v[i + d] - vi);
+    if (y - dy >= 0 && x - dx >= 0 && x - dx < W) acc += K[q * plane + i - d] * (v[i - d] - vi);
+  }
+  return acc;
+}
+
 // Number of 3x3 windows (lying fully inside an axis of length n) that contain coordinate p.
 DPST_HD inline int windows_covering(long long p, long long n) {
   const long long lo = p - 2 > 0 ? p - 2 : 0;

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dpst_ext import samples
+from dpst_ext.engine.laplacian import STENCIL_OFFSETS
 
 EPS = 1e-7
 
@@ -45,6 +46,25 @@ def max_rel(actual, expected) -> float:
     assert a.shape == e.shape, (a.shape, e.shape)
     scale = np.abs(e).max() if e.size else 0.0
     return float(np.abs(a - e).max() / scale) if scale > 0 else float(np.abs(a - e).max(initial=0.0))
+
+
+def stencil_dense(K):
+    """The dense matrix of a stencil (12, H, W): M_{i, i+d_q} = K_q(i), symmetric, rows summing to 0."""
+    h, w = K.shape[1:]
+    m = np.zeros((h * w, h * w))
+    k = K.double().numpy()
+    for q, (dy, dx) in enumerate(STENCIL_OFFSETS):
+        for y in range(h - dy):
+            for x in range(max(-dx, 0), w - max(dx, 0)):
+                i, j = y * w + x, (y + dy) * w + x + dx
+                m[i, j] = m[j, i] = k[q, y, x]
+    # Entries whose neighbour lies outside the image must be exactly 0.
+    for q, (dy, dx) in enumerate(STENCIL_OFFSETS):
+        outside = np.ones((h, w), bool)
+        outside[:h - dy, max(-dx, 0):w - max(dx, 0)] = False
+        assert not np.any(k[q][outside])
+    m[np.diag_indices_from(m)] = -m.sum(1)
+    return m
 
 
 def randn(*shape, seed=0, dtype=torch.float64) -> torch.Tensor:

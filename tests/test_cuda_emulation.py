@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import dpst_ext._emu  # noqa: F401  (registers torch.ops.dpst_emu.*)
-from common import emulated
+from common import emulated, stencil_dense
 from dpst_ext.engine import ops
 from dpst_ext.engine.reference import matting_laplacian_reference
 from dpst_ext.samples import photo
@@ -76,6 +76,9 @@ def all_ops(image, v, eps):
             diagonal=call(lib.laplacian_diagonal, image, s),
             csr=call(lib.laplacian_csr, image, s),
             loss=call(lib.photoreal_loss, image, s, v),
+            stencil=call(lib.laplacian_stencil, image, eps),
+            # (the CPU stencil for both products, as the CPU statistics above)
+            stencil_matvec=call(lib.stencil_matvec, ops.laplacian_stencil(image, eps), v),
         )
     return out
 
@@ -85,10 +88,13 @@ def check_against_reference(image, v, eps, res, tol):
     m = reference_matrix(image, eps)
     vv = v.double().reshape(v.shape[0], -1).numpy()
     absm = np.abs(m)
-    # M v
+    # M v, matrix-free and from the stencil; the stencil's entries
     want = (m @ vv.T).T
     scale = float(np.max(absm @ np.abs(vv).T)) if m.size else 1.0
     assert rel_error(res["matvec"].reshape(v.shape[0], -1), want, scale) <= tol
+    assert rel_error(res["stencil_matvec"].reshape(v.shape[0], -1), want, scale) <= tol
+    assert res["stencil"].shape == (12, h, w) and res["stencil"].dtype == image.dtype
+    assert rel_error(stencil_dense(res["stencil"]), m, max(float(absm.max(initial=0)), 1.0)) <= tol
     # diagonal
     assert rel_error(res["diagonal"].reshape(-1), np.diag(m), max(float(absm.max(initial=0)), 1.0)) <= tol
     # CSR: as a dense matrix, and every stored entry
@@ -165,6 +171,9 @@ def test_empty_and_windowless_inputs():
         assert torch.equal(emulated(EMU.laplacian_matvec, image, stats, v), torch.zeros_like(v))
         assert torch.equal(emulated(EMU.laplacian_diagonal, image, stats), torch.zeros(h, w, dtype=torch.float64))
         assert float(emulated(EMU.photoreal_loss, image, stats, v)) == 0.0
+        stencil = emulated(EMU.laplacian_stencil, image, 1e-4)
+        assert torch.equal(stencil, torch.zeros(12, h, w, dtype=torch.float64))
+        assert torch.equal(emulated(EMU.stencil_matvec, stencil, v), torch.zeros_like(v))
         for a, b in zip(emulated(EMU.laplacian_csr, image, stats), torch.ops.dpst.laplacian_csr(image, stats)):
             assert a.shape == b.shape and a.dtype == b.dtype
     image = torch.rand(3, 6, 6, dtype=torch.float64)
@@ -172,6 +181,7 @@ def test_empty_and_windowless_inputs():
     zero_channels = torch.rand(0, 6, 6, dtype=torch.float64)
     assert emulated(EMU.laplacian_matvec, image, stats, zero_channels).shape == (0, 6, 6)
     assert float(emulated(EMU.photoreal_loss, image, stats, zero_channels)) == 0.0
+    assert emulated(EMU.stencil_matvec, ops.laplacian_stencil(image, 1e-4), zero_channels).shape == (0, 6, 6)
 
 
 def test_argument_errors_name_the_argument():
@@ -185,6 +195,15 @@ def test_argument_errors_name_the_argument():
         EMU.laplacian_matvec(image, stats[:, 1:], image)
     with pytest.raises(RuntimeError, match="v must have the image's dtype"):
         EMU.laplacian_matvec(image, stats, image.float())
+    with pytest.raises(RuntimeError, match="eps must be a positive"):
+        EMU.laplacian_stencil(image, -1.0)
+    stencil = ops.laplacian_stencil(image, 1e-4)
+    with pytest.raises(RuntimeError, match=r"stencil must have shape \(12, H, W\)"):
+        EMU.stencil_matvec(stencil[1:], image)
+    with pytest.raises(RuntimeError, match="v must have shape"):
+        EMU.stencil_matvec(stencil, image[:, 1:])
+    with pytest.raises(RuntimeError, match="v must have the stencil's dtype"):
+        EMU.stencil_matvec(stencil, image.float())
     with pytest.raises(RuntimeError, match="block sizes must lie"):
         EMU.set_launch_shape(0, 4, 8, 4, 32)
 
@@ -211,6 +230,11 @@ def test_non_contiguous_inputs():
     assert_stats_close(s, ops.window_stats(image.contiguous(), 1e-4))
     torch.testing.assert_close(emulated(EMU.laplacian_matvec, image, s, v),
                                torch.ops.dpst.laplacian_matvec(image, s, v), rtol=1e-12, atol=1e-12)
+    k = emulated(EMU.laplacian_stencil, image, 1e-4)
+    torch.testing.assert_close(k, ops.laplacian_stencil(image.contiguous(), 1e-4), rtol=1e-13, atol=1e-13)
+    k_strided = torch.stack([k, k], 3).reshape(12, 7, 20)[:, :, ::2]
+    torch.testing.assert_close(emulated(EMU.stencil_matvec, k_strided, v),
+                               torch.ops.dpst.stencil_matvec(k, v.contiguous()), rtol=1e-12, atol=1e-12)
 
 
 # ---- real photos: float32 error of the emulated kernels next to the CPU path's ----------------------
@@ -241,6 +265,8 @@ def test_photo_float32_error_next_to_cpu(name, long_side, eps):
         diag = call(lib.laplacian_diagonal, image, s)
         crow, col, val = call(lib.laplacian_csr, image, s)
         loss = call(lib.photoreal_loss, image, s, v)
+        stencil = call(lib.laplacian_stencil, image, eps)
+        smv = call(lib.stencil_matvec, stencil, v)
         dense = np.zeros_like(m)
         rows = np.repeat(np.arange(h * w), np.diff(crow.numpy()))
         np.add.at(dense, (rows, col.numpy()), val.double().numpy())
@@ -249,6 +275,8 @@ def test_photo_float32_error_next_to_cpu(name, long_side, eps):
             diagonal=rel_error(diag.reshape(-1), np.diag(m), float(absm.max())),
             csr=rel_error(dense, m, float(absm.max())),
             loss=abs(float(loss) - want_loss) / loss_scale,
+            stencil=rel_error(stencil_dense(stencil), m, float(absm.max())),
+            stencil_matvec=rel_error(smv.reshape(v.shape[0], -1), want_mv, mv_scale),
         )
     _photo_errors.append((name, h, w, eps, errors))
     print(f"\n{name} {h}x{w} eps={eps:g} float32 relative error (emulated CUDA | CPU):")
@@ -257,6 +285,9 @@ def test_photo_float32_error_next_to_cpu(name, long_side, eps):
     for k, e in errors["emu"].items():
         # Same arithmetic in another order: within a factor of the CPU path's error.
         assert e <= 4 * errors["cpu"][k] + 1e-8, (k, e, errors["cpu"][k])
+    for path in ("emu", "cpu"):
+        # The stencil, computed in double from the image and rounded once, is the more accurate product.
+        assert errors[path]["stencil_matvec"] <= errors[path]["matvec"], (path, errors[path])
 
 
 # Every __global__ kernel and the emulated op whose tests above run it: a new kernel fails this test
@@ -269,6 +300,8 @@ KERNEL_RUN_BY = {
     "csr_entries_kernel": "laplacian_csr",
     "loss_partials_kernel": "photoreal_loss",
     "sum_partials_kernel": "photoreal_loss",
+    "laplacian_stencil_kernel": "laplacian_stencil",
+    "stencil_matvec_kernel": "stencil_matvec",
     # csrc/cuda/affine_kernels.cuh, run by the emulated-kernel tests of tests/test_affine.py
     "local_affine_fit_kernel": "local_affine_fit",
     "bilateral_affine_kernel": "bilateral_affine_apply",

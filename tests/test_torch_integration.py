@@ -28,6 +28,9 @@ def test_opcheck_every_op(size, dtype):
     torch.library.opcheck(torch.ops.dpst.laplacian_diagonal.default, (image, stats))
     torch.library.opcheck(torch.ops.dpst.laplacian_csr.default, (image, stats))
     torch.library.opcheck(torch.ops.dpst.photoreal_loss.default, (image, stats, v.requires_grad_()))
+    torch.library.opcheck(torch.ops.dpst.laplacian_stencil.default, (image, EPS))
+    stencil = ops.laplacian_stencil(image, EPS)
+    torch.library.opcheck(torch.ops.dpst.stencil_matvec.default, (stencil, v.detach().requires_grad_()))
 
 
 def test_opcheck_non_contiguous_inputs():
@@ -40,6 +43,9 @@ def test_opcheck_non_contiguous_inputs():
     torch.library.opcheck(torch.ops.dpst.laplacian_diagonal.default, (image_t, stats_t))
     torch.library.opcheck(torch.ops.dpst.laplacian_csr.default, (image_t, stats_t))
     torch.library.opcheck(torch.ops.dpst.photoreal_loss.default, (image_t, stats_t, v_t.requires_grad_()))
+    torch.library.opcheck(torch.ops.dpst.laplacian_stencil.default, (image_t, EPS))
+    stencil_t = ops.laplacian_stencil(image, EPS).transpose(1, 2).contiguous().transpose(1, 2)
+    torch.library.opcheck(torch.ops.dpst.stencil_matvec.default, (stencil_t, v_t.detach()))
 
 
 # ---- autograd ---------------------------------------------------------------------------------------
@@ -90,6 +96,8 @@ def test_matvec_is_differentiable_in_v():
     image, stats, _ = _setup(5, 6)
     v = randn(2, 5, 6, seed=5).requires_grad_()
     assert torch.autograd.gradcheck(lambda v: ops.laplacian_matvec(image, stats, v), (v,))
+    stencil = ops.laplacian_stencil(image, EPS)
+    assert torch.autograd.gradcheck(lambda v: ops.stencil_matvec(stencil, v), (v,))
 
 
 # ---- non-contiguous inputs ---------------------------------------------------------------------------

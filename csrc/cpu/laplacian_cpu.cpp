@@ -276,26 +276,27 @@ void csr_row_generic(const Planes<T>& I, const Planes<T>& S, index_t* ci, T* vi,
 }
 
 // Whitened colours z_p = W (I_p - mu) of the 9 pixels p (row-major in the window) of every window
-// kx in [kxa, kxb) of window row ky, into a ring slot: component c of z_p at field 3 p + c.
-template <typename T>
-void csr_window_row(const T* __restrict__ img, const T* __restrict__ st, T* __restrict__ slot,
+// kx in [kxa, kxb) of window row ky, into a ring slot: component c of z_p at field 3 p + c. Computed
+// and stored in R (T for the CSR and the diagonal, double for the stencil).
+template <typename R, typename T>
+void csr_window_row(const T* __restrict__ img, const T* __restrict__ st, R* __restrict__ slot,
                     int64_t H, int64_t W, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
   constexpr int64_t L = kFieldStride;
   const int64_t plane = H * W, ww = W - 2, splane = (H - 2) * ww;
   const T* I = img + ky * W;
   const T* S = st + ky * ww;
   for (int64_t kx = kxa; kx < kxb; ++kx) {
-    T mu[3], w[6];
+    R mu[3], w[6];
 #pragma GCC unroll 3
-    for (int q = 0; q < 3; ++q) mu[q] = S[q * splane + kx];
+    for (int q = 0; q < 3; ++q) mu[q] = R(S[q * splane + kx]);
 #pragma GCC unroll 6
-    for (int q = 0; q < 6; ++q) w[q] = S[(3 + q) * splane + kx];
+    for (int q = 0; q < 6; ++q) w[q] = R(S[(3 + q) * splane + kx]);
     const int64_t p = kx - base;
 #pragma GCC unroll 9
     for (int j = 0; j < 9; ++j) {
-      T x[3], z[3];
+      R x[3], z[3];
 #pragma GCC unroll 3
-      for (int ch = 0; ch < 3; ++ch) x[ch] = I[ch * plane + (j / 3) * W + kx + j % 3] - mu[ch];
+      for (int ch = 0; ch < 3; ++ch) x[ch] = R(I[ch * plane + (j / 3) * W + kx + j % 3]) - mu[ch];
       whiten(w, x, z);
 #pragma GCC unroll 3
       for (int ch = 0; ch < 3; ++ch) slot[(3 * j + ch) * L + p] = z[ch];
@@ -340,21 +341,21 @@ void csr_interior_row(const T* const slots[3], T* rows, int64_t xa, int64_t xb, 
   (csr_offset_row<T, Q / 5 - 2, Q % 5 - 2>(slots, rows + Q * kFieldStride, xa, xb, base), ...);
 }
 
-// The tile walk shared by the CSR build and the diagonal. Tiles (row chunk x column strip) run in
-// parallel; each walks its pixel rows top to bottom. For a row with interior pixels (2 <= y < H-2,
-// columns [xa, xb) with 2 <= x < W-2: all 9 windows exist), the whitened colours of window rows
-// y-2, y-1, y sit in a 3-row ring (csr_window_row; the two rows shared with the previous pixel row
-// are kept) and interior(slots, y, xa, xb, base) is called with slots[d] = window row y - d. Every
-// other pixel of the tile goes to border(y, x).
-template <typename T, typename Interior, typename Border>
-void for_each_ring_row(const T* image, const T* stats, int64_t H, int64_t W, Interior interior,
-                       Border border) {
+// The tile walk shared by the CSR build, the diagonal and the stencil. Tiles (row chunk x column
+// strip) run in parallel; each walks its pixel rows top to bottom. For a row with interior pixels
+// (2 <= y < H-2, columns [xa, xb) with 2 <= x < W-2: all 9 windows exist), the whitened colours of
+// window rows y-2, y-1, y sit in a 3-row ring (fill(slot, ky, kxa, kxb, base) writes window row ky:
+// csr_window_row or stencil_window_row; the two rows shared with the previous pixel row are kept)
+// and interior(slots, y, xa, xb, base) is called with slots[d] = window row y - d. Every other pixel
+// of the tile goes to border(y, x). R: the ring's type (the arithmetic of the entries).
+template <typename R, typename Fill, typename Interior, typename Border>
+void for_each_ring_row(int64_t H, int64_t W, Fill fill, Interior interior, Border border) {
   const int64_t ww = W - 2;
   const bool has_interior = H >= 5 && W >= 5;
   const Tiles t(H, W);
   constexpr int64_t L = kFieldStride;
   at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> ring(3 * 27 * L);
+    std::vector<R> ring(3 * 27 * L);
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
       const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
@@ -365,9 +366,9 @@ void for_each_ring_row(const T* image, const T* stats, int64_t H, int64_t W, Int
         const bool interior_row = has_interior && y >= 2 && y < H - 2 && xa < xb;
         if (interior_row) {
           for (int64_t ky = filled == y - 1 ? y : y - 2; ky <= y; ++ky)
-            csr_window_row(image, stats, ring.data() + (ky % 3) * 27 * L, H, W, ky, kxa, kxb, base);
+            fill(ring.data() + (ky % 3) * 27 * L, ky, kxa, kxb, base);
           filled = y;
-          const T* slots[3] = {ring.data() + (y % 3) * 27 * L, ring.data() + ((y + 2) % 3) * 27 * L,
+          const R* slots[3] = {ring.data() + (y % 3) * 27 * L, ring.data() + ((y + 2) % 3) * 27 * L,
                                ring.data() + ((y + 1) % 3) * 27 * L};  // window rows y, y-1, y-2
           interior(slots, y, xa, xb, base);
         }
@@ -393,8 +394,11 @@ void csr_kernel(const T* image, const T* stats, index_t* crow, index_t* col, T* 
     for (int64_t i = a; i < b; ++i) crow[i] = index_t(i * width);
   });
   constexpr int64_t L = kFieldStride;
-  for_each_ring_row(
-      image, stats, H, W,
+  auto fill = [&](T* slot, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
+    csr_window_row<T>(image, stats, slot, H, W, ky, kxa, kxb, base);
+  };
+  for_each_ring_row<T>(
+      H, W, fill,
       [&](const T* const slots[3], int64_t y, int64_t xa, int64_t xb, int64_t base) {
         thread_local std::vector<T> rows;  // 25 entry rows of the tile (one buffer per thread)
         rows.resize(25 * L);
@@ -421,8 +425,11 @@ template <typename T>
 void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t W) {
   const int64_t hw = H - 2, ww = W - 2;
   const Planes<T> I{image, H, W}, S{stats, hw, ww};
-  for_each_ring_row(
-      image, stats, H, W,
+  auto fill = [&](T* slot, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
+    csr_window_row<T>(image, stats, slot, H, W, ky, kxa, kxb, base);
+  };
+  for_each_ring_row<T>(
+      H, W, fill,
       [&](const T* const slots[3], int64_t y, int64_t xa, int64_t xb, int64_t base) {
         csr_offset_row<T, 0, 0>(slots, out + y * W + xa, xa, xb, base);
       },
@@ -437,6 +444,137 @@ void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t 
           }
         out[y * W + x] = d;
       });
+}
+
+// ---- the stencil form (csrc/window_math.h): K_q(i) = M_{i, i + d_q} for the 12 forward offsets --------
+//
+// Built like the CSR, all in double from the image (window statistics included): interior pixels
+// gather their 12 entries from the ring of whitened colours (csr_offset_row, one vectorised loop per
+// offset), border pixels by the definition (stencil_entries). The product streams K (12 values per pixel), v and the output once per row.
+
+template <int... Q>
+void stencil_interior_row(const double* const slots[3], double* rows, int64_t xa, int64_t xb,
+                          int64_t base, std::integer_sequence<int, Q...>) {
+  (csr_offset_row<double, stencil_dy(Q), stencil_dx(Q)>(slots, rows + Q * kFieldStride, xa, xb, base),
+   ...);
+}
+
+// Whitened colours of the windows kx in [kxa, kxb) of window row ky, like csr_window_row but from
+// window statistics computed here in double (window_stats), not from the stored, rounded ones.
+template <typename T>
+void stencil_window_row(const T* __restrict__ img, double* __restrict__ slot, int64_t H, int64_t W,
+                        int64_t ky, int64_t kxa, int64_t kxb, int64_t base, double eps) {
+  constexpr int64_t L = kFieldStride;
+  const int64_t plane = H * W;
+  const T* I = img + ky * W;
+  for (int64_t kx = kxa; kx < kxb; ++kx) {
+    double c[9][3], mu[3], w[6];
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j)
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) c[j][ch] = double(I[ch * plane + (j / 3) * W + kx + j % 3]);
+    window_stats(c, eps, mu, w);
+    const int64_t p = kx - base;
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j) {
+      double x[3], z[3];
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) x[ch] = c[j][ch] - mu[ch];
+      whiten(w, x, z);
+#pragma GCC unroll 3
+      for (int ch = 0; ch < 3; ++ch) slot[(3 * j + ch) * L + p] = z[ch];
+    }
+  }
+}
+
+template <typename T>
+void stencil_kernel(const T* image, T* K, int64_t H, int64_t W, double eps) {
+  const int64_t plane = H * W;
+  constexpr int64_t L = kFieldStride;
+  auto fill = [&](double* slot, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
+    stencil_window_row(image, slot, H, W, ky, kxa, kxb, base, eps);
+  };
+  for_each_ring_row<double>(
+      H, W, fill,
+      [&](const double* const slots[3], int64_t y, int64_t xa, int64_t xb, int64_t base) {
+        thread_local std::vector<double> rows;
+        rows.resize(kStencilOffsets * L);
+        stencil_interior_row(slots, rows.data(), xa, xb, base,
+                             std::make_integer_sequence<int, kStencilOffsets>());
+        for (int q = 0; q < kStencilOffsets; ++q) {
+          T* out = K + q * plane + y * W;
+          const double* row = rows.data() + q * L;
+          for (int64_t x = xa; x < xb; ++x) out[x] = T(row[x - xa]);
+        }
+      },
+      [&](int64_t y, int64_t x) {
+        double k[kStencilOffsets];
+        stencil_entries(image, H, W, y, x, eps, k);
+        for (int q = 0; q < kStencilOffsets; ++q) K[q * plane + y * W + x] = T(k[q]);
+      });
+}
+
+// Interior pixels x in [xa, xb) of row y (2 <= y < H-2, 2 <= x < W-2: all 24 neighbours inside), NC
+// channels: stencil_product's terms in its order, without the bounds tests, vectorised over x.
+template <typename T, int NC>
+void stencil_product_row(const T* __restrict__ K, const T* __restrict__ v, T* __restrict__ out,
+                         int64_t H, int64_t W, int64_t y, int64_t xa, int64_t xb) {
+  const int64_t plane = H * W;
+  const T* Kr = K + y * W;
+  const T* V = v + y * W;
+  T* O = out + y * W;
+  for (int64_t x = xa; x < xb; ++x) {
+    T acc[NC], vi[NC];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) {
+      acc[c] = 0;
+      vi[c] = V[c * plane + x];
+    }
+#pragma GCC unroll 12
+    for (int q = 0; q < kStencilOffsets; ++q) {
+      const int64_t d = stencil_dy(q) * W + stencil_dx(q);
+      const T kf = Kr[q * plane + x], kb = Kr[q * plane + x - d];
+#pragma GCC unroll 3
+      for (int c = 0; c < NC; ++c) {
+        acc[c] += kf * (V[c * plane + x + d] - vi[c]);
+        acc[c] += kb * (V[c * plane + x - d] - vi[c]);
+      }
+    }
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; ++c) O[c * plane + x] = acc[c];
+  }
+}
+
+template <typename T, int NC>
+void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W) {
+  const int64_t plane = H * W;
+  // Tiles of rows x column strips (as the matrix-free product): a strip's 3 rows of K and 5 rows of v
+  // stay in L2 while its rows are walked.
+  const Tiles t(H, W);
+  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
+      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
+      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);
+      for (int64_t y = ya; y < yb; ++y) {
+        const bool interior = y >= 2 && y < H - 2 && xa < xb;
+        if (interior) stencil_product_row<T, NC>(K, v, out, H, W, y, xa, xb);
+        for (int64_t x = x0; x < x1; ++x)
+          if (!(interior && x >= xa && x < xb))
+            for (int c = 0; c < NC; ++c)
+              out[c * plane + y * W + x] = stencil_product(K, v + c * plane, H, W, y, x);
+      }
+    }
+  });
+}
+
+template <typename T>
+void stencil_matvec_kernel(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W) {
+  const int64_t plane = H * W;
+  int64_t c = 0;
+  for (; C - c >= 3; c += 3) stencil_channels<T, 3>(K, v + c * plane, out + c * plane, H, W);
+  if (C - c == 2) stencil_channels<T, 2>(K, v + c * plane, out + c * plane, H, W);
+  if (C - c == 1) stencil_channels<T, 1>(K, v + c * plane, out + c * plane, H, W);
 }
 
 template <typename T>
@@ -532,6 +670,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplacian_csr_cpu(const at::Tenso
   return {crow, col, val};
 }
 
+at::Tensor laplacian_stencil_cpu(const at::Tensor& image_, double eps) {
+  check_image(image_);
+  check_eps(eps);
+  check_finite(image_, "image");
+  const auto image = image_.contiguous();
+  const int64_t H = image.size(1), W = image.size(2);
+  if (H < 3 || W < 3) return at::zeros({kStencilOffsets, H, W}, image.options());  // no window: M = 0
+  auto K = empty_output({kStencilOffsets, H, W}, image.options());
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "laplacian_stencil_cpu", [&] {
+    stencil_kernel(image.data_ptr<scalar_t>(), K.data_ptr<scalar_t>(), H, W, eps);
+  });
+  return K;
+}
+
+at::Tensor stencil_matvec_cpu(const at::Tensor& stencil_, const at::Tensor& v_) {
+  check_stencil(stencil_, v_);
+  const auto K = stencil_.contiguous(), v = v_.contiguous();
+  const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
+  auto out = empty_output(v.sizes(), v.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec_cpu", [&] {
+    stencil_matvec_kernel(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), C, H, W);
+  });
+  return out;
+}
+
 at::Tensor photoreal_loss_cpu(const at::Tensor& image_, const at::Tensor& stats_,
                               const at::Tensor& v_) {
   check_stats(image_, stats_);
@@ -555,6 +719,8 @@ TORCH_LIBRARY_IMPL(dpst, CPU, m) {
   m.impl("laplacian_diagonal", &laplacian_diagonal_cpu);
   m.impl("laplacian_csr", &laplacian_csr_cpu);
   m.impl("photoreal_loss", &photoreal_loss_cpu);
+  m.impl("laplacian_stencil", &laplacian_stencil_cpu);
+  m.impl("stencil_matvec", &stencil_matvec_cpu);
 }
 
 }  // namespace dpst

@@ -14,6 +14,8 @@
 //   laplacian_csr         col 25*4 + val 25s + image + stats     248 B/px f32/int32 -> 83 us/MP
 //                         (int64 indices: 348 B/px -> 116 us/MP; crow adds 4 or 8 B/px)
 //   photoreal_loss        image 3s + stats 9s + v Cs             60 B/px f32 (C=3) -> 20 us/MP
+//   laplacian_stencil     image 3s + K 12s                       60 B/px f32 -> 20 us/MP (double maths)
+//   stencil_matvec        K 12s + v Cs + out Cs                  72 B/px f32 (C=3) -> 24 us/MP
 // window_stats computes in double (as the CPU op does), which on GPUs with slow FP64 (consumer parts,
 // 1/64 rate) makes it compute-bound; it runs once per image.
 #pragma once
@@ -392,6 +394,46 @@ void launch_photoreal_loss(const T* image, const T* stats, const T* v, int64_t C
               partials);
   DPST_LAUNCH(sum_partials_kernel, dim3(1), dim3(s.threads), s.threads * sizeof(double), stream,
               partials, int64_t(grid.x) * grid.y, total);
+}
+
+// ---- the stencil form (csrc/window_math.h): one thread per pixel, no shared memory -----------------
+// The build is compute-bound (9 window statistics and 36 pair terms per pixel, in double) and runs
+// once per image; the
+// product reads K and v through the read-only cache, neighbours' rows being shared by the block.
+
+template <typename T>
+__global__ void laplacian_stencil_kernel(const T* __restrict__ image, T* __restrict__ K, int64_t H,
+                                         int64_t W, double eps) {
+  const int64_t x = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t y = int64_t(blockIdx.y) * blockDim.y + threadIdx.y;
+  if (y >= H || x >= W) return;
+  double k[kStencilOffsets];
+  stencil_entries(image, H, W, y, x, eps, k);
+  for (int q = 0; q < kStencilOffsets; ++q) K[(q * H + y) * W + x] = T(k[q]);
+}
+
+template <typename T>
+void launch_laplacian_stencil(const T* image, T* K, int64_t H, int64_t W, double eps,
+                              cudaStream_t stream, const LaunchShape& s = {}) {
+  const dim3 block(s.tile_x, s.tile_y), grid(ceil_div(W, s.tile_x), ceil_div(H, s.tile_y));
+  DPST_LAUNCH(laplacian_stencil_kernel<T>, grid, block, 0, stream, image, K, H, W, eps);
+}
+
+template <typename T>
+__global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restrict__ v,
+                                      T* __restrict__ out, int64_t C, int64_t H, int64_t W) {
+  const int64_t x = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t y = int64_t(blockIdx.y) * blockDim.y + threadIdx.y;
+  if (y >= H || x >= W) return;
+  for (int64_t c = 0; c < C; ++c)
+    out[(c * H + y) * W + x] = stencil_product(K, v + c * H * W, H, W, y, x);
+}
+
+template <typename T>
+void launch_stencil_matvec(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W,
+                           cudaStream_t stream, const LaunchShape& s = {}) {
+  const dim3 block(s.tile_x, s.tile_y), grid(ceil_div(W, s.tile_x), ceil_div(H, s.tile_y));
+  DPST_LAUNCH(stencil_matvec_kernel<T>, grid, block, 0, stream, K, v, out, C, H, W);
 }
 
 }  // namespace cuda

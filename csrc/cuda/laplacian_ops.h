@@ -111,6 +111,40 @@ struct Ops {
     return {crow, col, val};
   }
 
+  static at::Tensor laplacian_stencil(const at::Tensor& image_, double eps) {
+    check_image(image_);
+    check_eps(eps);
+    check_finite(image_, "image");
+    check_rows(image_, Backend::shape());
+    typename Backend::Scope scope(image_);
+    const auto image = image_.contiguous();
+    const int64_t H = image.size(1), W = image.size(2);
+    if (H < 3 || W < 3) return at::zeros({kStencilOffsets, H, W}, image.options());  // no window: M = 0
+    auto K = at::empty({kStencilOffsets, H, W}, image.options());
+    AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "laplacian_stencil", [&] {
+      launch_laplacian_stencil(image.data_ptr<scalar_t>(), K.data_ptr<scalar_t>(), H, W, eps,
+                               scope.stream, Backend::shape());
+    });
+    Backend::check_launch();
+    return K;
+  }
+
+  static at::Tensor stencil_matvec(const at::Tensor& stencil_, const at::Tensor& v_) {
+    check_stencil(stencil_, v_);
+    check_rows(stencil_, Backend::shape());
+    typename Backend::Scope scope(v_);
+    const auto K = stencil_.contiguous(), v = v_.contiguous();
+    const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
+    auto out = at::empty_like(v);
+    if (out.numel() == 0) return out;
+    AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec", [&] {
+      launch_stencil_matvec(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                            C, H, W, scope.stream, Backend::shape());
+    });
+    Backend::check_launch();
+    return out;
+  }
+
   static at::Tensor photoreal_loss(const at::Tensor& image_, const at::Tensor& stats_,
                                    const at::Tensor& v_) {
     check_stats(image_, stats_);
@@ -135,7 +169,7 @@ struct Ops {
   }
 };
 
-// Registers the five ops of csrc/dpst.cpp's contract on a library (TORCH_LIBRARY_IMPL or TORCH_LIBRARY).
+// Registers the seven ops of csrc/dpst.cpp's contract on a library (TORCH_LIBRARY_IMPL or TORCH_LIBRARY).
 template <typename Backend, typename Library>
 void register_ops(Library& m) {
   m.impl("window_stats", &Ops<Backend>::window_stats);
@@ -143,6 +177,8 @@ void register_ops(Library& m) {
   m.impl("laplacian_diagonal", &Ops<Backend>::laplacian_diagonal);
   m.impl("laplacian_csr", &Ops<Backend>::laplacian_csr);
   m.impl("photoreal_loss", &Ops<Backend>::photoreal_loss);
+  m.impl("laplacian_stencil", &Ops<Backend>::laplacian_stencil);
+  m.impl("stencil_matvec", &Ops<Backend>::stencil_matvec);
 }
 
 }  // namespace cuda

@@ -6,7 +6,8 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
 
     content (caller's, float32)                        3 * 4
     upsampled result y (content dtype)                 C * 4
-    Laplacian: image copy in its dtype + stats         3 * s (0 if the content already is) + 9 * s
+    Laplacian: image copy in its dtype + stencil       3 * s (0 if the content already is) + 12 * s
+               (the window statistics it is built from, 9 * s, are freed before the CG)
     operator: D^-1/2 (float64 + Laplacian dtype; normalize=True only)                  8 + s
               diag(A) (float64) and its inverse (v), Jacobi only                          8 + v
     multigrid preconditioner (if chosen), measured                    125
@@ -116,7 +117,9 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
     if smoothing == "off":
         peak = content + result + upsampling
     else:
-        lap = (0 if s == 4 else 3 * s) * n + 9 * s * n
+        # The operator's image (a copy unless float32) and M's stencil, 12 values per pixel; the window
+        # statistics (9 per pixel) it is built from are freed before the CG starts.
+        lap = (0 if s == 4 else 3 * s) * n + 12 * s * n
         # D^-1/2 only for the FastPhotoStyle normalisation; diag(A) and its inverse only for Jacobi.
         operator = ((8 + s if normalize is True else 0) + (8 + v if preconditioner == "jacobi" else 0)) * n
         if preconditioner == "multigrid":

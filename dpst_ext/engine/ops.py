@@ -9,6 +9,7 @@ import torch
 from .. import _C  # noqa: F401  (dpst_ext._C registers torch.ops.dpst.*)
 
 __all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss",
+           "laplacian_stencil", "stencil_matvec",
            "pcg_direction", "pcg_curvature", "pcg_update", "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
 
 
@@ -35,6 +36,20 @@ def laplacian_csr(image: torch.Tensor, stats: torch.Tensor):
 def photoreal_loss(image: torch.Tensor, stats: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """sum_c v_c^T M v_c as a 0-dim tensor; differentiable in v (gradient 2 M v)."""
     return torch.ops.dpst.photoreal_loss.default(image, stats, v)
+
+
+def laplacian_stencil(image: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """M as a 5x5 stencil, (12, H, W) in the image's dtype: plane q holds M_{i, i + d_q} for the 12 neighbours
+    after pixel i in row-major order (d_q = (0, 1), (0, 2), (1, -2..2), (2, -2..2)), 0 outside the image;
+    computed in double from the image (window statistics included). 48 bytes per pixel in float32
+    (csrc/window_math.h)."""
+    return torch.ops.dpst.laplacian_stencil.default(image, eps)
+
+
+def stencil_matvec(stencil: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """M v for each of v's channels (C, H, W) from laplacian_stencil's output, as differences of v (constants
+    stay exactly in M's null space)."""
+    return torch.ops.dpst.stencil_matvec.default(stencil, v)
 
 
 # ---- fused CG passes on A v = v + weight s.M(s.v) (CPU; used by dpst_ext.engine.smoothing.batched_pcg) --
@@ -125,6 +140,26 @@ def _(image, stats, v):
     return image.new_empty(())
 
 
+@torch.library.register_fake("dpst::laplacian_stencil")
+def _(image, eps):
+    _check_image(image)
+    return image.new_empty((12, *image.shape[1:]))
+
+
+@torch.library.register_fake("dpst::stencil_matvec")
+def _(stencil, v):
+    torch._check(stencil.dim() == 3 and stencil.shape[0] == 12,
+                 lambda: f"stencil must have shape (12, H, W) (from laplacian_stencil), got {tuple(stencil.shape)}")
+    torch._check(stencil.dtype in (torch.float32, torch.float64),
+                 lambda: f"stencil must be float32 or float64, got {stencil.dtype}")
+    torch._check(v.dim() == 3 and tuple(v.shape[1:]) == tuple(stencil.shape[1:]),
+                 lambda: f"v must have shape (C, H, W) with the stencil's H and W, got {tuple(v.shape)}")
+    torch._check(v.dtype == stencil.dtype, lambda: f"v must have the stencil's dtype {stencil.dtype}, got {v.dtype}")
+    torch._check(v.device == stencil.device,
+                 lambda: f"v must be on the stencil's device {stencil.device}, got {v.device}")
+    return torch.empty_like(v, memory_format=torch.contiguous_format)
+
+
 # ---- autograd ------------------------------------------------------------------------------------
 # M is a fixed function of the content image: no gradient flows to image or stats, only to v.
 
@@ -141,6 +176,19 @@ def _matvec_backward(ctx, grad):
 
 
 torch.library.register_autograd("dpst::laplacian_matvec", _matvec_backward, setup_context=_matvec_setup_context)
+
+
+def _stencil_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _stencil_backward(ctx, grad):
+    (stencil,) = ctx.saved_tensors
+    grad_v = stencil_matvec(stencil, grad.contiguous()) if ctx.needs_input_grad[1] else None
+    return None, grad_v
+
+
+torch.library.register_autograd("dpst::stencil_matvec", _stencil_backward, setup_context=_stencil_setup_context)
 
 
 # d/dv (v^T M v) = 2 M v, through the same matrix-free op.

@@ -98,12 +98,18 @@ def window_counts(height: int, width: int, dtype=torch.float64, device="cpu") ->
 
 
 class SmoothingOperator:
-    """A = I + w S on (C, H, W) tensors, S = D^-1/2 M D^-1/2 (normalize) or M; M held matrix-free."""
+    """A = I + w S on (C, H, W) tensors, S = D^-1/2 M D^-1/2 (normalize) or M.
+
+    M is held as its stencil (MattingLaplacian.stencil(): 12 values per pixel), built once from the
+    Laplacian's window statistics; the operator keeps no reference to those, so a caller that drops its
+    MattingLaplacian frees them (smooth() does).
+    """
 
     def __init__(self, laplacian: MattingLaplacian, weight: float, normalize=True):
         if normalize not in (True, False, "interior"):
             raise ValueError(f"normalize must be True, False or 'interior', got {normalize!r}")
-        self.laplacian = laplacian
+        self.image = laplacian.image
+        self.stencil = laplacian.stencil()
         if normalize == "interior":     # D = 9 I: a constant scale, folded into the weight
             weight, normalize = weight / 9.0, False
         self.weight = float(weight)
@@ -112,17 +118,22 @@ class SmoothingOperator:
             n = window_counts(laplacian.height, laplacian.width, torch.float64, laplacian.device)
             # Pixels in no window (images under 3 px) have M's row = 0: any finite scale works.
             self._scale = torch.where(n > 0, n, torch.ones_like(n)).rsqrt()       # D^-1/2, float64
-            self._scale_lap = self._scale.to(laplacian.dtype)
+            self._scale_lap = self._scale.to(self.dtype)
         else:
             self._scale = self._scale_lap = None
         self._diagonal = None
+
+    @property
+    def dtype(self):
+        """The Laplacian's dtype, in which the products run."""
+        return self.stencil.dtype
 
     @property
     def diagonal(self) -> torch.Tensor:
         """diag(A) (H, W), float64: computed on first use (Jacobi), so a solve without it neither pays for M's
         diagonal nor holds it."""
         if self._diagonal is None:
-            diag_s = self.laplacian.diagonal().to(torch.float64)
+            diag_s = self.stencil.diagonal()
             if self._scale is not None:
                 diag_s.mul_(self._scale ** 2)
             self._diagonal = diag_s.mul_(self.weight).add_(1.0)
@@ -131,24 +142,24 @@ class SmoothingOperator:
     def l1_diagonal(self) -> torch.Tensor:
         """sum_j |A_ij| as (H, W) in the Laplacian's dtype: the l1 row sums, A's bound for a Jacobi-type
         smoother (dpst_ext.engine.multigrid)."""
-        lap = self.laplacian
-        s = torch.ones(lap.height, lap.width, dtype=lap.dtype, device=lap.device) if self._scale is None \
+        st = self.stencil
+        s = torch.ones(st.height, st.width, dtype=st.dtype, device=st.device) if self._scale is None \
             else self._scale_lap
-        out = lap.abs_matvec(s)
+        out = st.abs_matvec(s).to(st.dtype)
         out.mul_(s).mul_(self.weight).add_(1.0)
         return out
 
     def null_space(self) -> torch.Tensor:
         """(4, H, W) in the Laplacian's dtype: the vectors S annihilates, [1, R, G, B] (times D^1/2 when
         normalised)."""
-        img = self.laplacian.image
+        img = self.image
         null = torch.cat([torch.ones_like(img[:1]), img])
         return null if self._scale is None else null.div_(self._scale_lap)
 
     def fused_cg(self, b: torch.Tensor, inv_diag=None) -> bool:
         """Whether batched_pcg can run its iteration on this operator in the engine's fused passes
         (dpst_ext.engine.ops.pcg_*; any preconditioner): CPU, float64 or float32 vectors."""
-        return (b.device.type == "cpu" and self.laplacian.device.type == "cpu"
+        return (b.device.type == "cpu" and self.stencil.device.type == "cpu"
                 and b.dtype in (torch.float64, torch.float32)
                 and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device.type == "cpu"))
 
@@ -156,14 +167,13 @@ class SmoothingOperator:
         """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype. In-place where possible:
         the temporaries are two (C, H, W) tensors in the Laplacian's dtype (dpst_ext.engine.memory counts
         them)."""
-        lap = self.laplacian
-        if self.normalize or v.dtype != lap.dtype:
-            u = v.to(lap.dtype, copy=True)
+        if self.normalize or v.dtype != self.dtype:
+            u = v.to(self.dtype, copy=True)
             if self.normalize:
                 u.mul_(self._scale_lap)
         else:
             u = v                              # the matvec only reads it
-        su = lap.matvec(u)
+        su = self.stencil.matvec(u)
         del u
         if self.normalize:
             su.mul_(self._scale_lap)
@@ -257,7 +267,7 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     Without a scale and with p in the Laplacian's dtype the matvec reads p itself. Jacobi (inv_diag) runs
     inside the passes; any other preconditioner z = precondition(r) (e.g. the multigrid) is applied between
     them, and pcg_direction forms p = z + beta p from z."""
-    lap, scale = op.laplacian, op._scale
+    scale = op._scale
     x, r = x.contiguous(), r.contiguous()            # (the passes take planar (C, H, W) vectors)
     d = None if inv_diag is None else inv_diag.to(torch.float64).contiguous()
     rr = _dot(r, r)
@@ -274,14 +284,14 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     rel = rr.sqrt() / bnorm
     p = torch.zeros_like(r)
     # The matvec's input u = scale.p, a reused buffer; none when the matvec can read p.
-    u = None if scale is None and r.dtype == lap.dtype else torch.empty(r.shape, dtype=lap.dtype)
+    u = None if scale is None and r.dtype == op.dtype else torch.empty(r.shape, dtype=op.dtype)
     beta = [0.0] * r.shape[0]
     it = 0
     while it < maxiter and bool((rel > tol).any()):
         ops.pcg_direction(z, d, p, beta, scale, u)
         if precondition is not None:
             del z
-        m = ops.laplacian_matvec(lap.image, lap.stats, p if u is None else u)
+        m = op.stencil.matvec(p if u is None else u)
         pap = ops.pcg_curvature(p, m, scale, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
@@ -365,15 +375,15 @@ def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, 
         x0 = y
 
     t_level = time.perf_counter()
-    lap = laplacian if laplacian is not None else MattingLaplacian(content, eps, dtype=laplacian_dtype)
-    op = SmoothingOperator(lap, weight, normalize)
+    op = SmoothingOperator(laplacian if laplacian is not None else MattingLaplacian(content, eps, dtype=laplacian_dtype),
+                           weight, normalize)       # (a Laplacian built here dies now: the operator holds its stencil)
     inv_diag = (1.0 / op.diagonal).to(vector_dtype) if preconditioner == "jacobi" else None
     precondition = None
     if preconditioner == "multigrid":
         from .multigrid import AffineMultigrid  # local import: only this option needs it
 
         t_setup = time.perf_counter()
-        precondition = AffineMultigrid(op, op.l1_diagonal(), op.null_space(), dtype=lap.dtype)
+        precondition = AffineMultigrid(op, op.l1_diagonal(), op.null_space(), dtype=op.dtype)
         levels.append({"shape": (h, w), "step": "multigrid setup", "levels": precondition.shapes,
                        "seconds": time.perf_counter() - t_setup})
     b = y.to(vector_dtype)

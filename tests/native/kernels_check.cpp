@@ -2,7 +2,8 @@
 // -fsanitize=thread and -fsanitize=address (`make sanitize`). Runs every launcher of
 // csrc/cuda/laplacian_kernels.cuh on a few image sizes and block shapes, in float and double, and
 // compares with a plain C++ reference loop over windows built from csrc/window_math.h:
-// a dense M = sum_k M^k (so only small images), then M v, diag M, M in CSR and v^T M v.
+// a dense M = sum_k M^k (so only small images), then M v, diag M, M in CSR, v^T M v, and M's
+// stencil and the product from it.
 //
 //   kernels_check             run the checks; exit status 1 on any mismatch
 //   kernels_check --shared    print the dynamic shared memory per kernel at the GPU block shapes
@@ -142,6 +143,33 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
 
   check_csr<T, int32_t>(img, stats, M, H, W, shape, type, tol * mmax);
   check_csr<T, int64_t>(img, stats, M, H, W, shape, type, tol * mmax);  // the >= 2^31 entries path
+
+  // stencil: K_q(i) = M_{i, i + d_q} (0 outside the image), and M v from it.
+  std::vector<T> K(size_t(dpst::kStencilOffsets) * n);
+  dpst::cuda::launch_laplacian_stencil(img.data(), K.data(), H, W, eps, nullptr, shape);
+  err = 0;
+  for (int q = 0; q < dpst::kStencilOffsets; ++q)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) {
+        const int jy = y + dpst::stencil_dy(q), jx = x + dpst::stencil_dx(q);
+        const bool inside = jy < H && jx >= 0 && jx < W;
+        const double want = inside ? M[size_t(y * W + x) * n + jy * W + jx] : 0.0;
+        const double got = K[(size_t(q) * H + y) * W + x];
+        err = std::fmax(err, inside ? std::fabs(got - want) : (got == 0.0 ? 0.0 : INFINITY));
+      }
+  expect(err <= tol * mmax, "laplacian_stencil", H, W, type, err);
+  dpst::cuda::launch_stencil_matvec(K.data(), v.data(), out.data(), C, H, W, nullptr, shape);
+  err = 0;
+  for (int c = 0; c < C; ++c)
+    for (int i = 0; i < n; ++i) {
+      double s = 0, sa = 0;
+      for (int j = 0; j < n; ++j) {
+        s += M[size_t(i) * n + j] * double(v[size_t(c) * n + j]);
+        sa += std::fabs(M[size_t(i) * n + j] * double(v[size_t(c) * n + j]));
+      }
+      err = std::fmax(err, std::fabs(double(out[size_t(c) * n + i]) - s) / std::fmax(sa, 1e-300));
+    }
+  expect(err <= tol, "stencil_matvec", H, W, type, err);
 }
 
 // Smooth local affine (csrc/cuda/affine_kernels.cuh): the fit against a plain loop over each pixel's
@@ -235,7 +263,7 @@ void print_shared_memory() {
     };
     if (f64) run(0.0); else run(0.0f);
   }
-  std::printf("  sum_partials_kernel %u threads: %zu B; csr kernels: 0 B\n", s.threads,
+  std::printf("  sum_partials_kernel %u threads: %zu B; csr and stencil kernels: 0 B\n", s.threads,
               s.threads * sizeof(double));
   const AffineLaunchShape a{};
   for (int r : {1, 3, 15}) {
