@@ -33,6 +33,7 @@ class Inputs:
         self.height, self.width = self.image.shape[1:]
         self.pixels = self.height * self.width
         self.stats = ops.window_stats(self.image, EPS)
+        self.stencil = ops.laplacian_stencil(self.image, EPS)
         g = torch.Generator().manual_seed(0)
         self.v3 = torch.rand(3, self.height, self.width, generator=g)
         self.v1 = self.v3[:1].contiguous()

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-OPS = ("ours_stats", "ours_matvec3", "ours_csr", "pymatting_csr")
+OPS = ("ours_stats", "ours_matvec3", "ours_stencil", "ours_stencil_matvec3", "ours_csr", "pymatting_csr")
 
 
 def _status_kb(field):
@@ -43,6 +43,11 @@ def _child(op, mp):
         run = lambda: (ops.window_stats(small, 1e-7), ops.window_stats(image, 1e-7))[1]  # noqa: E731
     elif op == "ours_matvec3":
         run = lambda: ops.laplacian_matvec(image, stats, v3)  # noqa: E731
+    elif op == "ours_stencil":
+        run = lambda: ops.laplacian_stencil(image, 1e-7)  # noqa: E731
+    elif op == "ours_stencil_matvec3":
+        stencil = ops.laplacian_stencil(image, 1e-7)
+        run = lambda: ops.stencil_matvec(stencil, v3)  # noqa: E731
     elif op == "ours_csr":
         run = lambda: ops.laplacian_csr(image, stats)  # noqa: E731
     else:

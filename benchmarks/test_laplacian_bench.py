@@ -7,6 +7,8 @@ Groups (one per op and size) put each of our ops next to its anchor:
   csr-<mp>       ours laplacian_csr (float32 values, int32 indices) vs pymatting cf_laplacian
   matvec1-<mp>   ours laplacian_matvec, 1 channel, matrix-free    vs scipy CSR SpMV on pymatting's matrix
   matvec3-<mp>   ours laplacian_matvec, 3 channels                 vs scipy SpMV with 3 columns
+                 (both groups also: ours stencil_matvec, M stored as its 5x5 stencil, 12 values per pixel)
+  stencil-<mp>   ours laplacian_stencil (the stencil's build, once per image)
   stats-<mp>, diagonal-<mp>, loss-<mp>  ours only
   bandwidth      a 256 MB torch clone and numpy copy, 2 threads: the machine's copy bandwidth
 Every benchmark's extra_info carries megapixels, pixels and the bytes the op must move.
@@ -43,6 +45,23 @@ def test_ours_matvec(benchmark, mp, channels):
     # bytes a matrix-free L.v must move, float32: image 12 + stats 36 + v 4C + out 4C per pixel
     _run(benchmark, lambda: ops.laplacian_matvec(x.image, x.stats, v), f"matvec{channels}-{mp}", x,
          FAST_ROUNDS, impl="ours", op=f"matvec{channels}", bytes=x.pixels * (12 + 36 + 8 * channels))
+
+
+@pytest.mark.parametrize("channels", (1, 3))
+@pytest.mark.parametrize("mp", MEGAPIXELS)
+def test_ours_stencil_matvec(benchmark, mp, channels):
+    x = inputs(mp)
+    v = x.v1 if channels == 1 else x.v3
+    # bytes: stencil 48 + v 4C + out 4C per pixel
+    _run(benchmark, lambda: ops.stencil_matvec(x.stencil, v), f"matvec{channels}-{mp}", x, FAST_ROUNDS,
+         impl="stencil", op=f"matvec{channels}", bytes=x.pixels * (48 + 8 * channels))
+
+
+@pytest.mark.parametrize("mp", MEGAPIXELS)
+def test_ours_stencil_build(benchmark, mp):
+    x = inputs(mp)
+    _run(benchmark, lambda: ops.laplacian_stencil(x.image, 1e-7), f"stencil-{mp}", x, FAST_ROUNDS,
+         impl="ours", op="stencil")
 
 
 @pytest.mark.parametrize("channels", (1, 3))

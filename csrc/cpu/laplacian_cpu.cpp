@@ -548,21 +548,15 @@ void stencil_product_row(const T* __restrict__ K, const T* __restrict__ v, T* __
 template <typename T, int NC>
 void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W) {
   const int64_t plane = H * W;
-  // Tiles of rows x column strips (as the matrix-free product): a strip's 3 rows of K and 5 rows of v
-  // stay in L2 while its rows are walked.
-  const Tiles t(H, W);
-  at::parallel_for(0, t.nchunks * t.nstrips, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t ya = (task / t.nstrips) * t.rows_per_chunk, yb = std::min(H, ya + t.rows_per_chunk);
-      const int64_t x0 = (task % t.nstrips) * t.cols_per_strip, x1 = std::min(W, x0 + t.cols_per_strip);
-      const int64_t xa = std::max<int64_t>(x0, 2), xb = std::min(x1, W - 2);
-      for (int64_t y = ya; y < yb; ++y) {
-        const bool interior = y >= 2 && y < H - 2 && xa < xb;
-        if (interior) stencil_product_row<T, NC>(K, v, out, H, W, y, xa, xb);
-        for (int64_t x = x0; x < x1; ++x)
-          if (!(interior && x >= xa && x < xb))
-            for (int c = 0; c < NC; ++c)
-              out[c * plane + y * W + x] = stencil_product(K, v + c * plane, H, W, y, x);
+  // Whole rows, in runs of rows per thread: long unit-stride streams (28 of them per row for 3
+  // channels) suit the hardware prefetchers; measured faster than tiles of <= 512 columns.
+  at::parallel_for(0, H, 8, [&](int64_t ya, int64_t yb) {
+    for (int64_t y = ya; y < yb; ++y) {
+      const bool interior = y >= 2 && y < H - 2 && W > 4;
+      if (interior) stencil_product_row<T, NC>(K, v, out, H, W, y, 2, W - 2);
+      for (int64_t x = 0; x < W; ++x) {
+        if (interior && x == 2) x = W - 2;  // (the interior columns are done)
+        for (int c = 0; c < NC; ++c) out[c * plane + y * W + x] = stencil_product(K, v + c * plane, H, W, y, x);
       }
     }
   });
