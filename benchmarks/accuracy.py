@@ -7,7 +7,8 @@ computes M v with the compiled op in float32 and float64 and with
 dpst_ext.engine.reference.matvec_reference in numpy longdouble (Cholesky-whitened evaluation, within 1e-13
 of exact rational arithmetic on the hardest windows: tests/test_reference.py), on the same input values
 (the image and v as the op saw them, cast up exactly), so the numbers are the error of the arithmetic, not
-of rounding the inputs. Prints per crop:
+of rounding the inputs. Then the same for the product from M's stencil (MattingLaplacian.stencil(), computed
+in double from the image and rounded once to the dtype). Prints per crop:
     max_rel = max|Mv - ref| / max|ref|      rel_l2 = ||Mv - ref||_2 / ||ref||_2
 with v ~ N(0, 1) per pixel, 3 channels. Also the loss sum_c v_c^T M v_c (relative error).
 
@@ -40,6 +41,18 @@ def errors(image64: torch.Tensor, v64: torch.Tensor, dtype, eps: float):
     ref_diag = diagonal_reference(image.double(), eps, np.longdouble).astype(np.float64)
     return (np.abs(err).max() / np.abs(ref).max(), np.linalg.norm(err) / np.linalg.norm(ref),
             abs(loss - ref_loss) / abs(ref_loss), np.abs(diag - ref_diag).max() / np.abs(ref_diag).max())
+
+
+def stencil_errors(image64: torch.Tensor, v64: torch.Tensor, dtype, eps: float):
+    """(max_rel, rel_l2, diag_max_rel) of the stencil's product and diagonal in ``dtype`` against longdouble."""
+    image, v = image64.to(dtype), v64.to(dtype)
+    stencil = MattingLaplacian(image, eps).stencil()
+    ref = matvec_reference(image.double(), v.double(), eps, np.longdouble).astype(np.float64)
+    err = stencil.matvec(v).double().numpy() - ref
+    ref_diag = diagonal_reference(image.double(), eps, np.longdouble).astype(np.float64)
+    diag = stencil.diagonal().numpy()
+    return (np.abs(err).max() / np.abs(ref).max(), np.linalg.norm(err) / np.linalg.norm(ref),
+            np.abs(diag - ref_diag).max() / np.abs(ref_diag).max())
 
 
 def proto_matvec(image, stats, v, mean_correction=False):
@@ -148,6 +161,14 @@ def main():
         v = torch.randn(3, args.size, args.size, generator=g, dtype=torch.float64)
         row = errors(image, v, torch.float32, args.eps) + errors(image, v, torch.float64, args.eps)
         print(f"{name:<18} " + " ".join(f"{x:>{w}.2e}" for x, w in zip(row, (11, 10, 9, 9) * 2)))
+    g = torch.Generator().manual_seed(1)   # the same v as above
+    print(f"\nthe same from the stencil (12 values per pixel, computed in double from the image)")
+    print(f"{'image':<18} {'f32 max_rel':>11} {'f32 rel_l2':>10} {'f32 diag':>9} "
+          f"{'f64 max_rel':>11} {'f64 rel_l2':>10} {'f64 diag':>9}")
+    for name, image in images.items():
+        v = torch.randn(3, args.size, args.size, generator=g, dtype=torch.float64)
+        row = stencil_errors(image, v, torch.float32, args.eps) + stencil_errors(image, v, torch.float64, args.eps)
+        print(f"{name:<18} " + " ".join(f"{x:>{w}.2e}" for x, w in zip(row, (11, 10, 9) * 2)))
     if args.prototype:
         prototype_table(images, args.eps, args.size)
 
