@@ -152,31 +152,34 @@ constexpr int kStencilOffsets = 12;
 DPST_HD constexpr int stencil_dy(int q) { return q < 2 ? 0 : q < 7 ? 1 : 2; }
 DPST_HD constexpr int stencil_dx(int q) { return q < 2 ? q + 1 : q < 7 ? q - 4 : q - 9; }
 
-// K_q(i), q = 0..11, for pixel i = (y, x) by the definition, all in double: over the windows k
-// containing i (window statistics computed here from the 9 colours, not read from stored ones), each
-// forward neighbour j = i + d_q in k adds M^k_ij = -1/9 - z_i.z_j. image (3, H, W) planar.
+// K_q(i) for pixel i = (y, x) by the definition, all in double: the sum over the windows k containing
+// both i and j = i + d_q of M^k_ij = -1/9 - z_i.z_j, each window's statistics computed here from its 9
+// colours (not read from stored, rounded ones). image (3, H, W) planar. Every array index is a
+// compile-time constant once the loops unroll, so the CUDA kernel keeps everything in registers.
 template <typename T>
-DPST_HD inline void stencil_entries(const T* image, long long H, long long W, long long y,
-                                    long long x, double eps, double K[kStencilOffsets]) {
+DPST_HD inline double stencil_entry(const T* image, long long H, long long W, long long y, long long x,
+                                    double eps, int q) {
+  const long long jy = y + stencil_dy(q), jx = x + stencil_dx(q);
+  if (jy >= H || jx < 0 || jx >= W) return 0.0;
   const long long hw = H - 2, ww = W - 2, plane = H * W;
-  for (int q = 0; q < kStencilOffsets; ++q) K[q] = 0.0;
-  for (long long ky = (y - 2 > 0 ? y - 2 : 0); ky <= (y < hw - 1 ? y : hw - 1); ++ky)
-    for (long long kx = (x - 2 > 0 ? x - 2 : 0); kx <= (x < ww - 1 ? x : ww - 1); ++kx) {
-      double c[9][3], mu[3], w[6], xi[3], zi[3];
-      for (int j = 0; j < 9; ++j)
-        for (int ch = 0; ch < 3; ++ch) c[j][ch] = double(image[ch * plane + (ky + j / 3) * W + kx + j % 3]);
+  const long long ky0 = (y > jy ? y : jy) - 2, ky1 = y < jy ? y : jy;
+  const long long kx0 = (x > jx ? x : jx) - 2, kx1 = x < jx ? x : jx;
+  double sum = 0.0;
+  for (long long ky = (ky0 > 0 ? ky0 : 0); ky <= (ky1 < hw - 1 ? ky1 : hw - 1); ++ky)
+    for (long long kx = (kx0 > 0 ? kx0 : 0); kx <= (kx1 < ww - 1 ? kx1 : ww - 1); ++kx) {
+      double c[9][3], mu[3], w[6], xi[3], xj[3], zi[3], zj[3];
+      for (int p = 0; p < 9; ++p)
+        for (int ch = 0; ch < 3; ++ch) c[p][ch] = double(image[ch * plane + (ky + p / 3) * W + kx + p % 3]);
       window_stats(c, eps, mu, w);
-      const int pi = int(y - ky) * 3 + int(x - kx);
-      for (int ch = 0; ch < 3; ++ch) xi[ch] = c[pi][ch] - mu[ch];
-      whiten(w, xi, zi);
-      for (int j = pi + 1; j < 9; ++j) {  // the window's pixels after i in row-major order
-        const int dy = j / 3 - pi / 3, dx = j % 3 - pi % 3;
-        double xj[3], zj[3];
-        for (int ch = 0; ch < 3; ++ch) xj[ch] = c[j][ch] - mu[ch];
-        whiten(w, xj, zj);
-        K[dy == 0 ? dx - 1 : dy == 1 ? dx + 4 : dx + 9] += window_entry_whitened(zi, zj, false);
+      for (int ch = 0; ch < 3; ++ch) {
+        xi[ch] = double(image[ch * plane + y * W + x]) - mu[ch];
+        xj[ch] = double(image[ch * plane + jy * W + jx]) - mu[ch];
       }
+      whiten(w, xi, zi);
+      whiten(w, xj, zj);
+      sum += window_entry_whitened(zi, zj, false);
     }
+  return sum;
 }
 
 // (M v)_i for pixel i = (y, x) of one channel plane v from the stencil K (12, H, W), with the bounds

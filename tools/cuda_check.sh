@@ -53,10 +53,20 @@ for arch in archs:
             bad.append(f"{pretty} sm_{arch}: stack {stack} B, spill stores {st} B, loads {ld} B, lmem {lmem} B")
     if "lmem" in text and re.search(r"[1-9]\d* bytes lmem", text):
         bad.append(f"sm_{arch}: local memory in use")
+# Every __global__ kernel of csrc/ must have been compiled (tools/cuda_kernels_instantiate.cu instantiates
+# the templates): a kernel missing from the instantiation file would escape these checks.
+import glob
+defined = {k for path in glob.glob("csrc/cuda/*.cu*") for k in re.findall(r"__global__\s+void\s+(\w+)", open(path).read())}
+demangled = (subprocess.run(["c++filt", n], capture_output=True, text=True).stdout for n in
+             re.findall(r"Compiling entry function '(\S+)'", open(f"{out}/ptxas_sm_{archs[0]}.log").read()))
+compiled = {re.sub(r"^void |[<(].*", "", d.strip().replace("dpst::cuda::", "")) for d in demangled}
+if defined - compiled:
+    bad.append(f"kernels not instantiated in tools/cuda_kernels_instantiate.cu: {sorted(defined - compiled)}")
 if bad:
-    print("FAIL: register spills or local memory:\n  " + "\n  ".join(bad))
+    print("FAIL: register spills, local memory or kernels not compiled:\n  " + "\n  ".join(bad))
     sys.exit(1)
-print("no spills, no stack frames, no local memory on", ", ".join("sm_" + a for a in archs))
+print(f"all {len(defined)} kernels compiled; no spills, no stack frames, no local memory on",
+      ", ".join("sm_" + a for a in archs))
 EOF
   # Dynamic shared memory depends on the block shape, so ptxas cannot report it: the kernels' own
   # layout functions compute it (built as plain C++ through the emulation header).

@@ -18,7 +18,11 @@ namespace cuda {
   template void launch_laplacian_csr<T, int64_t>(const T*, const T*, int64_t*, int64_t*, T*,       \
                                                  int64_t, int64_t, cudaStream_t, const LaunchShape&); \
   template void launch_photoreal_loss<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t,  \
-                                         double*, double*, cudaStream_t, const LaunchShape&);
+                                         double*, double*, cudaStream_t, const LaunchShape&);      \
+  template void launch_laplacian_stencil<T>(const T*, T*, int64_t, int64_t, double, cudaStream_t,  \
+                                            const LaunchShape&);                                   \
+  template void launch_stencil_matvec<T>(const T*, const T*, T*, int64_t, int64_t, int64_t,        \
+                                         cudaStream_t, const LaunchShape&);
 DPST_INSTANTIATE(float)
 DPST_INSTANTIATE(double)
 

@@ -450,7 +450,8 @@ void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t 
 //
 // Built like the CSR, all in double from the image (window statistics included): interior pixels
 // gather their 12 entries from the ring of whitened colours (csr_offset_row, one vectorised loop per
-// offset), border pixels by the definition (stencil_entries). The product streams K (12 values per pixel), v and the output once per row.
+// offset), border pixels by the definition (stencil_entry). The product streams K (12 values per
+// pixel), v and the output once per row.
 
 template <int... Q>
 void stencil_interior_row(const double* const slots[3], double* rows, int64_t xa, int64_t xb,
@@ -508,9 +509,8 @@ void stencil_kernel(const T* image, T* K, int64_t H, int64_t W, double eps) {
         }
       },
       [&](int64_t y, int64_t x) {
-        double k[kStencilOffsets];
-        stencil_entries(image, H, W, y, x, eps, k);
-        for (int q = 0; q < kStencilOffsets; ++q) K[q * plane + y * W + x] = T(k[q]);
+        for (int q = 0; q < kStencilOffsets; ++q)
+          K[q * plane + y * W + x] = T(stencil_entry(image, H, W, y, x, eps, q));
       });
 }
 

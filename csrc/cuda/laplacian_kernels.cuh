@@ -397,8 +397,9 @@ void launch_photoreal_loss(const T* image, const T* stats, const T* v, int64_t C
 }
 
 // ---- the stencil form (csrc/window_math.h): one thread per pixel, no shared memory -----------------
-// The build is compute-bound (9 window statistics and 36 pair terms per pixel, in double) and runs
-// once per image; the
+// The build is compute-bound (36 window statistics and pair terms per pixel, in double: each entry
+// recomputes the statistics of its windows, which keeps every array in registers) and runs once per
+// image; the
 // product reads K and v through the read-only cache, neighbours' rows being shared by the block.
 
 template <typename T>
@@ -407,9 +408,8 @@ __global__ void laplacian_stencil_kernel(const T* __restrict__ image, T* __restr
   const int64_t x = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t y = int64_t(blockIdx.y) * blockDim.y + threadIdx.y;
   if (y >= H || x >= W) return;
-  double k[kStencilOffsets];
-  stencil_entries(image, H, W, y, x, eps, k);
-  for (int q = 0; q < kStencilOffsets; ++q) K[(q * H + y) * W + x] = T(k[q]);
+  for (int q = 0; q < kStencilOffsets; ++q)
+    K[(q * H + y) * W + x] = T(stencil_entry(image, H, W, y, x, eps, q));
 }
 
 template <typename T>

@@ -1,8 +1,10 @@
 """The numerical core, importable alone: no VGG, no masks, no image files, no style-transfer pipeline.
 
     ops          the custom ops torch.ops.dpst.* (kernels in csrc/): window statistics, L·v, diagonal,
-                 CSR, v^T L v with its autograd, smooth local affine; fake kernels for torch.compile
-    laplacian    MattingLaplacian, the matting Laplacian of a photo as a matrix-free operator
+                 CSR, v^T L v with its autograd, the 5x5 stencil and its product, smooth local affine;
+                 fake kernels for torch.compile
+    laplacian    MattingLaplacian, the matting Laplacian of a photo as a matrix-free operator, and
+                 LaplacianStencil, the same stored as 12 values per pixel (L.stencil())
     smoothing    the closed-form matting smoothing (I + w S) r = y by batched preconditioned CG
     multigrid    its preconditioner whose coarse spaces are local affine colour models
     upsample     local affine upsampling of a working-size result to the full-size photo
@@ -22,7 +24,7 @@ from ._lazy import lazy_getattr
 _SUBMODULES = ("ops", "laplacian", "smoothing", "multigrid", "upsample", "memory", "highres", "postprocess",
                "reference")
 _EXPORTS = {  # name -> the submodule that defines it
-    "MattingLaplacian": "laplacian", "as_image_tensor": "laplacian",
+    "MattingLaplacian": "laplacian", "LaplacianStencil": "laplacian", "as_image_tensor": "laplacian",
     "smooth": "smoothing", "AffineMultigrid": "multigrid", "affine_upsample": "upsample",
     "plan_highres": "memory", "InsufficientMemoryError": "memory", "upscale_result": "highres",
     "smooth_local_affine": "ops", "guided_filter": "postprocess",

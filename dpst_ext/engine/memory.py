@@ -21,13 +21,13 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     (normalize="interior" or False, vectors in the Laplacian dtype)     2 * C * s or C * s
     unaccounted, measured (estimate / peak 1.03-1.20, tests/test_memory.py, 2026-12-03)   0
 
-The tensors above sum to 204 B/px (220 with Jacobi) for float32 matvecs and float64 vectors with the eager
+The tensors above sum to 216 B/px (232 with Jacobi) for float32 matvecs and float64 vectors with the eager
 loop (other devices) on FastPhotoStyle's normalised system; its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB
-total with the interpreter and a loaded photo), hence the 60 B/px term. The fused iteration on the
-full-resolution step's system ("interior", no preconditioner) sums to 180 B/px on float64 vectors, 120 B/px
-on float32 ones (estimate / peak 1.03-1.20, tests/test_memory.py, 2026-12-03). The multigrid's 125 B/px: its
-basis (16), smoother (8) and the setup's probes and the cycle's temporaries, fitted to the peak of
-tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908 estimated, 2026-12-03,
+total with the interpreter and a loaded photo, when the operator held the 36 B/px window statistics), hence the
+60 B/px term. The fused iteration on the full-resolution step's system ("interior", no preconditioner) sums to
+192 B/px on float64 vectors, 132 B/px on float32 ones (estimate / peak: tests/test_memory.py). The
+multigrid's 125 B/px: its basis (16), smoother (8) and the setup's probes and the cycle's temporaries,
+fitted to the peak of tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908 estimated, 2026-12-03,
 when diag(A) was still built for every solve; 917 measured and 850 estimated without it; 1041 MiB when the
 multigrid ran in the eager loop on float64 vectors).
 

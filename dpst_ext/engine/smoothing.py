@@ -375,8 +375,10 @@ def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, 
         x0 = y
 
     t_level = time.perf_counter()
-    op = SmoothingOperator(laplacian if laplacian is not None else MattingLaplacian(content, eps, dtype=laplacian_dtype),
-                           weight, normalize)       # (a Laplacian built here dies now: the operator holds its stencil)
+    # A Laplacian built here dies after this line: the operator holds its stencil, not the window statistics.
+    lap = laplacian if laplacian is not None else MattingLaplacian(content, eps, dtype=laplacian_dtype)
+    op = SmoothingOperator(lap, weight, normalize)
+    del lap
     inv_diag = (1.0 / op.diagonal).to(vector_dtype) if preconditioner == "jacobi" else None
     precondition = None
     if preconditioner == "multigrid":
