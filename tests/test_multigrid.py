@@ -212,10 +212,9 @@ def test_abs_matvec_matches_scipy():
     lap = MattingLaplacian(image, EPS)
     v = torch.rand(30, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     ref = np.abs(lap.to_scipy()) @ v.numpy().reshape(-1)
-    for rows in (1, 7, 256):
-        np.testing.assert_allclose(lap.abs_matvec(v, rows=rows).numpy().reshape(-1), ref, rtol=1e-12)
+    np.testing.assert_allclose(lap.stencil().abs_matvec(v).numpy().reshape(-1), ref, rtol=1e-12)
     with pytest.raises(ValueError, match="single"):
-        lap.abs_matvec(torch.zeros(2, 30, 30, dtype=torch.float64))
+        lap.stencil().abs_matvec(torch.zeros(2, 30, 30, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", ["noise", "pasted", "astronaut_black", "rocket_sky"])

@@ -126,27 +126,6 @@ class MattingLaplacian:
         """diag(L) as an (H, W) tensor (e.g. for a Jacobi preconditioner)."""
         return ops.laplacian_diagonal(self.image, self.stats)
 
-    def abs_matvec(self, v: torch.Tensor, rows: int = 256) -> torch.Tensor:
-        """|L| v for v of shape (H, W): entry-wise absolute values of L, e.g. the l1 row sums |L| 1 that bound
-        a smoother's spectrum. Built from the CSR of horizontal strips of ``rows`` pixel rows (plus the
-        2-row halo every window touching the strip lies in), so the memory is that of one strip's CSR."""
-        v3, _ = self._values(v)
-        if v3.shape[0] != 1:
-            raise ValueError(f"v must be a single (H, W) map, got {tuple(v.shape)}")
-        v = v3[0].to(self.image)
-        h, w = self.height, self.width
-        out = torch.empty_like(v)
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            a, b = max(0, r0 - 2), min(h, r1 + 2)
-            strip = self.image[:, a:b].contiguous()
-            _, col, val = ops.laplacian_csr(strip, ops.window_stats(strip, self.eps))
-            n = (b - a) * w
-            width = val.numel() // n
-            sums = (val.abs().reshape(n, width) * v[a:b].reshape(-1)[col.reshape(n, width)]).sum(1)
-            out[r0:r1] = sums.reshape(b - a, w)[r0 - a:r1 - a]
-        return out
-
     def stencil(self) -> "LaplacianStencil":
         """L stored as a 5x5 stencil (LaplacianStencil): 48 bytes per pixel in float32 against the 36 of the
         window statistics, for products 3-5x faster and ~20x more accurate in float32 (docs/engine.md)."""
@@ -239,5 +218,8 @@ class LaplacianStencil:
 
     def abs_matvec(self, v: torch.Tensor) -> torch.Tensor:
         """|M| v for v (H, W), float64: the l1 row sums |M| 1 bound a smoother's spectrum (multigrid)."""
+        if not isinstance(v, torch.Tensor) or tuple(v.shape) != (self.height, self.width):
+            raise ValueError(f"v must be a single (H, W) = {(self.height, self.width)} map, "
+                             f"got {tuple(getattr(v, 'shape', ()))}")
         v = v.to(torch.float64)
         return self._off_diagonal(v, absolute=True).add_(self.diagonal().abs_().mul_(v))
