@@ -735,8 +735,10 @@ def _write_segment(path: str, frames: list, rate: Fraction, size: tuple[int, int
         if codec == "libx264":
             # No B-frames: every packet's dts = pts, so segments join without timestamp overlaps. One thread:
             # x264's automatic threads now and then encoded the same frames differently (7 of 400 encodes of
-            # a 4-frame chunk in two Ray workers, 2026-12-03), one thread always the same, so a chunk's segment
-            # is the same wherever it is made; at 720p it measured no slower than the automatic threads.
+            # a 4-frame chunk in two Ray workers, 2026-12-03); at 720p it measured no slower than them. One
+            # thread is not always the same either: with more busy processes than cores, 35 of 26483 encodes of
+            # the same 5 frames gave another stream (crf 18; at crf 0, lossless, none did; 2026-12-07). So a
+            # chunk's frames are the same wherever it is made (render_chunk), its segment nearly always.
             s.options = {"crf": str(crf), "preset": "fast", "x264-params": "bframes=0", "threads": "1"}
         else:
             s.bit_rate = int(size[0] * size[1] * float(rate) * 0.25)
