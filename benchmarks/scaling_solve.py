@@ -6,7 +6,8 @@ same operator, and its CG). Writes benchmarks/scaling_solve.json and benchmarks/
 
 Photo: scikit-image astronaut resized; y: benchmarks/bench_smoothing.target (a colour transform computed
 at 1/4 size and upsampled). System: the full-resolution step's, (I + w/9 M) r = y (normalize="interior",
-beta 0.9999, no preconditioner), tol 1e-3 ("fast" smoothing), x0 = y, every channel. Solve times include
+beta 0.9999, no preconditioner), tol 1e-3 ("fast" smoothing), x0 = y, every channel; glibc's heap reuse on, as
+in the CLI. Solve times include
 building each operator (ours: the stencil; scipy: the CSR matrix; pymatting: its window inverses). L·v:
 medians of --repeat, all alternating: ours from the stencil (what the solve uses) and matrix-free from the
 window statistics, float32; the anchors float64 (their only dtype). Each solve runs once. The anchors run up
@@ -30,6 +31,7 @@ sys.path.insert(0, HERE)
 from bench_smoothing import target  # noqa: E402
 
 from dpst_ext.engine import MattingLaplacian  # noqa: E402
+from dpst_ext.engine.memory import reuse_freed_memory  # noqa: E402
 from dpst_ext.engine.smoothing import smooth, weight_from_beta  # noqa: E402
 
 W = weight_from_beta(0.9999) / 9.0   # normalize="interior": S = M / 9
@@ -133,6 +135,9 @@ def main(argv=None):
                    help="pymatting's CG (a Python loop around its numba L·v; ~20 s at 0.05 MP) up to this size")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
+    # As `dpst transfer` does: image-sized temporaries reuse the heap. Without it every product's output is a
+    # fresh mmap whose pages fault in on first touch (measured: the 3-channel L·v at 8 MP took 10x its 4 MP time).
+    reuse_freed_memory()
     rows = []
     load = [os.getloadavg()[0]]
     for mp in args.mp:
