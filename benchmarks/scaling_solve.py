@@ -113,10 +113,11 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((axes[0], "matvec", "3-channel L·v"),
                            (axes[1], "solve", f"fast smoothing solve (tol {TOL:g}), incl. build")):
-        for name, style in (("ours", "o-"), ("ours matrix-free", "o:"), ("scipy", "s--"), ("pymatting", "^--")):
+        for name, style, colour in (("ours", "o-", "C0"), ("ours matrix-free", "o:", "C1"), ("scipy", "s--", "C2"),
+                                    ("pymatting", "^--", "C3")):
             pts = [(r["mp"], r[key][name]) for r in rows if name in r[key]]
             if pts:
-                ax.loglog(*zip(*pts), style, label=name)
+                ax.loglog(*zip(*pts), style, color=colour, label=name)
         ax.set_xlabel("megapixels")
         ax.set_ylabel("seconds")
         ax.set_title(title)
