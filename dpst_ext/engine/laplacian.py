@@ -128,7 +128,8 @@ class MattingLaplacian:
 
     def stencil(self) -> "LaplacianStencil":
         """L stored as a 5x5 stencil (LaplacianStencil): 48 bytes per pixel in float32 against the 36 of the
-        window statistics, for products 3-5x faster and ~20x more accurate in float32 (docs/engine.md)."""
+        window statistics, for products about 2x faster and, in float32 on photos with near-singular windows,
+        4-30x more accurate (docs/engine.md)."""
         return LaplacianStencil(ops.laplacian_stencil(self.image, self.eps))
 
     # -- explicit matrix -----------------------------------------------------------------------

@@ -108,23 +108,29 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
     }
   expect(err <= tol, "window_stats", H, W, type, err);
 
-  // matvec and loss: M v per channel, sum_c v_c^T M v_c.
+  // matvec and loss: M v per channel, sum_c v_c^T M v_c; mv, mv_abs: M v and |M| |v| in double.
+  std::vector<double> mv(v.size()), mv_abs(v.size());
+  for (int c = 0; c < C; ++c)
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) {
+        mv[size_t(c) * n + i] += M[size_t(i) * n + j] * double(v[size_t(c) * n + j]);
+        mv_abs[size_t(c) * n + i] += std::fabs(M[size_t(i) * n + j] * double(v[size_t(c) * n + j]));
+      }
+  auto product_error = [&](const std::vector<T>& out) {  // max over pixels of |out - M v| / (|M| |v|)
+    double e = 0;
+    for (size_t k = 0; k < out.size(); ++k)
+      e = std::fmax(e, std::fabs(double(out[k]) - mv[k]) / std::fmax(mv_abs[k], 1e-300));
+    return e;
+  };
   std::vector<T> out(v.size());
   dpst::cuda::launch_laplacian_matvec(img.data(), stats.data(), v.data(), out.data(), C, H, W,
                                       nullptr, shape);
-  err = 0;
+  err = product_error(out);
   double loss = 0, loss_scale = 0;
-  for (int c = 0; c < C; ++c)
-    for (int i = 0; i < n; ++i) {
-      double s = 0, sa = 0;
-      for (int j = 0; j < n; ++j) {
-        s += M[size_t(i) * n + j] * double(v[size_t(c) * n + j]);
-        sa += std::fabs(M[size_t(i) * n + j] * double(v[size_t(c) * n + j]));
-      }
-      err = std::fmax(err, std::fabs(double(out[size_t(c) * n + i]) - s) / std::fmax(sa, 1e-300));
-      loss += double(v[size_t(c) * n + i]) * s;
-      loss_scale += std::fabs(double(v[size_t(c) * n + i])) * sa;
-    }
+  for (size_t k = 0; k < v.size(); ++k) {
+    loss += double(v[k]) * mv[k];
+    loss_scale += std::fabs(double(v[k])) * mv_abs[k];
+  }
   expect(err <= tol, "laplacian_matvec", H, W, type, err);
 
   const dim3 grid = dpst::cuda::loss_grid(H, W, shape);
@@ -159,16 +165,7 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
       }
   expect(err <= tol * mmax, "laplacian_stencil", H, W, type, err);
   dpst::cuda::launch_stencil_matvec(K.data(), v.data(), out.data(), C, H, W, nullptr, shape);
-  err = 0;
-  for (int c = 0; c < C; ++c)
-    for (int i = 0; i < n; ++i) {
-      double s = 0, sa = 0;
-      for (int j = 0; j < n; ++j) {
-        s += M[size_t(i) * n + j] * double(v[size_t(c) * n + j]);
-        sa += std::fabs(M[size_t(i) * n + j] * double(v[size_t(c) * n + j]));
-      }
-      err = std::fmax(err, std::fabs(double(out[size_t(c) * n + i]) - s) / std::fmax(sa, 1e-300));
-    }
+  err = product_error(out);
   expect(err <= tol, "stencil_matvec", H, W, type, err);
 }
 
