@@ -130,7 +130,7 @@ class MattingLaplacian:
         """L stored as a 5x5 stencil (LaplacianStencil): 48 bytes per pixel in float32 against the 36 of the
         window statistics, for products about 2x faster and, in float32 on photos with near-singular windows,
         4-30x more accurate (docs/engine.md)."""
-        return LaplacianStencil(ops.laplacian_stencil(self.image, self.eps))
+        return LaplacianStencil(self.image, self.eps)
 
     # -- explicit matrix -----------------------------------------------------------------------
     def csr(self):
@@ -158,9 +158,11 @@ def _neighbour_slices(h: int, w: int, dy: int, dx: int):
 
 
 class LaplacianStencil:
-    """The matting Laplacian M stored as a 5x5 stencil: ``weights`` (12, H, W), plane q holding M_{i, i + d_q}
-    for the q-th offset of STENCIL_OFFSETS (0 where i + d_q lies outside the image), computed in double from
-    the image (ops.laplacian_stencil).
+    """The matting Laplacian M of ``image`` (3x3 windows, regularisation ``eps``) stored as a 5x5 stencil:
+    ``weights`` (12, H, W), plane q holding M_{i, i + d_q} for the q-th offset of STENCIL_OFFSETS (0 where
+    i + d_q lies outside the image), computed in double from the image, window statistics included
+    (ops.laplacian_stencil), in the image's dtype. Holds the image (by reference) and the weights: 48 bytes per
+    pixel in float32; never the window statistics.
 
     M is symmetric with rows summing to 0, so these 12 values per pixel are all of it: the product is
     (M v)_i = sum_q K_q(i) (v_{i+d_q} - v_i) + K_q(i-d_q) (v_{i-d_q} - v_i) (ops.stencil_matvec), and
@@ -168,10 +170,10 @@ class LaplacianStencil:
     precision, and the differences keep constants exactly in M's null space.
     """
 
-    def __init__(self, weights: torch.Tensor):
-        if weights.dim() != 3 or weights.shape[0] != len(STENCIL_OFFSETS):
-            raise ValueError(f"weights must have shape (12, H, W), got {tuple(weights.shape)}")
-        self.weights = weights
+    def __init__(self, image, eps: float = 1e-7, dtype=None):
+        self.image = as_image_tensor(image, dtype).contiguous()
+        self.eps = float(eps)
+        self.weights = ops.laplacian_stencil(self.image, self.eps)
 
     @property
     def height(self) -> int:

@@ -7,7 +7,7 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     content (caller's, float32)                        3 * 4
     upsampled result y (content dtype)                 C * 4
     Laplacian: image copy in its dtype + stencil       3 * s (0 if the content already is) + 12 * s
-               (the window statistics it is built from, 9 * s, are freed before the CG)
+               (built from the image directly: the window statistics are never held)
     operator: D^-1/2 (float64 + Laplacian dtype; normalize=True only)                  8 + s
               diag(A) (float64) and its inverse (v), Jacobi only                          8 + v
     multigrid preconditioner (if chosen), measured                    125
@@ -117,8 +117,8 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
     if smoothing == "off":
         peak = content + result + upsampling
     else:
-        # The operator's image (a copy unless float32) and M's stencil, 12 values per pixel; the window
-        # statistics (9 per pixel) it is built from are freed before the CG starts.
+        # The operator's image (a copy unless float32) and M's stencil, 12 values per pixel (built from the
+        # image directly: no window statistics).
         lap = (0 if s == 4 else 3 * s) * n + 12 * s * n
         # D^-1/2 only for the FastPhotoStyle normalisation; diag(A) and its inverse only for Jacobi.
         operator = ((8 + s if normalize is True else 0) + (8 + v if preconditioner == "jacobi" else 0)) * n
