@@ -276,27 +276,26 @@ void csr_row_generic(const Planes<T>& I, const Planes<T>& S, index_t* ci, T* vi,
 }
 
 // Whitened colours z_p = W (I_p - mu) of the 9 pixels p (row-major in the window) of every window
-// kx in [kxa, kxb) of window row ky, into a ring slot: component c of z_p at field 3 p + c. Computed
-// and stored in R (T for the CSR and the diagonal, double for the stencil).
-template <typename R, typename T>
-void csr_window_row(const T* __restrict__ img, const T* __restrict__ st, R* __restrict__ slot,
+// kx in [kxa, kxb) of window row ky, into a ring slot: component c of z_p at field 3 p + c.
+template <typename T>
+void csr_window_row(const T* __restrict__ img, const T* __restrict__ st, T* __restrict__ slot,
                     int64_t H, int64_t W, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
   constexpr int64_t L = kFieldStride;
   const int64_t plane = H * W, ww = W - 2, splane = (H - 2) * ww;
   const T* I = img + ky * W;
   const T* S = st + ky * ww;
   for (int64_t kx = kxa; kx < kxb; ++kx) {
-    R mu[3], w[6];
+    T mu[3], w[6];
 #pragma GCC unroll 3
-    for (int q = 0; q < 3; ++q) mu[q] = R(S[q * splane + kx]);
+    for (int q = 0; q < 3; ++q) mu[q] = S[q * splane + kx];
 #pragma GCC unroll 6
-    for (int q = 0; q < 6; ++q) w[q] = R(S[(3 + q) * splane + kx]);
+    for (int q = 0; q < 6; ++q) w[q] = S[(3 + q) * splane + kx];
     const int64_t p = kx - base;
 #pragma GCC unroll 9
     for (int j = 0; j < 9; ++j) {
-      R x[3], z[3];
+      T x[3], z[3];
 #pragma GCC unroll 3
-      for (int ch = 0; ch < 3; ++ch) x[ch] = R(I[ch * plane + (j / 3) * W + kx + j % 3]) - mu[ch];
+      for (int ch = 0; ch < 3; ++ch) x[ch] = I[ch * plane + (j / 3) * W + kx + j % 3] - mu[ch];
       whiten(w, x, z);
 #pragma GCC unroll 3
       for (int ch = 0; ch < 3; ++ch) slot[(3 * j + ch) * L + p] = z[ch];
@@ -395,7 +394,7 @@ void csr_kernel(const T* image, const T* stats, index_t* crow, index_t* col, T* 
   });
   constexpr int64_t L = kFieldStride;
   auto fill = [&](T* slot, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
-    csr_window_row<T>(image, stats, slot, H, W, ky, kxa, kxb, base);
+    csr_window_row(image, stats, slot, H, W, ky, kxa, kxb, base);
   };
   for_each_ring_row<T>(
       H, W, fill,
@@ -426,7 +425,7 @@ void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t 
   const int64_t hw = H - 2, ww = W - 2;
   const Planes<T> I{image, H, W}, S{stats, hw, ww};
   auto fill = [&](T* slot, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
-    csr_window_row<T>(image, stats, slot, H, W, ky, kxa, kxb, base);
+    csr_window_row(image, stats, slot, H, W, ky, kxa, kxb, base);
   };
   for_each_ring_row<T>(
       H, W, fill,
@@ -556,7 +555,8 @@ void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W) {
       if (interior) stencil_product_row<T, NC>(K, v, out, H, W, y, 2, W - 2);
       for (int64_t x = 0; x < W; ++x) {
         if (interior && x == 2) x = W - 2;  // (the interior columns are done)
-        for (int c = 0; c < NC; ++c) out[c * plane + y * W + x] = stencil_product(K, v + c * plane, H, W, y, x);
+        for (int c = 0; c < NC; ++c)
+          out[c * plane + y * W + x] = stencil_product(K, v + c * plane, H, W, y, x);
       }
     }
   });

@@ -4,7 +4,7 @@
     >>> Lv = L @ v                              # v: (H, W) or (C, H, W); matrix-free, O(HW)
     >>> L.quad(v)                               # sum_c v_c^T L v_c, differentiable in v
     >>> L.diagonal(), L.to_scipy(), L.to_torch_sparse()
-    >>> K = L.stencil(); K @ v                  # M stored as 12 values per pixel: the fastest, most accurate L v
+    >>> K = L.stencil(); K @ v                  # L stored as 12 values per pixel: a faster, more accurate L v
 
 M_ij = sum over 3x3 windows w_k containing i and j of
        delta_ij - (1 + (I_i - mu_k)^T (Sigma_k + eps/9 I_3)^-1 (I_j - mu_k)) / 9      (Levin et al. 2008)

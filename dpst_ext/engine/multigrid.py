@@ -14,7 +14,7 @@ so P reproduces any per-block affine recolouring exactly, and the coarse operato
 Galerkin projection. The near-null vectors are those S annihilates: [1, R, G, B] for S = M, and
 D^1/2 [1, R, G, B] for FastPhotoStyle's S = D^-1/2 M D^-1/2 (the caller passes them).
 
-Levels. Level 0 is the matrix-free operator on (C, H, W) images. M couples pixels at most 2 apart, so with
+Levels. Level 0 is the fine operator on (C, H, W) images (on M's stencil). M couples pixels at most 2 apart, so with
 b >= 2 each block couples only to its 3 x 3 neighbour blocks: A_c is a 3 x 3 *block stencil* (4 x 4
 blocks per neighbour) on the (ceil(H/b), ceil(W/b)) grid. Coarser levels aggregate 2 x 2 nodes the same
 way (near-null vectors carried down as P^T B), which keeps the 3 x 3 block stencil, until the problem is

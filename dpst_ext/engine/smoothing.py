@@ -1,4 +1,4 @@
-"""Closed-form photorealistic smoothing at full resolution, matrix-free (FastPhotoStyle, Li et al. 2018).
+"""Closed-form photorealistic smoothing at full resolution, on the stencil of M (FastPhotoStyle, Li et al. 2018).
 
     r = argmin_r  ||r - y||^2 + w * sum_c r_c^T S r_c,      i.e.   (I + w S) r_c = y_c  per channel,
 
@@ -114,7 +114,7 @@ class SmoothingOperator:
         self.weight = float(weight)
         self.normalize = bool(normalize)
         if self.normalize:
-            n = window_counts(laplacian.height, laplacian.width, torch.float64, laplacian.device)
+            n = window_counts(self.stencil.height, self.stencil.width, torch.float64, self.stencil.device)
             # Pixels in no window (images under 3 px) have M's row = 0: any finite scale works.
             self._scale = torch.where(n > 0, n, torch.ones_like(n)).rsqrt()       # D^-1/2, float64
             self._scale_lap = self._scale.to(self.dtype)
