@@ -399,8 +399,8 @@ void launch_photoreal_loss(const T* image, const T* stats, const T* v, int64_t C
 // ---- the stencil form (csrc/window_math.h): one thread per pixel, no shared memory -----------------
 // The build is compute-bound (36 window statistics and pair terms per pixel, in double: each entry
 // recomputes the statistics of its windows, which keeps every array in registers) and runs once per
-// image; the
-// product reads K and v through the read-only cache, neighbours' rows being shared by the block.
+// image; the product reads K and v through the read-only cache, neighbours' rows being shared by the
+// block.
 
 template <typename T>
 __global__ void laplacian_stencil_kernel(const T* __restrict__ image, T* __restrict__ K, int64_t H,
