@@ -143,6 +143,16 @@ def prototype_table(images, eps, size):
               + " ".join(f"{x:>10.2e}" for x in row[4:]))
 
 
+def error_table(images, measure, columns, args):
+    """One row per image: measure(image, v, dtype, eps) in float32 then float64, the same v for every table."""
+    g = torch.Generator().manual_seed(1)
+    print(f"{'image':<18} " + " ".join(f"{f'{t} {label}':>{w}}" for t in ("f32", "f64") for label, w in columns))
+    for name, image in images.items():
+        v = torch.randn(3, args.size, args.size, generator=g, dtype=torch.float64)
+        row = measure(image, v, torch.float32, args.eps) + measure(image, v, torch.float64, args.eps)
+        print(f"{name:<18} " + " ".join(f"{x:>{w}.2e}" for x, (_, w) in zip(row, columns * 2)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=96, help="crop side in pixels")
@@ -153,22 +163,10 @@ def main():
 
     images = dict(samples.hard_crops(args.size))
     images["noise"] = samples.random_image(args.size, args.size, seed=0)
-    g = torch.Generator().manual_seed(1)
     print(f"matvec vs longdouble reference, {args.size}x{args.size} crops, eps={args.eps:g}, v ~ N(0,1), C=3")
-    print(f"{'image':<18} {'f32 max_rel':>11} {'f32 rel_l2':>10} {'f32 loss':>9} {'f32 diag':>9} "
-          f"{'f64 max_rel':>11} {'f64 rel_l2':>10} {'f64 loss':>9} {'f64 diag':>9}")
-    for name, image in images.items():
-        v = torch.randn(3, args.size, args.size, generator=g, dtype=torch.float64)
-        row = errors(image, v, torch.float32, args.eps) + errors(image, v, torch.float64, args.eps)
-        print(f"{name:<18} " + " ".join(f"{x:>{w}.2e}" for x, w in zip(row, (11, 10, 9, 9) * 2)))
-    g = torch.Generator().manual_seed(1)   # the same v as above
-    print(f"\nthe same from the stencil (12 values per pixel, computed in double from the image)")
-    print(f"{'image':<18} {'f32 max_rel':>11} {'f32 rel_l2':>10} {'f32 diag':>9} "
-          f"{'f64 max_rel':>11} {'f64 rel_l2':>10} {'f64 diag':>9}")
-    for name, image in images.items():
-        v = torch.randn(3, args.size, args.size, generator=g, dtype=torch.float64)
-        row = stencil_errors(image, v, torch.float32, args.eps) + stencil_errors(image, v, torch.float64, args.eps)
-        print(f"{name:<18} " + " ".join(f"{x:>{w}.2e}" for x, w in zip(row, (11, 10, 9) * 2)))
+    error_table(images, errors, (("max_rel", 11), ("rel_l2", 10), ("loss", 9), ("diag", 9)), args)
+    print("\nthe same from the stencil (12 values per pixel, computed in double from the image)")
+    error_table(images, stencil_errors, (("max_rel", 11), ("rel_l2", 10), ("diag", 9)), args)
     if args.prototype:
         prototype_table(images, args.eps, args.size)
 

@@ -378,6 +378,14 @@ void for_each_ring_row(int64_t H, int64_t W, Fill fill, Interior interior, Borde
   });
 }
 
+// The ring rows of the CSR and the diagonal: whitened colours from the stored window statistics.
+template <typename T>
+auto stats_fill(const T* image, const T* stats, int64_t H, int64_t W) {
+  return [=](T* slot, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
+    csr_window_row(image, stats, slot, H, W, ky, kxa, kxb, base);
+  };
+}
+
 // Fixed-width CSR: row i = (y, x) holds the clamped 5x5 neighbourhood rows ry0..ry0+nh-1,
 // columns rx0..rx0+nw-1 (row-major, hence sorted); pixels sharing no window get explicit zeros.
 //
@@ -393,11 +401,8 @@ void csr_kernel(const T* image, const T* stats, index_t* crow, index_t* col, T* 
     for (int64_t i = a; i < b; ++i) crow[i] = index_t(i * width);
   });
   constexpr int64_t L = kFieldStride;
-  auto fill = [&](T* slot, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
-    csr_window_row(image, stats, slot, H, W, ky, kxa, kxb, base);
-  };
   for_each_ring_row<T>(
-      H, W, fill,
+      H, W, stats_fill(image, stats, H, W),
       [&](const T* const slots[3], int64_t y, int64_t xa, int64_t xb, int64_t base) {
         thread_local std::vector<T> rows;  // 25 entry rows of the tile (one buffer per thread)
         rows.resize(25 * L);
@@ -424,11 +429,8 @@ template <typename T>
 void diagonal_kernel(const T* image, const T* stats, T* out, int64_t H, int64_t W) {
   const int64_t hw = H - 2, ww = W - 2;
   const Planes<T> I{image, H, W}, S{stats, hw, ww};
-  auto fill = [&](T* slot, int64_t ky, int64_t kxa, int64_t kxb, int64_t base) {
-    csr_window_row(image, stats, slot, H, W, ky, kxa, kxb, base);
-  };
   for_each_ring_row<T>(
-      H, W, fill,
+      H, W, stats_fill(image, stats, H, W),
       [&](const T* const slots[3], int64_t y, int64_t xa, int64_t xb, int64_t base) {
         csr_offset_row<T, 0, 0>(slots, out + y * W + xa, xa, xb, base);
       },

@@ -27,9 +27,9 @@ total with the interpreter and a loaded photo, when the operator held the 36 B/p
 60 B/px term. The fused iteration on the full-resolution step's system ("interior", no preconditioner) sums to
 192 B/px on float64 vectors, 132 B/px on float32 ones (estimate / peak: tests/test_memory.py). The
 multigrid's 125 B/px: its basis (16), smoother (8) and the setup's probes and the cycle's temporaries,
-fitted to the peak of tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908 estimated, 2026-12-03,
-when diag(A) was still built for every solve; 917 measured and 850 estimated without it; 1041 MiB when the
-multigrid ran in the eager loop on float64 vectors).
+fitted to the peak of tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908
+estimated, 2026-12-03, when diag(A) was still built for every solve; 917 measured and 850 estimated without
+it; 1041 MiB when the multigrid ran in the eager loop on float64 vectors).
 
 plus, for smoothing="off", only content + result + the upsampling band; and a fixed interpreter + torch
 baseline (measured ~0.35 GB RSS for `import torch, dpst_ext`; on CUDA the device side has no baseline).
