@@ -1,6 +1,7 @@
-// The schemas of the engine's ops and of the smooth-local-affine ops, written once: csrc/dpst.cpp defines
-// them in torch.ops.dpst (every backend registers kernels there), csrc/emu/ in torch.ops.dpst_emu (the
-// CUDA kernels compiled as C++ and run on the CPU, for the tests). Shapes: csrc/dpst.cpp.
+// The schemas of the engine's ops, of the fused CG passes and of the smooth-local-affine ops, written once:
+// csrc/dpst.cpp defines them in torch.ops.dpst (every backend registers kernels there), csrc/emu/ in
+// torch.ops.dpst_emu (the CUDA kernels compiled as C++ and run on the CPU, for the tests). Shapes:
+// csrc/dpst.cpp.
 #pragma once
 #include <torch/library.h>
 
@@ -25,6 +26,21 @@ inline void define_laplacian_ops(torch::Library& m) {
   m.def("laplacian_stencil(Tensor image, float eps) -> Tensor");
   // M v from the stencil, for each of v's C channels (v: the stencil's dtype).
   m.def("stencil_matvec(Tensor stencil, Tensor v) -> Tensor");
+}
+
+inline void define_pcg_ops(torch::Library& m) {
+  // Fused vector passes of batched PCG on A v = v + weight s.M(s.v) (dpst_ext/engine/smoothing.py;
+  // csrc/cpu/pcg_cpu.cpp, csrc/cuda/pcg_kernels.cuh). x, r, p: (C, H, W), all float64 or all float32
+  // (computed in double either way); m = M u in the Laplacian's dtype; scale s and inv_diag d (Jacobi,
+  // 1/diag(A)): (H, W) float64 or None (= 1). p = d.r + beta p in place; u = s.p in u's dtype (the
+  // matvec's input), in place; u may be None when scale is (the matvec then reads p).
+  m.def("pcg_direction(Tensor r, Tensor? inv_diag, Tensor(a!) p, float[] beta, Tensor? scale, "
+        "Tensor(b!)? u) -> ()");
+  // (C,) float64: p.Ap per channel, Ap = p + weight s.m.
+  m.def("pcg_curvature(Tensor p, Tensor m, Tensor? scale, float weight) -> Tensor");
+  // x += alpha p, r -= alpha Ap in place; returns (2, C) float64: r.r and r.(d.r) per channel.
+  m.def("pcg_update(Tensor(a!) x, Tensor(b!) r, Tensor p, Tensor m, Tensor? scale, float weight, "
+        "float[] alpha, Tensor? inv_diag) -> Tensor");
 }
 
 inline void define_affine_ops(torch::Library& m) {

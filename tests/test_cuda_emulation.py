@@ -1,4 +1,4 @@
-"""The CUDA kernels (csrc/cuda/laplacian_kernels.cuh), run on the CPU by the host emulation.
+"""The CUDA kernels (csrc/cuda/laplacian_kernels.cuh, pcg_kernels.cuh), run on the CPU by the host emulation.
 
 dpst_ext._emu compiles the exact kernel bodies and entry points of the CUDA build as plain C++ and
 registers them as torch.ops.dpst_emu.* (same schemas as torch.ops.dpst.*, CPU tensors). Every
@@ -237,6 +237,117 @@ def test_non_contiguous_inputs():
                                torch.ops.dpst.stencil_matvec(k, v.contiguous()), rtol=1e-12, atol=1e-12)
 
 
+# ---- the fused CG passes (csrc/cuda/pcg_kernels.cuh) against the CPU kernels ------------------------
+
+def _cg_inputs(c, h, w, vdtype, mdtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, r, p = (torch.randn(c, h, w, generator=g, dtype=torch.float64).to(vdtype) for _ in range(3))
+    m = torch.randn(c, h, w, generator=g, dtype=torch.float64).to(mdtype)
+    s = torch.rand(h, w, generator=g, dtype=torch.float64) + 0.5
+    d = torch.rand(h, w, generator=g, dtype=torch.float64) + 0.1
+    return x, r, p, m, s, d
+
+
+def _cg_passes(lib, x, r, p, m, s, d, u_dtype):
+    """One iteration's passes through torch.ops.<lib> on copies: (p, u, p.Ap, x, r, sums)."""
+    c = p.shape[0]
+    x, r, p = x.clone(), r.clone(), p.clone()
+    u = None if u_dtype is None else torch.empty(p.shape, dtype=u_dtype)
+    beta, alpha = [0.5, -1.25, 2.0, 0.75][:c], [0.3, 0.7, -0.2, 1.1][:c]
+    emulated(lib.pcg_direction, r, d, p, beta, s, u)
+    curvature = emulated(lib.pcg_curvature, p, m, s, 37.0)
+    sums = emulated(lib.pcg_update, x, r, p, m, s, 37.0, alpha, d)
+    return p, u, curvature, x, r, sums
+
+
+@pytest.mark.parametrize("vdtype", [torch.float64, torch.float32], ids=["v64", "v32"])
+@pytest.mark.parametrize("mdtype", [torch.float64, torch.float32], ids=["m64", "m32"])
+@pytest.mark.parametrize("with_maps", [True, False], ids=["maps", "no-maps"])
+@pytest.mark.parametrize("shape", [(3, 7, 9), (1, 5, 3), (4, 11, 13)], ids=["3x7x9", "1x5x3", "4x11x13"])
+def test_cg_passes_match_the_cpu_kernels(shape, with_maps, mdtype, vdtype, launch_shape):
+    # Partial and several blocks of 32 or 17 threads; 4 channels: grid.y. The stored vectors are the same
+    # formulas (csrc/pcg_math.h) on the same inputs: within FMA contraction of the CPU kernels' (one
+    # rounding of the stored dtype). The sums are those of each implementation's own stored vectors.
+    x, r, p, m, s, d = _cg_inputs(*shape, vdtype, mdtype)
+    s, d = (s, d) if with_maps else (None, None)
+    u_dtype = mdtype if (with_maps or vdtype != mdtype) else None
+    got = _cg_passes(EMU, x, r, p, m, s, d, u_dtype)
+    want = _cg_passes(torch.ops.dpst, x, r, p, m, s, d, u_dtype)
+    for k in (0, 1, 3, 4):                                         # p, u, x, r
+        if got[k] is None:
+            assert want[k] is None
+            continue
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape
+        rtol = 1e-15 if got[k].dtype == torch.float64 else 1.2e-7
+        torch.testing.assert_close(got[k], want[k], rtol=rtol, atol=1e-15)
+    p2, _, curvature, _, r2, sums = got
+    s1, d1 = (s, d) if with_maps else (1.0, 1.0)
+    p64, r64 = p2.double(), r2.double()
+    torch.testing.assert_close(curvature, (p64 * (p64 + 37.0 * s1 * m.double())).sum((1, 2)), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(sums, torch.stack([(r64 ** 2).sum((1, 2)), (d1 * r64 ** 2).sum((1, 2))]),
+                               rtol=1e-13, atol=0)
+
+
+def test_cg_sums_are_deterministic_and_add_many_blocks():
+    EMU.set_launch_shape(8, 4, 8, 4, 8)  # 8-thread blocks: 3 x 30 x 40 gives 150 partials per channel
+    try:
+        x, r, p, m, s, d = _cg_inputs(3, 30, 40, torch.float32, torch.float32, seed=1)
+        runs = [_cg_passes(EMU, x, r, p, m, s, d, torch.float32) for _ in range(2)]
+        for a, b in zip(*runs):
+            assert torch.equal(a, b)                   # run to run: bitwise
+        cpu = _cg_passes(torch.ops.dpst, x, r, p, m, s, d, torch.float32)
+        for k in (2, 5):                               # p.Ap and (r.r, r.d r)
+            torch.testing.assert_close(runs[0][k], cpu[k], rtol=1e-13, atol=0)
+        EMU.set_launch_shape(*GPU)                     # the GPU's 256-thread blocks: one partial block
+        gpu = _cg_passes(EMU, x, r, p, m, s, d, torch.float32)
+        for k in (0, 1, 3, 4):
+            torch.testing.assert_close(gpu[k], cpu[k], rtol=1.2e-7, atol=0)
+    finally:
+        EMU.set_launch_shape(*SMALL)
+
+
+def test_smoothing_solve_on_the_emulated_cg_kernels(monkeypatch):
+    # batched_pcg's fused loop (what a CUDA device runs) with the emulated CUDA kernels in place of the CPU
+    # ones: the same iterates after 12 iterations, Jacobi and FastPhotoStyle's scale included.
+    from dpst_ext import samples
+    from dpst_ext.engine import LaplacianStencil
+    from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, weight_from_beta
+
+    image = samples.random_image(12, 15, seed=4)
+    op = SmoothingOperator(LaplacianStencil(image, 1e-7, dtype=torch.float32), weight_from_beta(0.9999), True)
+    y = image.float() ** 0.8
+    inv = (1.0 / op.diagonal).float()
+    cpu = batched_pcg(op, y, y, inv, tol=1e-12, maxiter=12)
+    for name in ("pcg_direction", "pcg_curvature", "pcg_update"):
+        monkeypatch.setattr(ops, name, lambda *a, _f=getattr(EMU, name): emulated(_f, *a))
+    emu = batched_pcg(op, y, y, inv, tol=1e-12, maxiter=12)
+    assert emu[1] == cpu[1] == 12
+    torch.testing.assert_close(emu[0], cpu[0], rtol=0, atol=1e-5 * float(cpu[0].abs().max()))
+    np.testing.assert_allclose(emu[2], cpu[2], rtol=1e-3)
+
+
+def test_cg_passes_on_empty_inputs_and_bad_arguments():
+    for shape in [(0, 4, 5), (2, 0, 5), (2, 4, 0)]:
+        x, r, p, m, s, d = _cg_inputs(*shape, torch.float64, torch.float32)
+        p2, u, curvature, x2, r2, sums = _cg_passes(EMU, x, r, p, m, s, d, torch.float32)
+        assert torch.equal(curvature, torch.zeros(shape[0], dtype=torch.float64))
+        assert torch.equal(sums, torch.zeros(2, shape[0], dtype=torch.float64))
+        assert p2.shape == x2.shape == r2.shape == shape
+    x, r, p, m, s, d = _cg_inputs(3, 4, 5, torch.float64, torch.float32)
+    with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
+        EMU.pcg_direction(r, d, p, [1.0], s, m.clone())
+    with pytest.raises(RuntimeError, match="u must be given when scale is"):
+        EMU.pcg_direction(r, d, p, [1.0] * 3, s, None)
+    with pytest.raises(RuntimeError, match="p must be float32 or float64, got Half"):
+        EMU.pcg_curvature(p.half(), m, s, 1.0)
+    with pytest.raises(RuntimeError, match=r"r must have the dtype of the other CG vectors \(Double\), got Float"):
+        EMU.pcg_update(x, r.float(), p, m, s, 1.0, [0.1] * 3, d)
+    with pytest.raises(RuntimeError, match=r"scale must have shape \(H, W\)"):
+        EMU.pcg_update(x, r, p, m, s[:3], 1.0, [0.1] * 3, d)
+    with pytest.raises(RuntimeError, match="m must be a contiguous float32 or float64 tensor"):
+        EMU.pcg_update(x, r, p, m[:2], s, 1.0, [0.1] * 3, d)
+
+
 # ---- real photos: float32 error of the emulated kernels next to the CPU path's ----------------------
 
 PHOTO_CASES = [("astronaut", 40, 1e-7), ("coffee", 36, 1e-7), ("chelsea", 32, 1e-4)]
@@ -302,6 +413,10 @@ KERNEL_RUN_BY = {
     "sum_partials_kernel": "photoreal_loss",
     "laplacian_stencil_kernel": "laplacian_stencil",
     "stencil_matvec_kernel": "stencil_matvec",
+    # csrc/cuda/pcg_kernels.cuh (sum_partials_kernel adds their partials too)
+    "pcg_direction_kernel": "pcg_direction",
+    "pcg_curvature_kernel": "pcg_curvature",
+    "pcg_update_kernel": "pcg_update",
     # csrc/cuda/affine_kernels.cuh, run by the emulated-kernel tests of tests/test_affine.py
     "local_affine_fit_kernel": "local_affine_fit",
     "bilateral_affine_kernel": "bilateral_affine_apply",

@@ -1,8 +1,9 @@
-// Instantiates every kernel of csrc/cuda/laplacian_kernels.cuh and csrc/cuda/affine_kernels.cuh for
+// Instantiates every kernel of csrc/cuda/laplacian_kernels.cuh, pcg_kernels.cuh and affine_kernels.cuh for
 // every type the ops dispatch to, without torch, so tools/cuda_check.sh can compile it with `nvcc -Xptxas -v` for each GPU
 // architecture and read register, shared-memory and spill figures per kernel.
 #include "cuda/affine_kernels.cuh"
 #include "cuda/laplacian_kernels.cuh"
+#include "cuda/pcg_kernels.cuh"
 
 namespace dpst {
 namespace cuda {
@@ -25,6 +26,20 @@ namespace cuda {
                                          cudaStream_t, const LaunchShape&);
 DPST_INSTANTIATE(float)
 DPST_INSTANTIATE(double)
+
+// The fused CG passes (csrc/cuda/pcg_kernels.cuh): V the CG vectors' type, M the Laplacian's.
+#define DPST_INSTANTIATE_PCG(V, M)                                                                 \
+  template void launch_pcg_direction<V, M>(const V*, const double*, V*, const double*, const double*, M*, \
+                                           int64_t, int64_t, cudaStream_t, const LaunchShape&);    \
+  template void launch_pcg_curvature<V, M>(const V*, const M*, const double*, double, int64_t, int64_t, \
+                                           double*, double*, cudaStream_t, const LaunchShape&);    \
+  template void launch_pcg_update<V, M>(V*, V*, const V*, const M*, const double*, double, const double*, \
+                                        const double*, int64_t, int64_t, double*, double*, cudaStream_t, \
+                                        const LaunchShape&);
+DPST_INSTANTIATE_PCG(float, float)
+DPST_INSTANTIATE_PCG(float, double)
+DPST_INSTANTIATE_PCG(double, float)
+DPST_INSTANTIATE_PCG(double, double)
 
 // Smooth local affine (csrc/cuda/affine_kernels.cuh).
 #define DPST_INSTANTIATE_AFFINE(T)                                                                 \

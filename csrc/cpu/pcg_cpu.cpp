@@ -11,63 +11,21 @@
 // fixed chunks of pixels, then over the chunks in order, so they do not depend on the number of threads.
 // float32 vectors halve the bytes the passes move, and the solve's memory (docs/engine.md measures both).
 // Without a scale, and with p in the Laplacian's dtype, the matvec reads p itself: u is then absent.
-// Other devices (CUDA included) run the same passes as ATen ops (end of this file).
+// The per-pixel formulas are csrc/pcg_math.h, shared with the CUDA kernels of the same passes
+// (csrc/cuda/pcg_kernels.cuh); other devices run the passes as ATen ops (end of this file).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <vector>
 
-#include "../checks.h"
+#include "../pcg_checks.h"
+#include "../pcg_math.h"
 
 namespace dpst {
 namespace {
 
 constexpr int64_t kChunk = 1 << 14;  // pixels per partial sum
-
-// x, r, p: the shape and dtype of `like` (p, or r), float32 or float64.
-void check_vector(const at::Tensor& t, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(t.dim() == 3 && t.sizes() == like.sizes(), name, " must have shape ",
-              shape_str(like), ", got ", shape_str(t));
-  TORCH_CHECK(like.scalar_type() == at::kDouble || like.scalar_type() == at::kFloat, name,
-              " must be float32 or float64, got ", like.scalar_type());
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " must have the dtype of the other CG vectors (",
-              like.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous() && t.device().is_cpu(), name, " must be a contiguous CPU tensor");
-}
-
-// m (the matvec's output) or u (its input): the shape of `like`, float32 or float64.
-void check_lap_vector(const at::Tensor& t, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(t.sizes() == like.sizes() && t.is_contiguous() && t.device().is_cpu() &&
-                  (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble),
-              name, " must be a contiguous float32 or float64 CPU tensor of shape ", shape_str(like),
-              ", got ", shape_str(t), " ", t.scalar_type());
-}
-
-// Calls f(V{}, M{}) with V, M the C++ types (float or double) of the vectors' and of m's dtypes.
-template <typename F>
-void dispatch_vector_types(at::ScalarType vectors, at::ScalarType m, F&& f) {
-  auto with_m = [&](auto v) {
-    if (m == at::kFloat) f(v, float{}); else f(v, double{});
-  };
-  if (vectors == at::kFloat) with_m(float{}); else with_m(double{});
-}
-
-// s or d: (H, W) float64, or absent.
-const double* pixel_map(const std::optional<at::Tensor>& t, const at::Tensor& like, const char* name) {
-  if (!t.has_value()) return nullptr;
-  TORCH_CHECK(t->dim() == 2 && t->size(0) == like.size(1) && t->size(1) == like.size(2), name,
-              " must have shape (H, W) = (", like.size(1), ", ", like.size(2), "), got ",
-              shape_str(*t));
-  TORCH_CHECK(t->scalar_type() == at::kDouble && t->is_contiguous() && t->device().is_cpu(), name,
-              " must be a contiguous float64 CPU tensor");
-  return t->data_ptr<double>();
-}
-
-void check_coeffs(at::ArrayRef<double> a, int64_t C, const char* name) {
-  TORCH_CHECK(int64_t(a.size()) == C, name, " must hold one value per channel (", C, "), got ",
-              a.size());
-}
 
 // Runs body(c, i0, i1, partial) over chunks of pixels [i0, i1) of every channel in parallel; returns
 // per channel (and per of the K sums body adds to partial[k]) the total, summed chunk by chunk.
@@ -97,13 +55,13 @@ double curvature_chunk(const V* __restrict__ P, const M* __restrict__ Mc,
 #pragma omp simd reduction(+ : sum)
     for (int64_t i = i0; i < i1; ++i) {
       const double pi = P[i];
-      sum += pi * (pi + weight * s[i] * double(Mc[i]));
+      sum += pi * pcg_applied(pi, weight * s[i], double(Mc[i]));
     }
   } else {
 #pragma omp simd reduction(+ : sum)
     for (int64_t i = i0; i < i1; ++i) {
       const double pi = P[i];
-      sum += pi * (pi + weight * double(Mc[i]));
+      sum += pi * pcg_applied(pi, weight, double(Mc[i]));
     }
   }
   return sum;
@@ -120,10 +78,10 @@ void update_loop(V* __restrict__ X, V* __restrict__ R, const V* __restrict__ P,
 #pragma omp simd reduction(+ : rr, rz)
   for (int64_t i = i0; i < i1; ++i) {
     const double pi = P[i];
-    X[i] = V(double(X[i]) + a * pi);
+    X[i] = pcg_iterate_value(X[i], a, pi);
     double ws = weight;
     if constexpr (HasS) ws *= s[i];   // (w s) m, in the order the float64 passes always used
-    const V rv = V(double(R[i]) - a * (pi + ws * double(Mc[i])));
+    const V rv = pcg_residual_value(R[i], a, pcg_applied(pi, ws, double(Mc[i])));
     R[i] = rv;
     const double rn = rv;  // the sums are those of r as stored
     rr += rn * rn;
@@ -153,7 +111,7 @@ void direction_loop(const V* __restrict__ R, V* __restrict__ P, U* __restrict__ 
   for (int64_t i = i0; i < i1; ++i) {
     double z = R[i];
     if constexpr (HasD) z *= d[i];
-    const V pn = V(z + b * double(P[i]));
+    const V pn = pcg_direction_value(z, b, P[i]);
     P[i] = pn;
     if constexpr (HasU) Uc[i] = U(HasS ? s[i] * double(pn) : double(pn));
   }
@@ -177,8 +135,8 @@ void direction_chunk(const V* R, V* P, U* Uc, const double* s, const double* d, 
 void pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
                        at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
                        std::optional<at::Tensor> u) {
-  check_vector(r, r, "r");
-  check_vector(p, r, "p");
+  check_cg_vector(r, r, "r");
+  check_cg_vector(p, r, "p");
   check_coeffs(beta, r.size(0), "beta");
   if (u.has_value()) check_lap_vector(*u, r, "u");
   const double* d = pixel_map(inv_diag, r, "inv_diag");
@@ -205,7 +163,7 @@ void pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor>& inv
 // Per channel p.Ap = sum_i p_i (p_i + w s_i m_i), as (C,) float64.
 at::Tensor pcg_curvature_cpu(const at::Tensor& p, const at::Tensor& m,
                              const std::optional<at::Tensor>& scale, double weight) {
-  check_vector(p, p, "p");
+  check_cg_vector(p, p, "p");
   check_lap_vector(m, p, "m");
   const double* s = pixel_map(scale, p, "scale");
   const int64_t C = p.size(0), N = p.size(1) * p.size(2);
@@ -227,9 +185,9 @@ at::Tensor pcg_curvature_cpu(const at::Tensor& p, const at::Tensor& m,
 at::Tensor pcg_update_cpu(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m,
                           const std::optional<at::Tensor>& scale, double weight,
                           at::ArrayRef<double> alpha, const std::optional<at::Tensor>& inv_diag) {
-  check_vector(p, p, "p");
-  check_vector(x, p, "x");
-  check_vector(r, p, "r");
+  check_cg_vector(p, p, "p");
+  check_cg_vector(x, p, "x");
+  check_cg_vector(r, p, "r");
   check_lap_vector(m, p, "m");
   check_coeffs(alpha, p.size(0), "alpha");
   const double* s = pixel_map(scale, p, "scale");
@@ -251,9 +209,9 @@ at::Tensor pcg_update_cpu(at::Tensor x, at::Tensor r, const at::Tensor& p, const
 }
 
 // ---- the same passes in ATen ops, for every other device ---------------------------------------
-// Registered for CompositeExplicitAutograd (and explicitly for CUDA in a CUDA build, where they are what
-// the CUDA key runs): each pass is a few element-wise kernels instead of one fused loop.
-// smoothing.batched_pcg only takes the fused path on the CPU; these keep the contract whole elsewhere.
+// Registered for CompositeExplicitAutograd: each pass is a few element-wise kernels instead of one fused
+// loop. The CPU and CUDA have their own kernels; these keep the contract whole on other devices (and
+// serve as the tests' second implementation).
 
 at::Tensor per_channel(at::ArrayRef<double> a, const at::Tensor& like) {
   return at::tensor(a, like.options().dtype(at::kDouble)).view({-1, 1, 1});
@@ -305,13 +263,5 @@ TORCH_LIBRARY_IMPL(dpst, CompositeExplicitAutograd, m) {
   m.impl("pcg_curvature", &pcg_curvature_aten);
   m.impl("pcg_update", &pcg_update_aten);
 }
-
-#if defined(DPST_WITH_CUDA)
-TORCH_LIBRARY_IMPL(dpst, CUDA, m) {
-  m.impl("pcg_direction", &pcg_direction_aten);
-  m.impl("pcg_curvature", &pcg_curvature_aten);
-  m.impl("pcg_update", &pcg_update_aten);
-}
-#endif
 
 }  // namespace dpst

@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "../cuda/laplacian_ops.h"
+#include "../cuda/pcg_ops.h"
 #include "emu_backend.h"
 #include "../schemas.h"
 
@@ -47,9 +48,14 @@ void set_launch_shape(int64_t tile_x, int64_t tile_y, int64_t matvec_x, int64_t 
 
 TORCH_LIBRARY(dpst_emu, m) {
   dpst::define_laplacian_ops(m);   // the contract of csrc/dpst.cpp, run by the emulated CUDA kernels
+  dpst::define_pcg_ops(m);
   // Test hook: block shapes of later launches (LaunchShape in csrc/cuda/laplacian_kernels.cuh).
   m.def("set_launch_shape(int tile_x, int tile_y, int matvec_x, int matvec_y, int threads) -> ()",
         &dpst::cuda::set_launch_shape);
 }
 
-TORCH_LIBRARY_IMPL(dpst_emu, CPU, m) { dpst::cuda::register_ops<dpst::cuda::EmuBackend<dpst::cuda::LaunchShape>>(m); }
+TORCH_LIBRARY_IMPL(dpst_emu, CPU, m) {
+  using Backend = dpst::cuda::EmuBackend<dpst::cuda::LaunchShape>;
+  dpst::cuda::register_ops<Backend>(m);
+  dpst::cuda::register_pcg_ops<Backend>(m);
+}

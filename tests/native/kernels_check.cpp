@@ -3,18 +3,21 @@
 // csrc/cuda/laplacian_kernels.cuh on a few image sizes and block shapes, in float and double, and
 // compares with a plain C++ reference loop over windows built from csrc/window_math.h:
 // a dense M = sum_k M^k (so only small images), then M v, diag M, M in CSR, v^T M v, and M's
-// stencil and the product from it.
+// stencil and the product from it; the fused CG passes of csrc/cuda/pcg_kernels.cuh against their
+// formulas in double.
 //
 //   kernels_check             run the checks; exit status 1 on any mismatch
 //   kernels_check --shared    print the dynamic shared memory per kernel at the GPU block shapes
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
 #include "cuda/affine_kernels.cuh"
 #include "cuda/laplacian_kernels.cuh"
+#include "cuda/pcg_kernels.cuh"
 
 using dpst::cuda::AffineLaunchShape;
 using dpst::cuda::LaunchShape;
@@ -169,6 +172,87 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
   expect(err <= tol, "stencil_matvec", H, W, type, err);
 }
 
+// The fused CG passes (csrc/cuda/pcg_kernels.cuh) on random vectors: each stored value against its
+// formula in double on the same stored inputs (one rounding of V or M), each sum against the sum of the
+// stored vectors. V: the CG vectors' type, M: the Laplacian's (u and m).
+template <typename V, typename M>
+void check_pcg(int C, int N, bool maps, const LaunchShape& shape, const char* type, std::mt19937& rng) {
+  std::uniform_real_distribution<double> uni(-1.0, 1.0);
+  const size_t n = size_t(C) * N;
+  std::vector<V> x(n), r(n), p(n);
+  std::vector<M> m(n), u(n);
+  std::vector<double> s(N), d(N), beta(C), alpha(C);
+  for (auto* vec : {&x, &r, &p})
+    for (auto& e : *vec) e = V(uni(rng));
+  for (auto& e : m) e = M(uni(rng));
+  for (int i = 0; i < N; ++i) s[i] = 1.0 + 0.5 * uni(rng), d[i] = 1.0 + 0.5 * uni(rng);
+  for (int c = 0; c < C; ++c) beta[c] = uni(rng), alpha[c] = uni(rng);
+  const double* sp = maps ? s.data() : nullptr;
+  const double* dp = maps ? d.data() : nullptr;
+  const double w = 37.0, ev = std::numeric_limits<V>::epsilon(), em = std::numeric_limits<M>::epsilon();
+  auto at = [&](const std::vector<double>& map, int i) { return maps ? map[i] : 1.0; };
+  // One rounding of the stored type, plus double roundings of terms that may cancel (FMA contraction).
+  auto close = [](double got, double want, double eps, double terms) {
+    return std::fabs(got - want) <= eps * std::fabs(want) + 1e-15 * terms;
+  };
+
+  std::vector<V> p0 = p;
+  dpst::cuda::launch_pcg_direction(r.data(), dp, p.data(), beta.data(), sp, u.data(), C, N, nullptr, shape);
+  double err = 0;
+  for (int c = 0; c < C; ++c)
+    for (int i = 0; i < N; ++i) {
+      const size_t k = size_t(c) * N + i;
+      const double z = double(r[k]) * at(d, i), want = z + beta[c] * double(p0[k]);
+      if (!close(p[k], want, ev, std::fabs(z) + std::fabs(beta[c] * double(p0[k]))))
+        err = std::fmax(err, std::fabs(p[k] - want));
+      const double uw = at(s, i) * double(p[k]);
+      if (!close(u[k], uw, em, std::fabs(uw))) err = std::fmax(err, std::fabs(u[k] - uw));
+    }
+  expect(err == 0, "pcg_direction", C, N, type, err);
+
+  const dim3 grid = dpst::cuda::pcg_grid(C, N, shape);
+  std::vector<double> partials(2 * size_t(C) * grid.x), totals(2 * size_t(C));
+  dpst::cuda::launch_pcg_curvature(p.data(), m.data(), sp, w, C, N, partials.data(), totals.data(), nullptr,
+                                   shape);
+  err = 0;
+  for (int c = 0; c < C; ++c) {
+    double want = 0, scale = 0;
+    for (int i = 0; i < N; ++i) {
+      const size_t k = size_t(c) * N + i;
+      const double term = double(p[k]) * (double(p[k]) + w * at(s, i) * double(m[k]));
+      want += term, scale += std::fabs(term);
+    }
+    err = std::fmax(err, std::fabs(totals[c] - want) / std::fmax(scale, 1e-300));
+  }
+  expect(err <= 1e-13, "pcg_curvature", C, N, type, err);
+
+  std::vector<V> x0 = x, r0 = r;
+  dpst::cuda::launch_pcg_update(x.data(), r.data(), p.data(), m.data(), sp, w, alpha.data(), dp, C, N,
+                                partials.data(), totals.data(), nullptr, shape);
+  err = 0;
+  double sum_err = 0;
+  for (int c = 0; c < C; ++c) {
+    double rr = 0, rz = 0;
+    for (int i = 0; i < N; ++i) {
+      const size_t k = size_t(c) * N + i;
+      const double pk = p[k];
+      const double xw = double(x0[k]) + alpha[c] * pk;
+      const double rw = double(r0[k]) - alpha[c] * (pk + w * at(s, i) * double(m[k]));
+      if (!close(x[k], xw, ev, std::fabs(double(x0[k])) + std::fabs(alpha[c] * pk)))
+        err = std::fmax(err, std::fabs(x[k] - xw));
+      const double rterms =
+          std::fabs(double(r0[k])) + std::fabs(alpha[c]) * (std::fabs(pk) + w * at(s, i) * std::fabs(double(m[k])));
+      if (!close(r[k], rw, ev, rterms)) err = std::fmax(err, std::fabs(r[k] - rw));
+      rr += double(r[k]) * double(r[k]);
+      rz += double(r[k]) * double(r[k]) * at(d, i);
+    }
+    sum_err = std::fmax(sum_err, std::fabs(totals[c] - rr) / std::fmax(rr, 1e-300));
+    sum_err = std::fmax(sum_err, std::fabs(totals[C + c] - rz) / std::fmax(rz, 1e-300));
+  }
+  expect(err == 0, "pcg_update (x, r)", C, N, type, err);
+  expect(sum_err <= 1e-13, "pcg_update (sums)", C, N, type, sum_err);
+}
+
 // Smooth local affine (csrc/cuda/affine_kernels.cuh): the fit against a plain loop over each pixel's
 // clipped 3x3 window (csrc/affine_math.h), the filter + reconstruction against a direct double loop
 // over the (2r+1)^2 taps with std::exp.
@@ -296,6 +380,16 @@ int main(int argc, char** argv) {
         check_size<float>(hw[0], hw[1], C, shape, "float", 2e-4, rng);
         runs += 2;
       }
+  for (const auto& shape : shapes)
+    for (int N : {1, 31, 100, 517})
+      for (int C : {1, 3})
+        for (bool maps : {false, true}) {
+          check_pcg<double, double>(C, N, maps, shape, "double/double", rng);
+          check_pcg<double, float>(C, N, maps, shape, "double/float", rng);
+          check_pcg<float, float>(C, N, maps, shape, "float/float", rng);
+          check_pcg<float, double>(C, N, maps, shape, "float/double", rng);
+          runs += 4;
+        }
   const AffineLaunchShape affine_shapes[] = {
       {8, 4, 8, 4, 8192},  // several blocks; radius 3 spans several tap chunks
       {5, 3, 3, 5, 1200},  // odd blocks; a budget of about one tap per chunk
