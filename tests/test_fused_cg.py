@@ -10,7 +10,8 @@ import torch
 from common import EPS, PHOTO_CROPS, photo_crop
 from dpst_ext import samples
 from dpst_ext.engine import MattingLaplacian, ops
-from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, weight_from_beta
+from dpst_ext.engine.smoothing import (SmoothingOperator, batched_pcg, cg_vector_dtype, fused_iteration,
+                                     weight_from_beta)
 from test_smoothing import _assembled, _y
 
 
@@ -47,6 +48,15 @@ def test_passes_match_their_formulas(mdtype, with_maps):
     torch.testing.assert_close(r, r_ref, rtol=1e-15, atol=1e-14)
     torch.testing.assert_close(sums, torch.stack([(r_ref ** 2).sum((1, 2)), (d1 * r_ref ** 2).sum((1, 2))]),
                                rtol=1e-13, atol=0)
+
+
+def test_the_fused_loop_runs_where_the_passes_have_kernels():
+    # CPU (csrc/cpu/pcg_cpu.cpp) and CUDA (csrc/cuda/pcg_kernels.cuh, run by tests/test_cuda_emulation.py):
+    # float32 vectors for the full-resolution step there; the eager float64 loop elsewhere.
+    for device in ("cpu", "cuda"):
+        assert fused_iteration(device, "none") and cg_vector_dtype(device, "multigrid") == torch.float32
+    assert not fused_iteration("meta", "none") and cg_vector_dtype("meta", "jacobi") == torch.float64
+    assert not fused_iteration("cpu", "ilu")
 
 
 def test_sums_do_not_depend_on_thread_count():

@@ -15,11 +15,11 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     CG: b, x, r, p                                     4 * C * v  (3 * C * v on float32 vectors: b is y)
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
-    -- or, for the fused CPU iteration (smoothing.fused_iteration: any preconditioner on the CPU; its
+    -- or, for the fused iteration (smoothing.fused_iteration: any preconditioner on the CPU or CUDA; its
        vectors are float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
     one product: M u in the Laplacian dtype, and u = D^-1/2 p unless the matvec reads p itself
     (normalize="interior" or False, vectors in the Laplacian dtype)     2 * C * s or C * s
-    unaccounted, measured (estimate / peak 1.03-1.20, tests/test_memory.py, 2026-12-03)   0
+    unaccounted, measured on the CPU (estimate / peak 1.03-1.20, tests/test_memory.py, 2026-12-03)   0
 
 The tensors above sum to 216 B/px (232 with Jacobi) for float32 matvecs and float64 vectors with the eager
 loop (other devices) on FastPhotoStyle's normalised system; its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB
@@ -125,8 +125,8 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         if preconditioner == "multigrid":
             operator += MULTIGRID_BYTES_PER_PIXEL * n
         cg = (3 if v == 4 else 4) * c * v * n      # b, x, r, p; on float32 vectors b is the result y itself
-        # The fused CPU iteration (smoothing.batched_pcg -> ops.pcg_*) holds u and M u only, and none of
-        # the eager loop's mixed-dtype temporaries (measured: its slack term is 0).
+        # The fused iteration (smoothing.batched_pcg -> ops.pcg_*) holds u and M u only, and none of the
+        # eager loop's mixed-dtype temporaries (measured on the CPU: its slack term is 0).
         fused = fused_iteration(device, preconditioner)
         reads_p = normalize is not True and v == s     # no u: SmoothingOperator and _fused_pcg read p itself
         product = ((1 if reads_p else 2) * c * s if fused else c * s + c * v) * n

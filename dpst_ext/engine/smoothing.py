@@ -37,12 +37,13 @@ its own true residual ||b - A x|| measured 1.4e-3 of ||b|| on a 0.25 MP photo wh
 reached 1e-6, so replacing the recursive residual with b - A x would stall the solve there. See
 tests/test_smoothing.py and docs/experiments/2026-11-smoothing-solver.md for measured figures.
 
-On the CPU, batched_pcg runs a SmoothingOperator's iteration in the engine's fused passes
-(dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update, csrc/cpu/pcg_cpu.cpp): three passes over
-the vectors per iteration besides the matvec, same arithmetic (computed in double, vectors stored as
-float64 or float32, sums in double), about half the time and memory of the eager torch loop, which stays
-the path for other operators and other devices (benchmarks/cg_iteration.py; docs/engine.md). Jacobi runs
-inside the passes; another preconditioner (the multigrid) runs between them on the stored r.
+On the CPU and on CUDA, batched_pcg runs a SmoothingOperator's iteration in the engine's fused passes
+(dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update; csrc/cpu/pcg_cpu.cpp, and the CUDA kernels
+of csrc/cuda/pcg_kernels.cuh with the same per-pixel formulas): three passes over the vectors per iteration
+besides the matvec, same arithmetic (computed in double, vectors stored as float64 or float32, sums in
+double), about half the time and memory of the eager torch loop on the CPU, which stays the path for other
+operators and other devices (benchmarks/cg_iteration.py; docs/engine.md). Jacobi runs inside the passes;
+another preconditioner (the multigrid) runs between them on the stored r.
 """
 from __future__ import annotations
 
@@ -56,18 +57,21 @@ import torch.nn.functional as F
 from . import ops
 from .laplacian import LaplacianStencil, MattingLaplacian, as_image_tensor
 
-__all__ = ["SmoothingResult", "PRECONDITIONERS", "fused_iteration", "cg_vector_dtype", "weight_from_beta",
-           "window_counts", "SmoothingOperator", "batched_pcg", "smooth", "downsample2"]
+__all__ = ["SmoothingResult", "PRECONDITIONERS", "FUSED_DEVICES", "fused_iteration", "cg_vector_dtype",
+           "weight_from_beta", "window_counts", "SmoothingOperator", "batched_pcg", "smooth", "downsample2"]
 
 
 PRECONDITIONERS = ("none", "jacobi", "multigrid")   # smooth(preconditioner=...)
 
 
+FUSED_DEVICES = ("cpu", "cuda")   # device types with kernels of the fused CG passes (csrc/cpu, csrc/cuda)
+
+
 def fused_iteration(device, preconditioner: str) -> bool:
     """Whether batched_pcg runs a SmoothingOperator's solve on ``device`` with ``preconditioner`` in the
-    engine's fused passes (CPU, any of PRECONDITIONERS: Jacobi inside the passes, the multigrid between
-    them; SmoothingOperator.fused_cg checks the tensors)."""
-    return torch.device(device).type == "cpu" and preconditioner in PRECONDITIONERS
+    engine's fused passes (CPU or CUDA, any of PRECONDITIONERS: Jacobi inside the passes, the multigrid
+    between them; SmoothingOperator.fused_cg checks the tensors)."""
+    return torch.device(device).type in FUSED_DEVICES and preconditioner in PRECONDITIONERS
 
 
 def cg_vector_dtype(device, preconditioner: str) -> torch.dtype:
@@ -157,10 +161,10 @@ class SmoothingOperator:
 
     def fused_cg(self, b: torch.Tensor, inv_diag=None) -> bool:
         """Whether batched_pcg can run its iteration on this operator in the engine's fused passes
-        (dpst_ext.engine.ops.pcg_*; any preconditioner): CPU, float64 or float32 vectors."""
-        return (b.device.type == "cpu" and self.stencil.device.type == "cpu"
+        (dpst_ext.engine.ops.pcg_*; any preconditioner): CPU or CUDA, float64 or float32 vectors."""
+        return (b.device.type in FUSED_DEVICES and self.stencil.device == b.device
                 and b.dtype in (torch.float64, torch.float32)
-                and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device.type == "cpu"))
+                and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device == b.device))
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype. In-place where possible:
@@ -259,7 +263,8 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
 
 
 def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=None):
-    """batched_pcg's iteration on a SmoothingOperator in the engine's fused passes (csrc/cpu/pcg_cpu.cpp):
+    """batched_pcg's iteration on a SmoothingOperator in the engine's fused passes (csrc/cpu/pcg_cpu.cpp, or
+    the CUDA kernels of csrc/cuda/pcg_kernels.cuh):
     per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update, with the same arithmetic
     as the eager loop above (the passes compute in double and store x, r, p in b's dtype, float64 or
     float32; dot products in double; the matvec in the Laplacian's dtype). x and r are updated in place.
@@ -283,7 +288,7 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     rel = rr.sqrt() / bnorm
     p = torch.zeros_like(r)
     # The matvec's input u = scale.p, a reused buffer; none when the matvec can read p.
-    u = None if scale is None and r.dtype == op.dtype else torch.empty(r.shape, dtype=op.dtype)
+    u = None if scale is None and r.dtype == op.dtype else torch.empty(r.shape, dtype=op.dtype, device=r.device)
     beta = [0.0] * r.shape[0]
     it = 0
     while it < maxiter and bool((rel > tol).any()):
