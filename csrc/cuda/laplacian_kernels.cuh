@@ -363,17 +363,18 @@ __global__ void loss_partials_kernel(const T* __restrict__ image, const T* __res
   if (tid == 0) partials[int64_t(blockIdx.y) * gridDim.x + blockIdx.x] = red[0];
 }
 
-// One block: total[0] = sum of partials[0..n), in an order fixed by n and the block size.
+// One block per row: total[row] = sum of partials[row][0..n), in an order fixed by n and the block size.
 __global__ void sum_partials_kernel(const double* __restrict__ partials, int64_t n,
                                     double* __restrict__ total) {
   DPST_DYNAMIC_SHARED(smem);
   double* red = reinterpret_cast<double*>(smem);
   const int tid = int(threadIdx.x), nt = int(blockDim.x);
+  const int64_t row = blockIdx.x;
   double s = 0;
-  for (int64_t i = tid; i < n; i += nt) s += partials[i];
+  for (int64_t i = tid; i < n; i += nt) s += partials[row * n + i];
   red[tid] = s;
   block_sum(red, tid, nt);
-  if (tid == 0) total[0] = red[0];
+  if (tid == 0) total[row] = red[0];
 }
 
 inline dim3 loss_grid(int64_t H, int64_t W, const LaunchShape& s) {

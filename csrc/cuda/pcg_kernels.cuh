@@ -7,7 +7,7 @@
 // the channel. V is the CG vectors' type, M (U) that of the Laplacian's product (input); s, d are double
 // (H, W) maps or null. The sums are deterministic: each block sums its pixels in double in shared
 // memory (block_sum) into partials[sum][channel][block], then one block per (sum, channel) adds that row
-// of partials in a fixed order (sum_partials_kernel), as photoreal_loss does; no atomics.
+// of partials in a fixed order (sum_partials_kernel, one launch), as photoreal_loss does; no atomics.
 //
 // Bytes per pixel and channel (V = M = float32, no maps): direction 12 (r, p -> p), curvature 8,
 // update 24 (x, r, p, m -> x, r): 44 per channel, 132 for 3 channels, the CPU passes' traffic.
@@ -87,12 +87,11 @@ __global__ void pcg_update_kernel(V* __restrict__ X, V* __restrict__ R, const V*
 
 inline dim3 pcg_grid(int64_t C, int64_t N, const LaunchShape& s) { return dim3(ceil_div(N, s.threads), unsigned(C)); }
 
-// totals[row] = sum of partials[row][0..nb), rows = the sums times the channels.
+// totals[row] = sum of partials[row][0..nb), rows = the sums times the channels: one launch.
 inline void launch_row_sums(const double* partials, int64_t rows, int64_t nb, double* totals,
                             cudaStream_t stream, const LaunchShape& s) {
-  for (int64_t row = 0; row < rows; ++row)
-    DPST_LAUNCH(sum_partials_kernel, dim3(1), dim3(s.threads), s.threads * sizeof(double), stream,
-                partials + row * nb, nb, totals + row);
+  DPST_LAUNCH(sum_partials_kernel, dim3(unsigned(rows)), dim3(s.threads), s.threads * sizeof(double), stream,
+              partials, nb, totals);
 }
 
 // R, P: (C, N) vectors; beta: C doubles on the device; u: (C, N) or null.
