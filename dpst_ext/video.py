@@ -686,6 +686,11 @@ def _decode(path, size: tuple[int, int], start: float | None, end: float | None,
             tic = time.perf_counter()
 
 
+def _input_ended(path, got: int, wanted: int) -> ValueError:
+    """The error for an input that ends before a frame its first pass counted (truncated or replaced since)."""
+    return ValueError(f"input {path} ended after {got} of its {wanted} frames")
+
+
 def _decode_range(path, size: tuple[int, int], start: float | None, end: float | None, lo: int, hi: int,
                   pts: list | None):
     """Frames lo..hi-1 of _decode(path, size, start, end), yielded as (frame, seconds). With their ``pts``
@@ -712,7 +717,7 @@ def _decode_range(path, size: tuple[int, int], start: float | None, end: float |
                 if j == len(pts):
                     return
             if j:
-                raise ValueError(f"input {path} ended after {lo + j} of its {hi} frames")
+                raise _input_ended(path, lo + j, hi)
     j = lo
     for frame, dt, _ in _decode(path, size, start, end, wanted=lambda i: lo <= i < hi):
         if frame is not None:
@@ -720,7 +725,7 @@ def _decode_range(path, size: tuple[int, int], start: float | None, end: float |
             j += 1
             if j == hi:
                 return
-    raise ValueError(f"input {path} ended after {j} of its {hi} frames")
+    raise _input_ended(path, j, hi)
 
 
 def _write_segment(path: str, frames: list, rate: Fraction, size: tuple[int, int], crf: int) -> None:
@@ -1048,7 +1053,7 @@ class _RenderRun:
                 for i in range(pos, hi):
                     item = next(frames_iter, None)
                     if item is None:
-                        raise ValueError(f"input {self.path} ended after {i} of its {len(self.plan['maps'])} frames")
+                        raise _input_ended(self.path, i, len(self.plan["maps"]))
                     if i >= lo:
                         self.timings["decode"] += item[1]
                         frames.append(item[0])

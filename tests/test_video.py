@@ -434,3 +434,15 @@ def test_ray_driver_killed_then_resumed(clips, tmp_path, ray_address):
     ref = tmp_path / "ref.mp4"
     stylize_video(src, style, ref, progress=False, chunk_frames=2, masks="none", crf=0)
     assert_same_frames(out, read(ref)[0])
+
+
+def test_an_input_shorter_than_its_plan_is_named(clips):
+    # A clip that ends before a frame its first pass counted (replaced or truncated while the run was
+    # paused): every way of reading a chunk names the file and how far it got.
+    path, size = clips / "short.mp4", (64, 48)
+    pts = [f[2] for f in video._decode(path, size, None, None)]
+    assert len(pts) == 5
+    with pytest.raises(ValueError, match=r"short\.mp4 ended after 5 of its 7 frames"):
+        list(video._decode_range(path, size, None, None, 0, 7, None))                    # decoded from the start
+    with pytest.raises(ValueError, match=r"short\.mp4 ended after 5 of its 7 frames"):
+        list(video._decode_range(path, size, None, None, 0, 7, pts + [pts[-1] + 1, pts[-1] + 2]))   # sought by pts
