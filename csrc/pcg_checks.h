@@ -45,6 +45,43 @@ inline void check_coeffs(at::ArrayRef<double> a, int64_t C, const char* name) {
   TORCH_CHECK(int64_t(a.size()) == C, name, " must hold one value per channel (", C, "), got ", a.size());
 }
 
+// Each pass's argument rules, for the CPU kernels and the CUDA entry points alike; they return the maps'
+// data (null where absent): {d, s} for pcg_direction and pcg_update, s for pcg_curvature.
+struct PixelMaps {
+  const double* d;
+  const double* s;
+};
+
+inline PixelMaps check_direction_args(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag,
+                                      const at::Tensor& p, at::ArrayRef<double> beta,
+                                      const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& u) {
+  check_cg_vector(r, r, "r");
+  check_cg_vector(p, r, "p");
+  check_coeffs(beta, r.size(0), "beta");
+  if (u.has_value()) check_lap_vector(*u, r, "u");
+  const PixelMaps maps{pixel_map(inv_diag, r, "inv_diag"), pixel_map(scale, r, "scale")};
+  TORCH_CHECK(u.has_value() || !maps.s, "u must be given when scale is (u = scale . p is the matvec's input)");
+  return maps;
+}
+
+inline const double* check_curvature_args(const at::Tensor& p, const at::Tensor& m,
+                                           const std::optional<at::Tensor>& scale) {
+  check_cg_vector(p, p, "p");
+  check_lap_vector(m, p, "m");
+  return pixel_map(scale, p, "scale");
+}
+
+inline PixelMaps check_update_args(const at::Tensor& x, const at::Tensor& r, const at::Tensor& p, const at::Tensor& m,
+                                   const std::optional<at::Tensor>& scale, at::ArrayRef<double> alpha,
+                                   const std::optional<at::Tensor>& inv_diag) {
+  check_cg_vector(p, p, "p");
+  check_cg_vector(x, p, "x");
+  check_cg_vector(r, p, "r");
+  check_lap_vector(m, p, "m");
+  check_coeffs(alpha, p.size(0), "alpha");
+  return {pixel_map(inv_diag, p, "inv_diag"), pixel_map(scale, p, "scale")};
+}
+
 // Calls f(V{}, M{}) with V, M the C++ types (float or double) of the vectors' and of m's (or u's) dtypes.
 template <typename F>
 void dispatch_vector_types(at::ScalarType vectors, at::ScalarType m, F&& f) {

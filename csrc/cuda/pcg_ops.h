@@ -26,13 +26,8 @@ struct PcgOps {
   static void pcg_direction(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
                             at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
                             std::optional<at::Tensor> u) {
-    check_cg_vector(r, r, "r");
-    check_cg_vector(p, r, "p");
-    check_coeffs(beta, r.size(0), "beta");
-    if (u.has_value()) check_lap_vector(*u, r, "u");
-    const double* d = pixel_map(inv_diag, r, "inv_diag");
-    const double* s = pixel_map(scale, r, "scale");
-    TORCH_CHECK(u.has_value() || !s, "u must be given when scale is (u = scale . p is the matvec's input)");
+    const PixelMaps maps = check_direction_args(r, inv_diag, p, beta, scale, u);
+    const double *d = maps.d, *s = maps.s;
     typename Backend::Scope scope(r);
     const int64_t C = r.size(0), N = r.size(1) * r.size(2);
     if (C * N == 0) return;
@@ -50,9 +45,7 @@ struct PcgOps {
 
   static at::Tensor pcg_curvature(const at::Tensor& p, const at::Tensor& m, const std::optional<at::Tensor>& scale,
                                   double weight) {
-    check_cg_vector(p, p, "p");
-    check_lap_vector(m, p, "m");
-    const double* s = pixel_map(scale, p, "scale");
+    const double* s = check_curvature_args(p, m, scale);
     typename Backend::Scope scope(p);
     const int64_t C = p.size(0), N = p.size(1) * p.size(2);
     const auto f64 = p.options().dtype(at::kDouble);
@@ -73,13 +66,8 @@ struct PcgOps {
   static at::Tensor pcg_update(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m,
                                const std::optional<at::Tensor>& scale, double weight, at::ArrayRef<double> alpha,
                                const std::optional<at::Tensor>& inv_diag) {
-    check_cg_vector(p, p, "p");
-    check_cg_vector(x, p, "x");
-    check_cg_vector(r, p, "r");
-    check_lap_vector(m, p, "m");
-    check_coeffs(alpha, p.size(0), "alpha");
-    const double* s = pixel_map(scale, p, "scale");
-    const double* d = pixel_map(inv_diag, p, "inv_diag");
+    const PixelMaps maps = check_update_args(x, r, p, m, scale, alpha, inv_diag);
+    const double *d = maps.d, *s = maps.s;
     typename Backend::Scope scope(p);
     const int64_t C = p.size(0), N = p.size(1) * p.size(2);
     const auto f64 = p.options().dtype(at::kDouble);
