@@ -346,6 +346,9 @@ def test_cg_passes_on_empty_inputs_and_bad_arguments():
         EMU.pcg_update(x, r, p, m, s[:3], 1.0, [0.1] * 3, d)
     with pytest.raises(RuntimeError, match="m must be a contiguous float32 or float64 tensor"):
         EMU.pcg_update(x, r, p, m[:2], s, 1.0, [0.1] * 3, d)
+    many = torch.zeros(65536, 1, 1, dtype=torch.float64)      # channels on gridDim.y: at most 65535
+    with pytest.raises(RuntimeError, match="at most 65535 channels"):
+        EMU.pcg_curvature(many, many.float(), None, 1.0)
 
 
 # ---- real photos: float32 error of the emulated kernels next to the CPU path's ----------------------

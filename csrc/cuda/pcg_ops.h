@@ -16,6 +16,12 @@
 namespace dpst {
 namespace cuda {
 
+// The channels go on gridDim.y, which CUDA caps at 65535.
+inline void check_channels(const at::Tensor& v) {
+  TORCH_CHECK(v.size(0) <= 65535, "the CG vectors must have at most 65535 channels for the CUDA kernels (grid ",
+              "limit), got ", v.size(0));
+}
+
 template <typename Backend>
 struct PcgOps {
   static at::Tensor coeffs(at::ArrayRef<double> a, const at::Tensor& like) {
@@ -28,6 +34,7 @@ struct PcgOps {
                             std::optional<at::Tensor> u) {
     const PixelMaps maps = check_direction_args(r, inv_diag, p, beta, scale, u);
     const double *d = maps.d, *s = maps.s;
+    check_channels(r);
     typename Backend::Scope scope(r);
     const int64_t C = r.size(0), N = r.size(1) * r.size(2);
     if (C * N == 0) return;
@@ -46,6 +53,7 @@ struct PcgOps {
   static at::Tensor pcg_curvature(const at::Tensor& p, const at::Tensor& m, const std::optional<at::Tensor>& scale,
                                   double weight) {
     const double* s = check_curvature_args(p, m, scale);
+    check_channels(p);
     typename Backend::Scope scope(p);
     const int64_t C = p.size(0), N = p.size(1) * p.size(2);
     const auto f64 = p.options().dtype(at::kDouble);
@@ -68,6 +76,7 @@ struct PcgOps {
                                const std::optional<at::Tensor>& inv_diag) {
     const PixelMaps maps = check_update_args(x, r, p, m, scale, alpha, inv_diag);
     const double *d = maps.d, *s = maps.s;
+    check_channels(p);
     typename Backend::Scope scope(p);
     const int64_t C = p.size(0), N = p.size(1) * p.size(2);
     const auto f64 = p.options().dtype(at::kDouble);
