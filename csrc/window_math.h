@@ -70,6 +70,15 @@ DPST_HD inline void window_stats(const double c[9][3], double eps, double mu[3],
   w[3] = w20 / 3.0; w[4] = w21 / 3.0; w[5] = w22 / 3.0;
 }
 
+// The 9 colours of the 3x3 window whose top-left pixel is (ky, kx), in double, row-major (c[j] is pixel
+// (ky + j / 3, kx + j % 3)), from a planar (3, H, W) image with plane = H * W.
+template <typename T>
+DPST_HD inline void window_colours(const T* image, long long plane, long long W, long long ky, long long kx,
+                                   double c[9][3]) {
+  for (int j = 0; j < 9; ++j)
+    for (int ch = 0; ch < 3; ++ch) c[j][ch] = double(image[ch * plane + (ky + j / 3) * W + kx + j % 3]);
+}
+
 // z = W x for the lower-triangular W packed as (w00, w10, w11, w20, w21, w22).
 template <typename T>
 DPST_HD inline void whiten(const T w[6], const T x[3], T z[3]) {
@@ -168,8 +177,7 @@ DPST_HD inline double stencil_entry(const T* image, long long H, long long W, lo
   for (long long ky = (ky0 > 0 ? ky0 : 0); ky <= (ky1 < hw - 1 ? ky1 : hw - 1); ++ky)
     for (long long kx = (kx0 > 0 ? kx0 : 0); kx <= (kx1 < ww - 1 ? kx1 : ww - 1); ++kx) {
       double c[9][3], mu[3], w[6], xi[3], xj[3], zi[3], zj[3];
-      for (int p = 0; p < 9; ++p)
-        for (int ch = 0; ch < 3; ++ch) c[p][ch] = double(image[ch * plane + (ky + p / 3) * W + kx + p % 3]);
+      window_colours(image, plane, W, ky, kx, c);
       window_stats(c, eps, mu, w);
       for (int ch = 0; ch < 3; ++ch) {
         xi[ch] = double(image[ch * plane + y * W + x]) - mu[ch];

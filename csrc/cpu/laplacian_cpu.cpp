@@ -61,13 +61,9 @@ __attribute__((noinline)) void window_stats_chunk(const T* __restrict__ img,
                                                   int64_t W, int64_t ky, int64_t kx0, int64_t n,
                                                   double eps) {
   const int64_t plane = H * W;
-  const T* I = img + ky * W + kx0;
   for (int64_t k = 0; k < n; ++k) {
     double c[9][3], mu[3], w[6];
-#pragma GCC unroll 9
-    for (int j = 0; j < 9; ++j)
-#pragma GCC unroll 3
-      for (int ch = 0; ch < 3; ++ch) c[j][ch] = double(I[ch * plane + (j / 3) * W + k + j % 3]);
+    window_colours(img, plane, W, ky, kx0 + k, c);
     window_stats(c, eps, mu, w);
 #pragma GCC unroll 3
     for (int q = 0; q < 3; ++q) buf[q][k] = T(mu[q]);
@@ -468,13 +464,9 @@ void stencil_window_row(const T* __restrict__ img, double* __restrict__ slot, in
                         int64_t ky, int64_t kxa, int64_t kxb, int64_t base, double eps) {
   constexpr int64_t L = kFieldStride;
   const int64_t plane = H * W;
-  const T* I = img + ky * W;
   for (int64_t kx = kxa; kx < kxb; ++kx) {
     double c[9][3], mu[3], w[6];
-#pragma GCC unroll 9
-    for (int j = 0; j < 9; ++j)
-#pragma GCC unroll 3
-      for (int ch = 0; ch < 3; ++ch) c[j][ch] = double(I[ch * plane + (j / 3) * W + kx + j % 3]);
+    window_colours(img, plane, W, ky, kx, c);
     window_stats(c, eps, mu, w);
     const int64_t p = kx - base;
 #pragma GCC unroll 9

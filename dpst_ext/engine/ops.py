@@ -52,7 +52,7 @@ def stencil_matvec(stencil: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.ops.dpst.stencil_matvec.default(stencil, v)
 
 
-# ---- fused CG passes on A v = v + weight s.M(s.v) (CPU; used by dpst_ext.engine.smoothing.batched_pcg) --
+# ---- fused CG passes on A v = v + weight s.M(s.v) (CPU, CUDA; dpst_ext.engine.smoothing.batched_pcg) ----
 
 def pcg_direction(r, inv_diag, p, beta, scale, u) -> None:
     """p = inv_diag.r + beta p per channel, in place (r, p (C, H, W), both float64 or both float32); u = scale.p
