@@ -11,7 +11,7 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     operator: D^-1/2 (float64 + Laplacian dtype; normalize=True only)                  8 + s
               diag(A) (float64) and its inverse (v), Jacobi only                          8 + v
     multigrid preconditioner (if chosen), measured                    125
-    heap fragmentation once reuse_freed_memory() is in effect (the CLI), measured   40
+    heap fragmentation once reuse_freed_memory() is in effect (the CLI), measured   40 (fused iteration: 15)
     CG: b, x, r, p                                     4 * C * v  (3 * C * v on float32 vectors: b is y)
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
@@ -47,7 +47,10 @@ __all__ = ["MemoryPlan", "estimate_highres_bytes", "available_bytes", "plan_high
 
 BASELINE_BYTES = 350 * 2**20   # Python + torch + dpst_ext imported (CPU RSS; measured 0.33-0.36 GB)
 MULTIGRID_BYTES_PER_PIXEL = 125   # preconditioner="multigrid": basis, smoother, setup and cycle temporaries (measured)
-HEAP_REUSE_BYTES_PER_PIXEL = 40   # after reuse_freed_memory(): heap fragmentation (measured 35-70 B/px)
+# After reuse_freed_memory(): heap fragmentation. The eager loop's mixed-dtype temporaries: measured 35-70 B/px.
+# The fused iteration allocates only the product per iteration: measured -11 (2 MP) to +7 (4 MP) B/px on the
+# median of runs, +26 at the worst of nine (tests/test_memory.py's child, 2026-12-07).
+HEAP_REUSE_BYTES_PER_PIXEL = {"eager": 40, "fused": 15}
 _heap_reuse = False               # set by reuse_freed_memory()
 GiB = 2**30
 
@@ -65,8 +68,9 @@ def reuse_freed_memory(threshold: int = 2**30) -> bool:
     on free. Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (mallopt) makes those allocations reuse the
     heap. Measured at 4 MP, 2 threads: a CG iteration of the smoothing 0.21 -> 0.13 s, a multigrid cycle
     0.62 -> 0.30 s (docs/experiments/2026-11-smoothing-solver.md). The price is memory: freed blocks do not
-    always fit the next request, so the peak grows (+0.28 GiB at 4 MP, ~70 B/px; ~35 B/px at 2 MP), and
-    the process keeps its peak heap until exit; estimate_highres_bytes adds HEAP_REUSE_BYTES_PER_PIXEL once
+    always fit the next request, so the peak grows (in the eager loop +0.28 GiB at 4 MP, ~70 B/px; ~35 B/px at
+    2 MP; in the fused iteration, which allocates only the product, -11 to +26 B/px), and the process keeps
+    its peak heap until exit; estimate_highres_bytes adds HEAP_REUSE_BYTES_PER_PIXEL once
     this has been called. Process-wide, so the CLI calls it and library code does not. Returns False where
     there is no glibc (a no-op).
     """
@@ -132,7 +136,7 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         product = ((1 if reads_p else 2) * c * s if fused else c * s + c * v) * n
         slack = (0 if fused else 60) * n
         if _heap_reuse if heap_reuse is None else heap_reuse:
-            slack += HEAP_REUSE_BYTES_PER_PIXEL * n
+            slack += HEAP_REUSE_BYTES_PER_PIXEL["fused" if fused else "eager"] * n
         peak = content + result + lap + operator + cg + product + slack
     base = BASELINE_BYTES if torch.device(device).type == "cpu" else 0
     return int(peak + base)
