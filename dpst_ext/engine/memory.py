@@ -48,8 +48,9 @@ __all__ = ["MemoryPlan", "estimate_highres_bytes", "available_bytes", "plan_high
 BASELINE_BYTES = 350 * 2**20   # Python + torch + dpst_ext imported (CPU RSS; measured 0.33-0.36 GB)
 MULTIGRID_BYTES_PER_PIXEL = 125   # preconditioner="multigrid": basis, smoother, setup and cycle temporaries (measured)
 # After reuse_freed_memory(): heap fragmentation. The eager loop's mixed-dtype temporaries: measured 35-70 B/px.
-# The fused iteration allocates only the product per iteration: measured -11 (2 MP) to +7 (4 MP) B/px on the
-# median of runs, +26 at the worst of nine (tests/test_memory.py's child, 2026-12-07).
+# The fused iteration allocates only the product per iteration: measured -18 (2 MP) to +7 (4 MP) B/px on the
+# median of runs, +26 in the worst of 8 runs at 4 MP (tests/test_memory.py's child, 2026-12-07); 15 leans
+# towards the worst run, as the plan is there to refuse what would not fit.
 HEAP_REUSE_BYTES_PER_PIXEL = {"eager": 40, "fused": 15}
 _heap_reuse = False               # set by reuse_freed_memory()
 GiB = 2**30
@@ -69,7 +70,7 @@ def reuse_freed_memory(threshold: int = 2**30) -> bool:
     heap. Measured at 4 MP, 2 threads: a CG iteration of the smoothing 0.21 -> 0.13 s, a multigrid cycle
     0.62 -> 0.30 s (docs/experiments/2026-11-smoothing-solver.md). The price is memory: freed blocks do not
     always fit the next request, so the peak grows (in the eager loop +0.28 GiB at 4 MP, ~70 B/px; ~35 B/px at
-    2 MP; in the fused iteration, which allocates only the product, -11 to +26 B/px), and the process keeps
+    2 MP; in the fused iteration, which allocates only the product, -18 to +26 B/px), and the process keeps
     its peak heap until exit; estimate_highres_bytes adds HEAP_REUSE_BYTES_PER_PIXEL once
     this has been called. Process-wide, so the CLI calls it and library code does not. Returns False where
     there is no glibc (a no-op).
