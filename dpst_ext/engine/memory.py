@@ -69,8 +69,8 @@ def reuse_freed_memory(threshold: int = 2**30) -> bool:
     on free. Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (mallopt) makes those allocations reuse the
     heap. Measured at 4 MP, 2 threads: a CG iteration of the smoothing 0.21 -> 0.13 s, a multigrid cycle
     0.62 -> 0.30 s (docs/experiments/2026-11-smoothing-solver.md). The price is memory: freed blocks do not
-    always fit the next request, so the peak grows (in the eager loop +0.28 GiB at 4 MP, ~70 B/px; ~35 B/px at
-    2 MP; in the fused iteration, which allocates only the product, -18 to +26 B/px), and the process keeps
+    always fit the next request, so the peak grows in the eager loop (+0.28 GiB at 4 MP, ~70 B/px; ~35 B/px at
+    2 MP; in the fused iteration, which allocates only the product, it moved by -18 to +26 B/px), and the process keeps
     its peak heap until exit; estimate_highres_bytes adds HEAP_REUSE_BYTES_PER_PIXEL once
     this has been called. Process-wide, so the CLI calls it and library code does not. Returns False where
     there is no glibc (a no-op).
