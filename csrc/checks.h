@@ -2,6 +2,7 @@
 // Each message names the argument and the rule it broke.
 #pragma once
 
+#include <ATen/MemoryOverlap.h>
 #include <torch/types.h>
 
 #include <string>
@@ -64,6 +65,20 @@ inline void check_stencil(const at::Tensor& stencil, const at::Tensor& v) {
               stencil.scalar_type(), ", got ", v.scalar_type());
   TORCH_CHECK(v.device() == stencil.device(), "v must be on the stencil's device ", stencil.device(),
               ", got ", v.device());
+}
+
+// stencil_matvec_out's output: v's shape, dtype and device, contiguous, sharing no memory with v or the stencil
+// (the product reads both while it writes out). Called with the contiguous tensors the kernel reads, so the
+// overlap test is decidable.
+inline void check_stencil_out(const at::Tensor& stencil, const at::Tensor& v, const at::Tensor& out) {
+  TORCH_CHECK(out.sizes() == v.sizes(), "out must have v's shape ", shape_str(v), ", got ", shape_str(out));
+  TORCH_CHECK(out.scalar_type() == v.scalar_type(), "out must have v's dtype ", v.scalar_type(), ", got ",
+              out.scalar_type());
+  TORCH_CHECK(out.device() == v.device(), "out must be on v's device ", v.device(), ", got ", out.device());
+  TORCH_CHECK(out.is_contiguous(), "out must be contiguous");
+  TORCH_CHECK(at::get_overlap_status(out, v) == at::MemOverlapStatus::No &&
+                  at::get_overlap_status(out, stencil) == at::MemOverlapStatus::No,
+              "out must not share memory with v or the stencil (the product reads them while it writes out)");
 }
 
 // Laplacian row/column count; CSR non-zeros per row (a 5x5 neighbourhood, clamped into the image).

@@ -26,6 +26,9 @@ inline void define_laplacian_ops(torch::Library& m) {
   m.def("laplacian_stencil(Tensor image, float eps) -> Tensor");
   // M v from the stencil, for each of v's C channels (v: the stencil's dtype).
   m.def("stencil_matvec(Tensor stencil, Tensor v) -> Tensor");
+  // The same product written into out (v's shape and dtype, contiguous, not overlapping v): a solver's
+  // buffer reused every iteration instead of a fresh image-sized allocation.
+  m.def("stencil_matvec_out(Tensor stencil, Tensor v, Tensor(a!) out) -> ()");
 }
 
 inline void define_pcg_ops(torch::Library& m) {

@@ -204,6 +204,10 @@ def test_argument_errors_name_the_argument():
         EMU.stencil_matvec(stencil, image[:, 1:])
     with pytest.raises(RuntimeError, match="v must have the stencil's dtype"):
         EMU.stencil_matvec(stencil, image.float())
+    with pytest.raises(RuntimeError, match="out must have v's shape"):
+        EMU.stencil_matvec_out(stencil, image, image[1:].clone())
+    with pytest.raises(RuntimeError, match="out must not share memory with v"):
+        EMU.stencil_matvec_out(stencil, image, image)
     with pytest.raises(RuntimeError, match="block sizes must lie"):
         EMU.set_launch_shape(0, 4, 8, 4, 32)
 
@@ -235,6 +239,9 @@ def test_non_contiguous_inputs():
     k_strided = torch.stack([k, k], 3).reshape(12, 7, 20)[:, :, ::2]
     torch.testing.assert_close(emulated(EMU.stencil_matvec, k_strided, v),
                                torch.ops.dpst.stencil_matvec(k, v.contiguous()), rtol=1e-12, atol=1e-12)
+    out = torch.full((3, 7, 10), float("nan"), dtype=torch.float64)
+    emulated(EMU.stencil_matvec_out, k_strided, v, out)     # the solver's reused buffer: the same launch
+    assert torch.equal(out, emulated(EMU.stencil_matvec, k_strided, v))
 
 
 # ---- the fused CG passes (csrc/cuda/pcg_kernels.cuh) against the CPU kernels ------------------------

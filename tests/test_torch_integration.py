@@ -31,6 +31,27 @@ def test_opcheck_every_op(size, dtype):
     torch.library.opcheck(torch.ops.dpst.laplacian_stencil.default, (image, EPS))
     stencil = ops.laplacian_stencil(image, EPS)
     torch.library.opcheck(torch.ops.dpst.stencil_matvec.default, (stencil, v.detach().requires_grad_()))
+    torch.library.opcheck(torch.ops.dpst.stencil_matvec_out.default, (stencil, v.detach(), torch.empty_like(v)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_product_into_a_buffer_is_the_product(dtype):
+    """stencil_matvec_out (the solver's reused buffer) writes exactly stencil_matvec's values, and refuses an
+    out of another shape, dtype or layout, or one sharing memory with v or the stencil, naming the rule."""
+    image, _, v = _setup(13, 17, dtype=dtype)
+    lap = MattingLaplacian(image, EPS).stencil()
+    out = torch.full_like(v, float("nan"))
+    assert lap.matvec(v, out=out) is out and torch.equal(out, lap.matvec(v))
+    v_strided = torch.stack([v, v], 3).reshape(3, 13, 34)[:, :, ::2]       # read through its strides
+    assert torch.equal(ops.stencil_matvec_out(lap.weights, v_strided, torch.empty_like(v)), lap.matvec(v))
+    other = torch.float32 if dtype == torch.float64 else torch.float64
+    for bad, rule in [(torch.empty(2, 13, 17, dtype=dtype), "out must have v's shape"),
+                      (torch.empty(3, 13, 17, dtype=other), "out must have v's dtype"),
+                      (torch.empty(3, 17, 13, dtype=dtype).transpose(1, 2), "out must be contiguous"),
+                      (v, "out must not share memory with v or the stencil"),
+                      (lap.weights[:3], "out must not share memory with v or the stencil")]:
+        with pytest.raises(RuntimeError, match=rule):
+            ops.stencil_matvec_out(lap.weights, v, bad)
 
 
 def test_opcheck_non_contiguous_inputs():

@@ -672,15 +672,21 @@ at::Tensor laplacian_stencil_cpu(const at::Tensor& image_, double eps) {
   return K;
 }
 
-at::Tensor stencil_matvec_cpu(const at::Tensor& stencil_, const at::Tensor& v_) {
+void stencil_matvec_out_cpu(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out) {
   check_stencil(stencil_, v_);
   const auto K = stencil_.contiguous(), v = v_.contiguous();
+  check_stencil_out(K, v, out);  // (the overlap with what the kernel reads: copies of strided inputs do not)
   const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
-  auto out = empty_output(v.sizes(), v.options());
-  if (out.numel() == 0) return out;
+  if (out.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec_cpu", [&] {
     stencil_matvec_kernel(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), C, H, W);
   });
+}
+
+at::Tensor stencil_matvec_cpu(const at::Tensor& stencil_, const at::Tensor& v_) {
+  check_stencil(stencil_, v_);
+  auto out = empty_output(v_.sizes(), v_.options());
+  stencil_matvec_out_cpu(stencil_, v_, out);
   return out;
 }
 
@@ -709,6 +715,7 @@ TORCH_LIBRARY_IMPL(dpst, CPU, m) {
   m.impl("photoreal_loss", &photoreal_loss_cpu);
   m.impl("laplacian_stencil", &laplacian_stencil_cpu);
   m.impl("stencil_matvec", &stencil_matvec_cpu);
+  m.impl("stencil_matvec_out", &stencil_matvec_out_cpu);
 }
 
 }  // namespace dpst

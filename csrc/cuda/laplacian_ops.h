@@ -129,19 +129,25 @@ struct Ops {
     return K;
   }
 
-  static at::Tensor stencil_matvec(const at::Tensor& stencil_, const at::Tensor& v_) {
+  static void stencil_matvec_out(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out) {
     check_stencil(stencil_, v_);
     check_rows(stencil_, Backend::shape());
     typename Backend::Scope scope(v_);
     const auto K = stencil_.contiguous(), v = v_.contiguous();
+    check_stencil_out(K, v, out);  // (the overlap with what the kernels read: copies of strided inputs do not)
     const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
-    auto out = at::empty_like(v);
-    if (out.numel() == 0) return out;
+    if (out.numel() == 0) return;
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec", [&] {
       launch_stencil_matvec(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                             C, H, W, scope.stream, Backend::shape());
     });
     Backend::check_launch();
+  }
+
+  static at::Tensor stencil_matvec(const at::Tensor& stencil_, const at::Tensor& v_) {
+    check_stencil(stencil_, v_);
+    auto out = at::empty(v_.sizes(), v_.options());
+    stencil_matvec_out(stencil_, v_, out);
     return out;
   }
 
@@ -169,7 +175,7 @@ struct Ops {
   }
 };
 
-// Registers the seven ops of csrc/dpst.cpp's contract on a library (TORCH_LIBRARY_IMPL or TORCH_LIBRARY).
+// Registers the eight ops of csrc/dpst.cpp's contract on a library (TORCH_LIBRARY_IMPL or TORCH_LIBRARY).
 template <typename Backend, typename Library>
 void register_ops(Library& m) {
   m.impl("window_stats", &Ops<Backend>::window_stats);
@@ -179,6 +185,7 @@ void register_ops(Library& m) {
   m.impl("photoreal_loss", &Ops<Backend>::photoreal_loss);
   m.impl("laplacian_stencil", &Ops<Backend>::laplacian_stencil);
   m.impl("stencil_matvec", &Ops<Backend>::stencil_matvec);
+  m.impl("stencil_matvec_out", &Ops<Backend>::stencil_matvec_out);
 }
 
 }  // namespace cuda

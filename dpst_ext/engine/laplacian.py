@@ -194,8 +194,11 @@ class LaplacianStencil:
     def __repr__(self):
         return f"LaplacianStencil({self.height}x{self.width}, dtype={self.dtype}, device={self.device})"
 
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """M v for v (C, H, W) in the stencil's dtype."""
+    def matvec(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """M v for v (C, H, W) in the stencil's dtype; into ``out`` when given (ops.stencil_matvec_out: a
+        buffer reused across products, not differentiable)."""
+        if out is not None:
+            return ops.stencil_matvec_out(self.weights, v, out)
         return ops.stencil_matvec(self.weights, v)
 
     __matmul__ = matvec

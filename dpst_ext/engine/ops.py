@@ -9,7 +9,7 @@ import torch
 from .. import _C  # noqa: F401  (dpst_ext._C registers torch.ops.dpst.*)
 
 __all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss",
-           "laplacian_stencil", "stencil_matvec",
+           "laplacian_stencil", "stencil_matvec", "stencil_matvec_out",
            "pcg_direction", "pcg_curvature", "pcg_update", "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
 
 
@@ -50,6 +50,14 @@ def stencil_matvec(stencil: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """M v for each of v's channels (C, H, W) from laplacian_stencil's output, as differences of v (constants
     stay exactly in M's null space)."""
     return torch.ops.dpst.stencil_matvec.default(stencil, v)
+
+
+def stencil_matvec_out(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """stencil_matvec written into ``out`` (v's shape and dtype, contiguous, sharing no memory with v), which
+    is returned: a solver reuses one buffer instead of allocating an image-sized product every iteration.
+    Not differentiable."""
+    torch.ops.dpst.stencil_matvec_out.default(stencil, v, out)
+    return out
 
 
 # ---- fused CG passes on A v = v + weight s.M(s.v) (CPU, CUDA; dpst_ext.engine.smoothing.batched_pcg) ----
