@@ -333,8 +333,7 @@ def item_memory(width: int, height: int, opts: TransferOptions) -> int:
     if out_side > work_side:
         s = out_side / long_side
         need = max(need, estimate_highres_bytes(max(1, round(height * s)), max(1, round(width * s)),
-                                                smoothing=opts.smoothing, working_pixels=int(work_px),
-                                                heap_reuse=True))
+                                                smoothing=opts.smoothing, working_pixels=int(work_px)))
     return int(need)
 
 

@@ -11,7 +11,6 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     operator: D^-1/2 (float64 + Laplacian dtype; normalize=True only)                  8 + s
               diag(A) (float64) and its inverse (v), Jacobi only                          8 + v
     multigrid preconditioner (if chosen), measured                    125
-    heap fragmentation once reuse_freed_memory() is in effect (the CLI), measured   40 (fused iteration: 15)
     CG: b, x, r, p                                     4 * C * v  (3 * C * v on float32 vectors: b is y)
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
@@ -47,12 +46,6 @@ __all__ = ["MemoryPlan", "estimate_highres_bytes", "available_bytes", "plan_high
 
 BASELINE_BYTES = 350 * 2**20   # Python + torch + dpst_ext imported (CPU RSS; measured 0.33-0.36 GB)
 MULTIGRID_BYTES_PER_PIXEL = 125   # preconditioner="multigrid": basis, smoother, setup and cycle temporaries (measured)
-# After reuse_freed_memory(): heap fragmentation. The eager loop's mixed-dtype temporaries: measured 35-70 B/px.
-# The fused iteration allocates only the product per iteration: measured -18 (2 MP) to +7 (4 MP) B/px on the
-# median of runs, +26 in the worst of 8 runs at 4 MP (tests/test_memory.py's child, 2026-12-07); 15 leans
-# towards the worst run, as the plan is there to refuse what would not fit.
-HEAP_REUSE_BYTES_PER_PIXEL = {"eager": 40, "fused": 15}
-_heap_reuse = False               # set by reuse_freed_memory()
 GiB = 2**30
 
 
@@ -68,12 +61,12 @@ def reuse_freed_memory(threshold: int = 2**30) -> bool:
     (48 MB for a 4 MP, 3-channel float32 image) is fresh pages the kernel faults in and zeroes, and returns
     on free. Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (mallopt) makes those allocations reuse the
     heap. Measured at 4 MP, 2 threads: a CG iteration of the smoothing 0.21 -> 0.13 s, a multigrid cycle
-    0.62 -> 0.30 s (docs/experiments/2026-11-smoothing-solver.md). The price is memory: freed blocks do not
-    always fit the next request, so the peak grows in the eager loop (+0.28 GiB at 4 MP, ~70 B/px; ~35 B/px at
-    2 MP; in the fused iteration, which allocates only the product, it moved by -18 to +26 B/px), and the process keeps
-    its peak heap until exit; estimate_highres_bytes adds HEAP_REUSE_BYTES_PER_PIXEL once
-    this has been called. Process-wide, so the CLI calls it and library code does not. Returns False where
-    there is no glibc (a no-op).
+    0.62 -> 0.30 s (docs/experiments/2026-11-smoothing-solver.md); the fused CG iteration, which reuses its
+    buffers, gains little. The price was memory in the eager loop, whose freed blocks did not always fit the
+    next request (+0.28 GiB at 4 MP, ~70 B/px); the fused iteration allocates nothing per iteration, and with
+    this its peak was ~22 B/px lower at 2 and 4 MP (2026-12-07), so the plan adds nothing for it. The process
+    keeps its peak heap until exit. Process-wide, so the CLI calls it and library code does not. Returns
+    False where there is no glibc (a no-op).
     """
     import ctypes
     import ctypes.util
@@ -86,11 +79,9 @@ def reuse_freed_memory(threshold: int = 2**30) -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    global _heap_reuse
     m_trim_threshold, m_mmap_threshold = -1, -3
     value = min(int(threshold), 2**31 - 1)
-    _heap_reuse = bool(mallopt(m_mmap_threshold, value)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
-    return _heap_reuse
+    return bool(mallopt(m_mmap_threshold, value)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def _nbytes(dtype) -> int:
@@ -100,11 +91,9 @@ def _nbytes(dtype) -> int:
 def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing: str = "fast",
                            laplacian_dtype=torch.float32, vector_dtype=None,
                            preconditioner: str = "none", working_pixels: int = 1024 * 768,
-                           band_rows: int = 32, device="cpu", heap_reuse: bool | None = None,
-                           normalize="interior") -> int:
+                           band_rows: int = 32, device="cpu", normalize="interior") -> int:
     """Peak bytes of upscale_result at (height, width) (module docstring). The working-size fit
     (float64, ~40 values per working pixel alive at once) is added as it is alive during the upsampling only.
-    heap_reuse: whether reuse_freed_memory() is in effect (default: whether it has been called here).
     normalize: the smoothing system's (upscale_result's argument)."""
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
@@ -136,8 +125,6 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         reads_p = normalize is not True and v == s     # no u: SmoothingOperator and _fused_pcg read p itself
         product = ((1 if reads_p else 2) * c * s if fused else c * s + c * v) * n
         slack = (0 if fused else 60) * n
-        if _heap_reuse if heap_reuse is None else heap_reuse:
-            slack += HEAP_REUSE_BYTES_PER_PIXEL["fused" if fused else "eager"] * n
         peak = content + result + lap + operator + cg + product + slack
     base = BASELINE_BYTES if torch.device(device).type == "cpu" else 0
     return int(peak + base)
