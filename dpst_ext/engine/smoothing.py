@@ -288,7 +288,7 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     rel = rr.sqrt() / bnorm
     p = torch.zeros_like(r)
     # The matvec's input u = scale.p, a reused buffer; none when the matvec can read p. Its output m = M u is
-    # reused too (allocated by the first product): an image-sized allocation per iteration cost 20% of the
+    # reused too (allocated by the first product): an image-sized allocation per iteration cost ~15% of the
     # iteration at 4 MP without glibc's heap reuse (fresh pages to fault in; docs/engine.md).
     u = None if scale is None and r.dtype == op.dtype else torch.empty(r.shape, dtype=op.dtype, device=r.device)
     m = None
