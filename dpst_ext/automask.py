@@ -31,7 +31,10 @@ How (``auto_masks``):
    both photos; then the two labels closest in mean colour are merged while they differ by less than
    ``merge_delta`` (20 Lab units) in the content AND in the style, as they would carry much the same
    style. If the style's labels are then all that alike, the style has no distinct regions to give:
-   one label, with an AutoMaskWarning. A label straddling two regions of different colour is what hurts
+   one label, with an AutoMaskWarning. One label too, with a warning, when the labels agree with the
+   cells' best feature matches across the photos no better than chance (``_match_agreement``, a kappa,
+   under ``min_agreement``): such labels pair regions by layout alone, which on the example pairs where
+   it happened did worse than one label. A label straddling two regions of different colour is what hurts
    the transfer most, so K starts high; but a label splitting a smooth region is not free either: its
    boundary is a seam the photorealism term has to smooth over. On the example pairs
    (docs/experiments/2026-11-automatic-masks.md) a colour proxy of the transfer rose with K; the transfer
@@ -101,7 +104,12 @@ MERGE_DELTA = 20.0
 MATCH_LAYERS = ("relu4_1", "relu5_1")
 MATCH_TOPK = 4
 MATCH_TRUST = (0.5, 0.6)
-
+# A pair whose labels agree with the cells' best feature matches (``_match_agreement``, kappa) under this gets
+# one label: its pairing of regions would come from the layout alone. Chosen on the tuning half of the example
+# pairs (fast method, docs/masks.md): the automatic masks did worse than one label on the pairs at -0.15 and
+# 0.04 and better on those at 0.44-0.81 and on one at -0.01; any threshold in (0.04, 0.44) falls back on those
+# three, a net gain, and 0.2 lies near its middle. The held-out half alone would have put it in (0.16, 0.27).
+MIN_AGREEMENT = 0.2
 
 # --------------------------------------------------------------------------------------------------
 # Features and clustering
@@ -131,8 +139,9 @@ def _match_features(blocks: dict) -> torch.Tensor:
 
 
 def _correspondence(bc: dict, bs: dict, ramp: tuple[float, float] | None = None
-                    ) -> tuple[dict, dict, float, float]:
-    """The blocks with the position block made two-framed, and the trust and strength of the matches.
+                    ) -> tuple[dict, dict, float, float, tuple[torch.Tensor, torch.Tensor]]:
+    """The blocks with the position block made two-framed, the trust and strength of the matches, and each
+    cell's best match in the other photo (content -> style indices, style -> content indices).
 
     Each cell's position block becomes (position in the content's frame, position in the style's frame):
     its own position in its own photo's frame, and in the other photo's frame a blend of its own position
@@ -150,7 +159,22 @@ def _correspondence(bc: dict, bs: dict, ramp: tuple[float, float] | None = None
     c_there = (1 - trust) * pc + trust * ps[c_idx].mean(1)             # content cells in the style's frame
     s_there = (1 - trust) * ps + trust * pc[s_idx].mean(1)             # style cells in the content's frame
     return (dict(bc, position=torch.cat([pc, c_there], 1)), dict(bs, position=torch.cat([s_there, ps], 1)),
-            trust, strength)
+            trust, strength, (c_idx[:, 0], s_idx[:, 0]))
+
+
+def _match_agreement(labels: torch.Tensor, best: tuple[torch.Tensor, torch.Tensor], n_content: int) -> float:
+    """How far the labels agree with the feature matches beyond chance, in [-1, 1] (Cohen's kappa): the share
+    of cells whose best match in the other photo (``best``, _correspondence) carries their own label, both
+    photos' cells together, against the share expected if matches fell on labels at random (the sum over
+    labels of the label's area in the content times its area in the style). NaN for one label."""
+    lc, ls = labels[:n_content], labels[n_content:]
+    k = int(labels.max()) + 1
+    if k < 2:
+        return float("nan")
+    observed = float(torch.cat([ls[best[0]] == lc, lc[best[1]] == ls]).double().mean())
+    chance = float((torch.bincount(lc, minlength=k).double() / len(lc)
+                    * torch.bincount(ls, minlength=k).double() / len(ls)).sum())
+    return (observed - chance) / (1 - chance)
 
 
 def _joint_points(bc: dict, bs: dict, weights: dict, pca_dims: int) -> tuple[torch.Tensor, int]:
@@ -431,12 +455,13 @@ def _check_k(k, name="k"):
 def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *, k_max: int = K_MAX,
                work_size: int = 256, min_area: float = 0.03, merge_delta: float = MERGE_DELTA,
                weights: dict | None = None, radius: int = 8, eps: float = 1e-2, restarts: int = 10,
-               pca_dims: int = 16, return_info: bool = False):
+               pca_dims: int = 16, min_agreement: float = MIN_AGREEMENT, return_info: bool = False):
     """Co-segment ``content`` and ``style`` into shared labels (module docstring for the method).
 
     Images: paths, PIL images, numpy arrays or (3, H, W) tensors in 0..1. ``k``: number of labels
     clustered, merged only where one is under ``min_area`` of either photo (None: ``k_max`` clustered,
-    then also labels alike in colour merged, ``merge_delta``). ``vgg``: a VGG19Features whose layers
+    then also labels alike in colour merged, ``merge_delta``, and one label when the labels agree with the
+    feature matches less than ``min_agreement``, a kappa; -1: never). ``vgg``: a VGG19Features whose layers
     include AUTO_LAYERS (None: built from the bundled weights). ``work_size``: long side at which features
     are computed; ``radius``/``eps``: guided filter at working size (radius 0: bilinear soft maps, no
     edge awareness).
@@ -445,7 +470,8 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     line are -1 (no label; see _majority_clean).
     With ``return_info``, a third element: {"k": K, "clustered": labels clustered, "after_small": K
     after merging small labels, "trust": how far the feature matches replaced the layout (0..1),
-    "strength": their median similarity}.
+    "strength": their median similarity, "agreement": the labels' agreement with the matches before any
+    fall-back to one label (NaN for one label)}.
     """
     if k is not None:
         _check_k(k)
@@ -454,6 +480,8 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
         raise ValueError(f"min_area must be a fraction in [0, 0.5), got {min_area}")
     if not merge_delta >= 0:
         raise ValueError(f"merge_delta must be a Lab distance >= 0, got {merge_delta}")
+    if not -1 <= min_agreement <= 1:
+        raise ValueError(f"min_agreement must lie in [-1, 1] (a kappa; -1: never fall back), got {min_agreement}")
     if work_size < 32:
         raise ValueError(f"work_size must be at least 32 px (features are on a 1/4 grid), got {work_size}")
     if radius < 0 or eps <= 0:
@@ -477,11 +505,11 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     bs, gs, ws = _grid_features(s_full.to(dev), vgg, work_size)
     bc = {n: t.cpu() for n, t in bc.items()}
     bs = {n: t.cpu() for n, t in bs.items()}
-    trust, strength = 0.0, float("nan")
-    if weights.get("position", 0) > 0:
-        mc, ms, trust, strength = _correspondence(bc, bs)
-        if trust > 0:
-            bc, bs = mc, ms
+    mc, ms, trust, strength, best = _correspondence(bc, bs)
+    if weights.get("position", 0) > 0 and trust > 0:
+        bc, bs = mc, ms
+    else:
+        trust = 0.0
     x, photo_dims = _joint_points(bc, bs, weights, pca_dims)
     nc = gc[0] * gc[1]
 
@@ -498,10 +526,17 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
                           f"{merge_delta:g} Lab units or more, so the content's regions could only all get the "
                           "same style: one label is used", AutoMaskWarning, stacklevel=2)
             labels = torch.zeros_like(labels)
+    agreement = _match_agreement(labels, best, nc)
+    if k is None and agreement < min_agreement:
+        warnings.warn(f"automatic masks: the labels agree with what the two photos' features match no better than "
+                      f"chance (agreement {agreement:.2f} < {min_agreement:g}), so they would pair regions by "
+                      "layout alone: one label is used (paint masks, or --no-auto-masks to silence this)",
+                      AutoMaskWarning, stacklevel=2)
+        labels = torch.zeros_like(labels)
     result = _order_and_refine(labels, bc["position"][:nc, 1], nc, (gc, gs), (c_full, s_full),
                                (wc.cpu(), ws.cpu()), radius, eps)
     kk = int(result[0].max()) + 1
     if return_info:
         return (*result, {"k": kk, "clustered": clustered, "after_small": after_small, "trust": trust,
-                          "strength": strength})
+                          "strength": strength, "agreement": agreement})
     return result

@@ -152,6 +152,41 @@ def test_style_without_distinct_regions_gives_one_label_with_a_notice(vgg):
     assert info["k"] == 1 and int(cl.max()) == 0 and int(sl.max()) == 0
 
 
+def test_photos_with_nothing_in_common_give_one_label_with_a_notice(vgg):
+    # Sky over grass against a retina: whatever labels the layout suggests, the features match them no
+    # better than chance, so they would only imprint the style's layout.
+    c, _, _, _ = two_region_pair()
+    retina = samples.photo("retina", long_side=160).float()
+    cl, sl, info = auto_masks(c, retina, vgg=vgg, work_size=WORK, min_agreement=-1, return_info=True)
+    assert info["k"] >= 2 and info["agreement"] < 0, info
+    with pytest.warns(automask.AutoMaskWarning, match=r"no better than chance \(agreement -0\.\d\d < 0\.2\)"):
+        cl, sl, info = auto_masks(c, retina, vgg=vgg, work_size=WORK, return_info=True)
+    assert info["k"] == 1 and int(cl.max()) == 0 and int(sl.max()) == 0
+    # An explicit k is the user's choice: no fall-back.
+    cl, sl, info = auto_masks(c, retina, k=2, vgg=vgg, work_size=WORK, return_info=True)
+    assert info["k"] == 2
+
+
+def test_related_scenes_agree_with_their_matches(vgg):
+    for c, s, _, _ in (two_region_pair(), three_region_pair()):
+        assert auto_masks(c, s, vgg=vgg, work_size=WORK, return_info=True)[2]["agreement"] > 0.9
+
+
+def test_match_agreement_is_kappa():
+    # 4 content cells then 4 style cells; labels 0 0 1 1 | 0 1 1 1.
+    labels = torch.tensor([0, 0, 1, 1, 0, 1, 1, 1])
+    everyone_home = (torch.tensor([0, 0, 3, 3]), torch.tensor([0, 2, 2, 2]))    # each match on its own label
+    assert automask._match_agreement(labels, everyone_home, 4) == pytest.approx(1.0)
+    # Observed: content cells 0 (-> style 0, label 0: yes), 1 (-> 1: no), 2 (-> 0: no), 3 (-> 3: yes); style
+    # cells 0 (-> content 0: yes), 1 (-> 0: no), 2 (-> 2: yes), 3 (-> 0: no): 4 of 8. Chance: the label
+    # areas, 1/2 x 1/4 + 1/2 x 3/4 = 1/2. Kappa (1/2 - 1/2) / (1 - 1/2) = 0.
+    mixed = (torch.tensor([0, 1, 0, 3]), torch.tensor([0, 0, 2, 0]))
+    assert automask._match_agreement(labels, mixed, 4) == pytest.approx(0.0)
+    never = (torch.tensor([1, 1, 0, 0]), torch.tensor([2, 0, 0, 0]))
+    assert automask._match_agreement(labels, never, 4) == pytest.approx((0 - 0.5) / 0.5)
+    assert np.isnan(automask._match_agreement(torch.zeros(8, dtype=torch.int64), everyone_home, 4))
+
+
 @pytest.mark.parametrize("k", [None, 2, 4, 6])
 def test_label_sets_match(vgg, k):
     # Unrelated noise photos: whatever the clustering does, every label exists in both images.
@@ -283,6 +318,7 @@ def test_segmenter_hook_with_mapping():
     ({"merge_delta": -1.0}, ValueError, "merge_delta"),
     ({"weights": {"lab": 1.0}}, ValueError, "shared by the photos"),
     ({"work_size": 8}, ValueError, "work_size"),
+    ({"min_agreement": 1.5}, ValueError, "min_agreement must lie in"),
     ({"weights": {"colour": 1.0}}, ValueError, "weights keys"),
 ])
 def test_bad_arguments_are_named(kwargs, error, message):
