@@ -249,7 +249,8 @@ def add_transfer_options(parser):
                         "--no-auto-masks: one label for the whole photo")
     t.add_argument("--auto-k", type=_positive_int, default=None, metavar="K",
                    help="number of automatic labels (default: up to 8; labels too small for a style, or "
-                        "alike in colour in both photos, are merged)")
+                        "alike in colour in both photos, are merged, and one label is used when the labels "
+                        "do not agree with what the photos' features match)")
     _add_segmenter_arguments(parser)
     _add_output_arguments(parser)
 
