@@ -33,10 +33,10 @@ How (``auto_masks``):
    style. If the style's labels are then all that alike, the style has no distinct regions to give:
    one label, with an AutoMaskWarning. One label too, with a warning, when the labels agree with the
    cells' best feature matches across the photos no better than chance (``_match_agreement``, a kappa,
-   under ``min_agreement``): such labels pair regions by layout alone, which on the example pairs where
-   it happened did worse than one label. A label straddling two regions of different colour is what hurts
-   the transfer most, so K starts high; but a label splitting a smooth region is not free either: its
-   boundary is a seam the photorealism term has to smooth over. On the example pairs
+   under ``min_agreement``): such labels pair regions by layout alone, which did worse than one label on
+   most example pairs where it happened (docs/masks.md). A label straddling two regions of different
+   colour is what hurts the transfer most, so K starts high; but a label splitting a smooth region is
+   not free either: its boundary is a seam the photorealism term has to smooth over. On the example pairs
    (docs/experiments/2026-11-automatic-masks.md) a colour proxy of the transfer rose with K; the transfer
    itself gave the same style distance after merging at 20 as at 10, with fewer labels and a lower
    photorealism residual; clustering only 4 labels did much worse; the silhouette criterion of the first
