@@ -530,7 +530,7 @@ def auto_masks(content, style, k: int | None = None, seed: int = 0, vgg=None, *,
     if k is None and agreement < min_agreement:
         warnings.warn(f"automatic masks: the labels agree with what the two photos' features match no better than "
                       f"chance (agreement {agreement:.2f} < {min_agreement:g}), so they would pair regions by "
-                      "layout alone: one label is used (paint masks, or --no-auto-masks to silence this)",
+                      "layout alone: one label is used (paint masks to pair regions yourself)",
                       AutoMaskWarning, stacklevel=2)
         labels = torch.zeros_like(labels)
     result = _order_and_refine(labels, bc["position"][:nc, 1], nc, (gc, gs), (c_full, s_full),
