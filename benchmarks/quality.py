@@ -3,13 +3,15 @@
     python benchmarks/quality.py run NAME [--method default|fast|reference] [--masks hand|auto|none|DIR]
                                           [--auto-args JSON] [--set KEY=VALUE ...] [--pairs 1,5,9] [--threads 2]
     python benchmarks/quality.py score [NAME ...] [--pairs ...] [--json FILE] [--plot FILE]
-                                          [--sheet FILE --sheet-pairs 1,9,25,45] [--gain HAND,ONE]
+                                          [--sheet FILE --sheet-pairs 1,9,25,45 [--sheet-masks]]
+                                          [--gain HAND,ONE]
 
 ``run`` transfers every pair through dpst_ext.transfer.run_transfer, with its hand-painted masks
 (``--masks hand``, the default), with the automatic masks a user without masks gets (``auto``) or with
 one label (``none``), or with the masks DIR/contentN.png and DIR/styleN.png of another labelling
 (benchmarks/correspondence.py writes such folders); ``--auto-args JSON`` gives the automatic masks other
-constants (auto_masks keyword arguments; the masks are saved beside the outputs); ``--set`` overrides
+constants (auto_masks keyword arguments); the automatic masks are saved beside the outputs
+(runs/NAME/content_maskN.png, style_maskN.png; ``score --sheet-masks`` shows them); ``--set`` overrides
 any TransferOptions field, e.g.
 ``--set size=512 --set iters=0,150 --set weights.photoreal=2e4``. It writes runs/NAME/outN.png and
 runs/NAME/run.json (options, seconds per pair, machine), one pair at a time, so that an interrupted run
@@ -81,6 +83,7 @@ def _option(opts, text: str):
 
 
 def run(args):
+    from dpst_ext.masks import save_masks
     from dpst_ext.transfer import TransferOptions, run_transfer
 
     torch.set_num_threads(args.threads)
@@ -98,7 +101,6 @@ def run(args):
             raise SystemExit("--auto-args: only with --masks auto")
         config["auto_args"] = auto_args
         from dpst_ext.automask import AUTO_LAYERS, auto_masks
-        from dpst_ext.masks import save_masks
         from dpst_ext.vgg import VGG19Features
         mask_vgg = VGG19Features(AUTO_LAYERS)
     elif args.masks in ("auto", "none"):
@@ -125,6 +127,8 @@ def run(args):
                            options=dataclasses.replace(opts, weights=dataclasses.replace(opts.weights)))
         seconds = time.perf_counter() - t
         save_image(res.image, out / f"out{n}.png")
+        if auto_args is None and res.content_labels is not None:    # the automatic masks the transfer used
+            save_masks(res.content_labels, res.style_labels, out / f"content_mask{n}.png", out / f"style_mask{n}.png")
         pairs[str(n)] = {"seconds": round(seconds, 2), "timings": {k: round(v, 2) for k, v in res.timings.items()}}
         log_path.write_text(json.dumps(log, indent=1))
         print(f"{args.name}: pair {n} in {seconds:.1f}s", flush=True)
@@ -160,10 +164,19 @@ def score_all(args):
                   flush=True)
         if args.sheet and n in args.sheet_pairs:
             from dpst_ext.demo import contact_sheet
+            from dpst_ext.masks import labels_to_image
 
             shown = [k for k in ("published", *args.names) if k in outputs]
-            sheet_rows.append(contact_sheet([p.content, p.style, *(outputs[k] for k in shown)],
-                                            [f"pair {n}: content", "style", *shown], height=200))
+            images, labels = [p.content, p.style, *(outputs[k] for k in shown)], [f"pair {n}: content", "style", *shown]
+            if args.sheet_masks:    # the hand masks, then those saved beside each run (its automatic masks)
+                images += [labels_to_image(p.content_labels), labels_to_image(p.style_labels)]
+                labels += ["hand masks: content", "style"]
+                for name in args.names:
+                    saved = [RUNS / name / f"{side}_mask{n}.png" for side in ("content", "style")]
+                    if all(f.is_file() for f in saved):
+                        images += [load_image(f) for f in saved]
+                        labels += [f"{name} masks: content", "style"]
+            sheet_rows.append(contact_sheet(images, labels, height=200))
     report = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "pairs": args.pairs,
               "rows": {name: {str(n): m for n, m in r.items()} for name, r in rows.items()},
               "seconds": {name: {str(n): s for n, s in r.items()} for name, r in seconds.items()}}
@@ -272,6 +285,8 @@ def main(argv=None):
     s.add_argument("--plot", default=None)
     s.add_argument("--sheet", default=None)
     s.add_argument("--sheet-pairs", type=lambda t: [int(x) for x in t.split(",")], default=[1, 9, 25, 45])
+    s.add_argument("--sheet-masks", action="store_true",
+                   help="also show the hand masks and the masks saved beside each run")
     s.add_argument("--gain", type=lambda t: t.split(","), default=None, metavar="HAND,ONE",
                    help="the share of run HAND's colour gain over run ONE each other run recovers")
     args = p.parse_args(argv)
