@@ -135,3 +135,18 @@ def test_a_clump_of_equal_colours_goes_to_the_mean_of_its_targets():
     dst = cloud(5000, 7, mean=(0.3, 0.5, 0.2), std=0.05)
     m = fit_sliced_map(src, dst, rotations=4)
     assert torch.allclose(m(src[None])[0][0], dst.mean(0), atol=2e-3)
+
+
+def test_tabulated_interpolation_follows_the_exact_one():
+    """_interp tabulates each axis' map on 1024 points and interpolates linearly between them; on a smooth
+    map over 256 random knots it must stay within 1e-4 of the exact piecewise-linear map (measured 7e-6;
+    looking up the table without interpolating is off by 1.6e-3), constant beyond the end knots."""
+    from dpst_ext.transport import _interp, _interp_exact
+
+    g = torch.Generator().manual_seed(0)
+    xs = torch.sort(torch.rand(3, 256, generator=g, dtype=torch.float64), dim=1).values
+    ys = 0.8 * xs ** 2 + 0.1
+    x = torch.rand(3, 5000, generator=g, dtype=torch.float64) * 1.2 - 0.1
+    exact = _interp_exact(x, xs, ys)
+    assert float((_interp(x, xs, ys) - exact).abs().max()) <= 1e-4
+    assert torch.equal(exact[x < xs[:, :1]], ys[:, :1].expand_as(x)[x < xs[:, :1]])
