@@ -443,3 +443,23 @@ if __name__ == "__main__":   # the before-and-after count
         counts[ended] += 1
         print(f"{ended:9s} {c.id}: {text.strip().splitlines()[-1] if text.strip() else ''}"[:200])
     print(dict(counts))
+
+
+def test_a_write_that_fails_midway_keeps_the_old_output_and_leaves_nothing(tmp_path, monkeypatch):
+    """The encoder fails after writing part of the file (a full disk): the error reaches the caller, the
+    output written before is untouched and no temporary file is left beside it."""
+    from dpst_ext.image_io import save_image
+
+    out = tmp_path / "out.png"
+    save_image(torch.zeros(3, 8, 8), out)
+    before = out.read_bytes()
+
+    def save_then_fail(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", save_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        save_image(torch.ones(3, 8, 8), out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]

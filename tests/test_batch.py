@@ -87,17 +87,22 @@ def test_folder_batch_equals_single_transfers_and_resumes(photos, tmp_path):
         save_image(single.image, tmp_path / "single.jpg")
         assert (tmp_path / "single.jpg").read_bytes() == (out / f"{name}_in_style.jpg").read_bytes(), name
     before = _mtimes(out)
+    before_bytes = (out / "rocket_in_style.jpg").read_bytes()
 
     # Rerun: everything done is skipped (no output rewritten); the broken item fails again.
     assert main(argv) == 1
     s = _summary(out)
     assert len(s["skipped"]) == 3 and not s["done"] and len(s["failed"]) == 1
     assert _mtimes(out) == before
-    # A deleted output is redone alone (a changed option: test_manifest_csv_per_item_options_and_bad_items).
+    # A deleted output and one changed since the batch wrote it are redone, alone (a changed option:
+    # test_manifest_csv_per_item_options_and_bad_items).
     (tmp_path / "in" / "broken.png").unlink()
     (out / "coffee_in_style.jpg").unlink()
+    rocket = out / "rocket_in_style.jpg"
+    rocket.write_bytes(rocket.read_bytes()[:-100])
     assert main(argv) == 0
-    assert [d["output"] for d in _summary(out)["done"]] == [str(out / "coffee_in_style.jpg")]
+    assert sorted(d["output"] for d in _summary(out)["done"]) == [str(out / "coffee_in_style.jpg"), str(rocket)]
+    assert rocket.read_bytes() == before_bytes
     assert not list(out.glob(".*.tmp"))      # atomic writes leave no temporary file
 
 

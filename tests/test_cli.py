@@ -116,6 +116,9 @@ def test_load_16bit_grayscale_alpha_exif(tmp_path):
     t = load_image(tmp_path / "g16.png")
     assert t.shape == (3, 10, 12) and torch.allclose(t[0], torch.from_numpy(a16 / 65535.0).float(), atol=1e-6)
     assert torch.equal(t[0], t[2])
+    # A dark 16-bit photo (every value under 256) is still 16-bit: scaled by 65535, not taken for 8-bit.
+    Image.fromarray((a16 // 500).astype(np.uint16)).save(tmp_path / "dark16.png")
+    assert torch.allclose(load_image(tmp_path / "dark16.png")[0], torch.from_numpy(a16 // 500 / 65535.0).float())
     Image.fromarray(np.full((5, 6), 128, np.uint8), "L").save(tmp_path / "g8.png")
     assert torch.allclose(load_image(tmp_path / "g8.png"), torch.full((3, 5, 6), 128 / 255))
     rgba = np.zeros((4, 7, 4), np.uint8)

@@ -230,3 +230,19 @@ def test_the_options_know_the_engines_smoothing_modes():
     from dpst_ext.options import SMOOTHING
 
     assert set(SMOOTHING) == {"off", *SMOOTHING_TOL}
+
+
+@pytest.mark.parametrize("stage1_size", [None, 32])
+def test_content_loss_compares_with_the_start_when_asked(pair, stage1_size):
+    """content_target="start" (the default method's): the content loss measures the distance to the
+    closed-form start, so at the start it is ~0, where against the content itself it is large; with a
+    coarser stage 1 the start is brought to stage 2's size too."""
+    c, s = pair
+    first = {}
+    for target in ("start", "content"):
+        terms = []
+        run_transfer(c, s, method="default", size=SIZE, iters=(0 if stage1_size is None else 1, 1),
+                     stage1_size=stage1_size, content_target=target, seed=1, **ONE_LABEL,
+                     callback=lambda p: terms.append((p.stage, p.terms["content"])))
+        first[target] = [t for stage, t in terms if stage == 2][0]
+    assert 0 <= first["start"] < 1e-3 * first["content"], first
