@@ -147,6 +147,35 @@ def test_light_change_sees_the_light_not_the_framing():
     assert torch.allclose(gain, 1 / torch.tensor([1.06, 1.03, 0.97], dtype=torch.float64), atol=0.005), gain
 
 
+def test_a_light_ramp_keeps_the_style_look():
+    """The light rises by 30 % over the shot: every keyframe's map is fitted on colours brought to its own
+    light and every frame looks its keyframes' tables up in their light, so each frame keeps the style's look
+    (mean level 114-116 of 255 while the input's goes from 108 to 147). Without the measured light the
+    keyframes' maps pool frames seen in different lights and the output drifts with the input (105 -> 124)."""
+    frames = pan(24, h=96, w=128, step=1, ramp=0.3)
+    style = samples.photo("chelsea", 96).float()
+    out = list(stylize_frames(frames, style, fps=12, keyframe_seconds=1.0, **FAST))
+    levels = [float(f.mean()) for f in out]
+    assert frames[-1].mean() - frames[0].mean() > 30
+    assert max(levels) - min(levels) < 5, levels
+
+
+def test_no_jump_at_keyframes():
+    """Panning down the rocket photo brings new colours into view, so consecutive keyframes' maps differ;
+    frames between them blend the two, so the output's change from frame to frame (beyond the input's) has
+    no spike where one keyframe's interval ends (measured: at most 1.5x its median; using one keyframe's
+    table up to the next, 6x, at frames 12 and 24)."""
+    img = samples.photo("rocket", 512, dtype=torch.float32).permute(1, 2, 0).numpy() * 255
+    frames = [img[10 + 6 * i:70 + 6 * i, 200:280].round().astype(np.uint8) for i in range(36)]
+    out = list(stylize_frames(frames, samples.photo("chelsea", 96).float(), fps=12, keyframe_seconds=1.0, **FAST))
+
+    def change(seq, i):
+        return np.abs(seq[i + 1].astype(float) - seq[i]).mean()
+
+    excess = [change(out, i) - change(frames, i) for i in range(len(out) - 1)]
+    assert max(excess) < 3 * float(np.median(excess)), np.round(excess, 1)
+
+
 def test_pan_across_a_still_photo_keeps_its_colours():
     """Panning down a photo under a steady light brings new colours into view; the look must not drift with
     them: within a shot no longer than a keyframe's window, aligned, the video's frames change about as little
