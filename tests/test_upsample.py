@@ -80,3 +80,19 @@ def test_argument_errors():
         upsampling_coefficients(small_img, small_img, eps=0.0)
     with pytest.raises(ValueError, match="content_full must have shape"):
         affine_upsample(full_img[:2], small_img, small_img)
+
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_guided_coefficients_in_bands_equal_the_whole_image(radius):
+    """Bands of any height, each with 2r rows either side, give the whole image's coefficients to rounding,
+    borders included (the last band short, bands thinner than the halo)."""
+    from dpst_ext.engine.upsample import guided_coefficients
+
+    g = torch.Generator().manual_seed(4)
+    guide = samples.photo("astronaut", 70, torch.float64)
+    p = torch.rand(2, *guide.shape[1:], generator=g, dtype=torch.float64)
+    prior = torch.rand(2, 3, generator=g, dtype=torch.float64)
+    whole = guided_coefficients(guide, p, radius, 1e-4, prior, band_rows=guide.shape[1])
+    for band in (1, 7, None):
+        banded = guided_coefficients(guide, p, radius, 1e-4, prior, band_rows=band)
+        assert torch.allclose(banded, whole, rtol=1e-9, atol=1e-9), (band, (banded - whole).abs().max())

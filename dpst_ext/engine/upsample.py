@@ -46,11 +46,30 @@ def box_mean(t: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def guided_coefficients(guide: torch.Tensor, p: torch.Tensor, radius: int, eps: float,
-                        prior: torch.Tensor | None = None) -> torch.Tensor:
+                        prior: torch.Tensor | None = None, band_rows: int | None = None) -> torch.Tensor:
     """He et al.'s colour guided filter coefficients (C, 4, H, W) in float64: per (2r+1)^2 window k,
     A_k = (Sigma_k + eps I)^-1 (cov_k(I, p) + eps A_0), b_k = mean_k(p) - A_k mean_k(I), then averaged over
     the windows covering each pixel. ``prior`` A_0 (C, 3) is the ridge's target (None: 0, the guided filter).
-    The filtered image is (coef[:, :3] * I).sum(1) + coef[:, 3]."""
+    The filtered image is (coef[:, :3] * I).sum(1) + coef[:, 3].
+
+    Computed in bands of ``band_rows`` rows (default max(64, 16 r)), each from its rows and 2r more on
+    either side (a pixel's coefficients depend on no row further away), so the float64 temporaries, about
+    200 values per pixel, are a band's: the same values (to rounding) as the whole image at once."""
+    c, h, w = p.shape
+    band = max(64, 16 * radius) if band_rows is None else band_rows
+    halo = 2 * radius
+    out = torch.empty(c, 4, h, w, dtype=torch.float64, device=p.device)
+    for y0 in range(0, h, band):
+        y1 = min(h, y0 + band)
+        a, b = max(0, y0 - halo), min(h, y1 + halo)
+        out[:, :, y0:y1] = _guided_slab(guide[:, a:b], p[:, a:b], radius, eps, prior)[:, :, y0 - a:y1 - a]
+    return out
+
+
+def _guided_slab(guide: torch.Tensor, p: torch.Tensor, radius: int, eps: float,
+                 prior: torch.Tensor | None) -> torch.Tensor:
+    """guided_coefficients of a slab of rows taken as a whole image (its first and last 2r rows are
+    clipped windows unless the slab reaches the image's border)."""
     img, p = guide.to(torch.float64), p.to(torch.float64)
     c, h, w = p.shape
     mu = box_mean(img, radius)                                       # (3, H, W)
