@@ -47,9 +47,16 @@ inline void check_eps(double eps) {
   TORCH_CHECK(std::isfinite(eps) && eps > 0.0, "eps must be a positive finite number, got ", eps);
 }
 
+// Every value is finite iff the smallest and the largest are (both propagate NaN). Unlike isfinite(t).all(),
+// which allocates |t| and three boolean masks (at 12 MP in float32: 240 MiB, kept in the heap afterwards),
+// aminmax holds no image-sized temporary.
 inline void check_finite(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.numel() == 0 || at::isfinite(t).all().item<bool>(), name,
-              " must contain only finite values (found NaN or Inf)");
+  bool ok = true;
+  if (t.numel() > 0) {
+    const auto [lo, hi] = at::aminmax(t);
+    ok = (at::isfinite(lo) & at::isfinite(hi)).item<bool>();
+  }
+  TORCH_CHECK(ok, name, " must contain only finite values (found NaN or Inf)");
 }
 
 // The stencil form of M (csrc/window_math.h): (12, H, W), applied to v (C, H, W).
