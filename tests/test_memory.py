@@ -36,24 +36,39 @@ print(json.dumps({"peak": peak, "estimate": est}))
 """
 
 
-@pytest.mark.parametrize("h,w,smoothing,pre,reuse", [
-    (1000, 1000, "fast", "none", False), (1200, 1600, "exact", "none", False), (1600, 1600, "off", "none", False),
-    (1200, 1600, "fast", "none", True),                   # what the CLI runs (reuse_freed_memory)
-    (1200, 1600, "exact", "multigrid", True)])
-def test_estimate_within_25_percent_of_measured_peak(h, w, smoothing, pre, reuse):
-    # The median of 3 fresh processes: one run's peak RSS was seen 50% above its usual value once in a
-    # full-suite run (allocator and page state outside our control), which says nothing of the planner.
+def _measured(h, w, smoothing, pre, reuse):
+    """(median peak RSS of 3 fresh processes, the estimate) in bytes. The median: one run's peak RSS was seen 50%
+    above its usual value once in a full-suite run (allocator and page state outside our control), which says
+    nothing of the planner."""
     runs = []
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), smoothing, pre, str(int(reuse))],
                              capture_output=True, text=True, check=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
-    peak = sorted(r["peak"] for r in runs)[1]
-    estimate = runs[0]["estimate"]
-    ratio = estimate / peak
-    print(f"\n{h}x{w} {smoothing} {pre} reuse={reuse}: estimate {estimate / 2**20:.0f} MiB, measured peaks "
-          f"{[round(r['peak'] / 2**20) for r in runs]} MiB, ratio to the median {ratio:.2f}")
-    assert 0.75 <= ratio <= 1.25
+    print(f"\n{h}x{w} {smoothing} {pre} reuse={reuse}: estimate {runs[0]['estimate'] / 2**20:.0f} MiB, measured "
+          f"peaks {[round(r['peak'] / 2**20) for r in runs]} MiB")
+    return sorted(r["peak"] for r in runs)[1], runs[0]["estimate"]
+
+
+@pytest.mark.parametrize("h,w,smoothing,pre,reuse", [
+    (1000, 1000, "fast", "none", False), (1200, 1600, "exact", "none", False), (1600, 1600, "off", "none", False),
+    (1200, 1600, "fast", "none", True),                   # what the CLI runs (reuse_freed_memory)
+    (1200, 1600, "exact", "multigrid", True)])
+def test_estimate_against_measured_peak(h, w, smoothing, pre, reuse):
+    """The plan may err on the safe side more than on the other: an estimate 20% short lets a stage start that
+    will not fit, one 35% over only refuses sooner. At these sizes BASELINE_BYTES (the interpreter, torch and
+    the code pages the solver's ops bring in) is half the peak; without the smoothing's ops less of it is
+    touched (1600x1600 "off": ratio 1.30)."""
+    peak, estimate = _measured(h, w, smoothing, pre, reuse)
+    assert 0.8 <= estimate / peak <= 1.35, estimate / peak
+
+
+def test_estimate_per_pixel_against_measured():
+    """What the plan says each further pixel of the smoothing costs, against the measured peaks of two sizes
+    (the baseline cancels): within 15%. Measured (2026-12-07): 134 B/px against 120 estimated; the stencil at
+    half its size or one CG vector fewer in the estimate would be 20-28% short."""
+    (p1, e1), (p2, e2) = (_measured(h, 1600, "fast", "none", True) for h in (1200, 2400))
+    assert 0.85 <= (e2 - e1) / (p2 - p1) <= 1.15, ((e2 - e1) / (1200 * 1600), (p2 - p1) / (1200 * 1600))
 
 
 def test_estimates_grow_with_size_and_options():

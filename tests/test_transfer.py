@@ -246,3 +246,11 @@ def test_content_loss_compares_with_the_start_when_asked(pair, stage1_size):
                      callback=lambda p: terms.append((p.stage, p.terms["content"])))
         first[target] = [t for stage, t in terms if stage == 2][0]
     assert 0 <= first["start"] < 1e-3 * first["content"], first
+
+
+def test_stage1_size_above_a_small_photo_runs_at_the_photo_size(pair):
+    """The working size is capped at the photo's (40 px here); a stage1_size (48) at or above the capped
+    size then means no coarse stage, not a stage 1 larger than the photo."""
+    c, s = pair
+    r = run_transfer(c, s, size=64, stage1_size=48, iters=(1, 1), local_affine=False, **ONE_LABEL)
+    assert r.stage1.shape == r.image.shape == c.shape
