@@ -428,23 +428,6 @@ def test_signal_during_the_final_write_still_writes(files, tmp_path, monkeypatch
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-if __name__ == "__main__":   # the before-and-after count
-    import tempfile
-    from collections import Counter
-
-    root = Path(tempfile.mkdtemp())
-    (root / "inputs").mkdir()
-    fs = make_files(root / "inputs")
-    counts = Counter()
-    for i, c in enumerate(CASES):
-        od = root / f"out{i}"
-        od.mkdir()
-        ended, text = run_case(c, fs, od)
-        counts[ended] += 1
-        print(f"{ended:9s} {c.id}: {text.strip().splitlines()[-1] if text.strip() else ''}"[:200])
-    print(dict(counts))
-
-
 def test_a_write_that_fails_midway_keeps_the_old_output_and_leaves_nothing(tmp_path, monkeypatch):
     """The encoder fails after writing part of the file (a full disk): the error reaches the caller, the
     output written before is untouched and no temporary file is left beside it."""
@@ -463,3 +446,21 @@ def test_a_write_that_fails_midway_keeps_the_old_output_and_leaves_nothing(tmp_p
         save_image(torch.ones(3, 8, 8), out)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+if __name__ == "__main__":   # the before-and-after count
+    import tempfile
+    from collections import Counter
+
+    root = Path(tempfile.mkdtemp())
+    (root / "inputs").mkdir()
+    fs = make_files(root / "inputs")
+    counts = Counter()
+    for i, c in enumerate(CASES):
+        od = root / f"out{i}"
+        od.mkdir()
+        ended, text = run_case(c, fs, od)
+        counts[ended] += 1
+        print(f"{ended:9s} {c.id}: {text.strip().splitlines()[-1] if text.strip() else ''}"[:200])
+    print(dict(counts))
+
