@@ -307,6 +307,11 @@ def test_segmenter_hook_with_mapping():
     # Without a mapping every class is its own label.
     cl, sl = segmenter_masks(c, s, segmenter)
     assert set(cl.unique().tolist()) == {0, 1, 2} and set(sl.unique().tolist()) == {0, 1, 3}
+    # A mapping for a whole dataset (here 20 groups, more than the 9 palette colours): only the groups present
+    # in the two photos take labels, in the mapping's order.
+    big = {100 + k: f"group {k}" for k in range(18)} | {7: "water", 8: "water", 3: "sky"}
+    cl, sl = segmenter_masks(c, s, segmenter, mapping=big)
+    assert int(cl[12, 0]) == int(sl[15, 0]) == 0 and int(cl[0, 0]) == int(sl[0, 0]) == 1
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
