@@ -250,3 +250,17 @@ def test_plan_workers():
     assert plan_workers(10, 8, 2, None) == (2, 4)
     with pytest.raises(ValueError, match="more than the 2 there are"):
         plan_workers(10, 2, 2, 2)
+
+
+def test_manifest_options_and_output_names():
+    """A row's cells as dpst transfer's arguments: a switch set to false gives its opposite, a list is one
+    comma-separated value; output names from the template, the extension lower-cased."""
+    from dpst_ext.batch import _output_name, _row_argv, _row_parser
+
+    p = _row_parser()
+    assert _row_argv({"local-affine": "no", "auto_masks": False, "smoothing": "fast"}, p) == \
+        ["--no-local-affine", "--no-auto-masks", "--smoothing", "fast"]
+    assert _row_argv({"no-local-affine": "yes", "iters": [0, 5], "size": ""}, p) == \
+        ["--no-local-affine", "--iters", "0,5"]
+    assert _output_name("{index}_{stem}_in_{style}", "in/Beach.PNG", "s/look.jpg", 3, None) == "3_Beach_in_look.png"
+    assert _output_name("{stem}", "in/Beach.PNG", "s/look.jpg", 0, "JPG") == "Beach.jpg"

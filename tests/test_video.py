@@ -176,6 +176,13 @@ def test_no_jump_at_keyframes():
     assert max(excess) < 3 * float(np.median(excess)), np.round(excess, 1)
 
 
+def test_output_size_is_even():
+    """H.264 in 4:2:0 needs even sizes: an odd input (or cap) is rounded down to even numbers."""
+    assert video._output_size(65, 49, None) == (64, 48)
+    assert video._output_size(1920, 1080, 1279) == (1278, 718)
+    assert video._output_size(3, 1, None) == (2, 2)
+
+
 def test_pan_across_a_still_photo_keeps_its_colours():
     """Panning down a photo under a steady light brings new colours into view; the look must not drift with
     them: within a shot no longer than a keyframe's window, aligned, the video's frames change about as little
