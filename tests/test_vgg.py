@@ -98,3 +98,24 @@ def test_unreadable_weights_file_is_a_value_error(tmp_path):
         VGG19Features(["relu1_1"], weights=bad)
     with pytest.raises(FileNotFoundError):
         VGG19Features(["relu1_1"], weights=tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_forward_is_vgg19_written_out(weights, pooling):
+    """The features against VGG-19 written out layer by layer from the weights: 3x3 convolutions (padding 1),
+    ReLU after each, 2x2 pooling (max, or average) after blocks of 2, 2, 4, 4 and 4 convolutions."""
+    import torch.nn.functional as F
+
+    vgg = VGG19Features(["relu1_1", "pool1", "relu3_2", "relu5_1"], pooling=pooling)
+    x = samples.photo("coffee", 48, torch.float32)[None]
+    got = vgg(x)
+    h, want = preprocess(x), {}
+    for block, convs in enumerate((2, 2, 4, 4, 4), start=1):
+        for k in range(1, convs + 1):
+            name = f"conv{block}_{k}"
+            h = F.relu(F.conv2d(h, weights[name + ".weight"], weights[name + ".bias"], padding=1))
+            want[f"relu{block}_{k}"] = h
+        h = F.max_pool2d(h, 2) if pooling == "max" else F.avg_pool2d(h, 2)
+        want[f"pool{block}"] = h
+    for name in ("relu1_1", "pool1", "relu3_2", "relu5_1"):
+        assert torch.allclose(got[name], want[name], rtol=1e-5, atol=1e-4), name
