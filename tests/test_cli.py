@@ -173,3 +173,13 @@ def test_help_shows_the_recipes():
     from dpst_ext.options import RECIPES
 
     assert f"default {RECIPES['default']['size']}" in " ".join(r.stdout.split())
+
+
+def test_output_format_names_and_extension_case(tmp_path):
+    """--format takes png, jpg, jpeg, tif, tiff in any case; an extension in capitals names its format."""
+    from dpst_ext.image_io import output_target
+
+    for given, fmt in (("jpg", "JPEG"), ("JPEG", "JPEG"), ("tif", "TIFF"), ("tiff", "TIFF"), ("png", "PNG")):
+        assert output_target(tmp_path / "out", format=given)[1] == fmt, given
+    assert output_target(tmp_path / "OUT.JPG")[1] == "JPEG"
+    assert output_target(tmp_path / "out.Tiff")[1] == "TIFF"
