@@ -29,6 +29,9 @@ inline void define_laplacian_ops(torch::Library& m) {
   // The same product written into out (v's shape and dtype, contiguous, not overlapping v): a solver's
   // buffer reused every iteration instead of a fresh image-sized allocation.
   m.def("stencil_matvec_out(Tensor stencil, Tensor v, Tensor(a!) out) -> ()");
+  // stencil_matvec_out that also returns (2, C) float64: v.v and v.(M v) per channel (M v as stored in
+  // out), summed in double in a fixed order: a CG iteration's p.Ap without a pass of its own.
+  m.def("stencil_matvec_dots(Tensor stencil, Tensor v, Tensor(a!) out) -> Tensor");
 }
 
 inline void define_pcg_ops(torch::Library& m) {

@@ -182,6 +182,8 @@ def test_empty_and_windowless_inputs():
     assert emulated(EMU.laplacian_matvec, image, stats, zero_channels).shape == (0, 6, 6)
     assert float(emulated(EMU.photoreal_loss, image, stats, zero_channels)) == 0.0
     assert emulated(EMU.stencil_matvec, ops.laplacian_stencil(image, 1e-4), zero_channels).shape == (0, 6, 6)
+    dots = emulated(EMU.stencil_matvec_dots, ops.laplacian_stencil(image, 1e-4), zero_channels, zero_channels.clone())
+    assert dots.shape == (2, 0) and dots.dtype == torch.float64
 
 
 def test_argument_errors_name_the_argument():
@@ -208,6 +210,8 @@ def test_argument_errors_name_the_argument():
         EMU.stencil_matvec_out(stencil, image, image[1:].clone())
     with pytest.raises(RuntimeError, match="out must not share memory with v"):
         EMU.stencil_matvec_out(stencil, image, image)
+    with pytest.raises(RuntimeError, match="out must not share memory with v"):
+        EMU.stencil_matvec_dots(stencil, image, image)
     with pytest.raises(RuntimeError, match="block sizes must lie"):
         EMU.set_launch_shape(0, 4, 8, 4, 32)
 
@@ -242,6 +246,32 @@ def test_non_contiguous_inputs():
     out = torch.full((3, 7, 10), float("nan"), dtype=torch.float64)
     emulated(EMU.stencil_matvec_out, k_strided, v, out)     # the solver's reused buffer: the same launch
     assert torch.equal(out, emulated(EMU.stencil_matvec, k_strided, v))
+    dots_out = torch.full((3, 7, 10), float("nan"), dtype=torch.float64)
+    dots = emulated(EMU.stencil_matvec_dots, k_strided, v, dots_out)
+    assert torch.equal(dots_out, out)
+    torch.testing.assert_close(dots, torch.ops.dpst.stencil_matvec_dots(k, v.contiguous(), torch.empty_like(out)),
+                               rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", [(3, 7, 9), (1, 5, 3), (4, 19, 13)], ids=["3x7x9", "1x5x3", "4x19x13"])
+def test_product_with_its_sums_matches_the_cpu_kernel(shape, dtype, launch_shape):
+    """The CUDA product with its sums (one kernel: the product and per-block partial sums, then their sums):
+    the product bit for bit the plain kernel's, v.v and v.(M v) per channel those of the CPU kernel to double
+    rounding, over partial blocks and several blocks per row and column (the block shapes of launch_shape)."""
+    g = torch.Generator().manual_seed(sum(shape))
+    c, h, w = shape
+    image = torch.rand(3, h, w, generator=g, dtype=torch.float64).to(dtype)
+    v = torch.randn(c, h, w, generator=g, dtype=torch.float64).to(dtype)
+    stencil = ops.laplacian_stencil(image, 1e-4)
+    out = torch.full_like(v, float("nan"))
+    dots = emulated(EMU.stencil_matvec_dots, stencil, v, out)
+    assert torch.equal(out, emulated(EMU.stencil_matvec, stencil, v))
+    want = torch.ops.dpst.stencil_matvec_dots(stencil, v, torch.empty_like(v))
+    torch.testing.assert_close(dots[0], want[0], rtol=1e-14, atol=0)
+    v64, m64 = v.double(), out.double()
+    assert ((dots[1] - (v64 * m64).sum((1, 2))).abs() <= 1e-14 * (v64 * m64).abs().sum((1, 2))).all()
+    assert torch.equal(emulated(EMU.stencil_matvec_dots, stencil, v, torch.empty_like(v)), dots)   # no atomics
 
 
 # ---- the fused CG passes (csrc/cuda/pcg_kernels.cuh) against the CPU kernels ------------------------
@@ -422,7 +452,7 @@ KERNEL_RUN_BY = {
     "loss_partials_kernel": "photoreal_loss",
     "sum_partials_kernel": "photoreal_loss",
     "laplacian_stencil_kernel": "laplacian_stencil",
-    "stencil_matvec_kernel": "stencil_matvec",
+    "stencil_matvec_kernel": "stencil_matvec",   # and stencil_matvec_dots (its Dots form)
     # csrc/cuda/pcg_kernels.cuh (sum_partials_kernel adds their partials too)
     "pcg_direction_kernel": "pcg_direction",
     "pcg_curvature_kernel": "pcg_curvature",

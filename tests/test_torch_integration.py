@@ -32,6 +32,7 @@ def test_opcheck_every_op(size, dtype):
     stencil = ops.laplacian_stencil(image, EPS)
     torch.library.opcheck(torch.ops.dpst.stencil_matvec.default, (stencil, v.detach().requires_grad_()))
     torch.library.opcheck(torch.ops.dpst.stencil_matvec_out.default, (stencil, v.detach(), torch.empty_like(v)))
+    torch.library.opcheck(torch.ops.dpst.stencil_matvec_dots.default, (stencil, v.detach(), torch.empty_like(v)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -52,6 +53,35 @@ def test_product_into_a_buffer_is_the_product(dtype):
                       (lap.weights[:3], "out must not share memory with v or the stencil")]:
         with pytest.raises(RuntimeError, match=rule):
             ops.stencil_matvec_out(lap.weights, v, bad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_product_with_its_sums(dtype, channels):
+    """stencil_matvec_dots writes stencil_matvec's values exactly and returns v.v and v.(M v) per channel,
+    the sums in double of the stored values (those a CG iteration's p.Ap is made of): on a real photo crop
+    and on noise, in groups of three channels and the rest; the same for any number of threads."""
+    for image in (photo_crop("hubble_dark", 32).to(dtype), samples.random_image(23, 41, seed=3, dtype=dtype)):
+        h, w = image.shape[1:]
+        lap = MattingLaplacian(image, EPS).stencil()
+        v = randn(channels, h, w, seed=channels, dtype=dtype)
+        out = torch.full_like(v, float("nan"))
+        dots = lap.matvec_dots(v, out)
+        assert torch.equal(out, lap.matvec(v))
+        assert dots.shape == (2, channels) and dots.dtype == torch.float64
+        v64, m64 = v.double(), out.double()
+        torch.testing.assert_close(dots[0], (v64 * v64).sum((1, 2)), rtol=1e-14, atol=0)
+        scale = (v64 * m64).abs().sum((1, 2))
+        assert ((dots[1] - (v64 * m64).sum((1, 2))).abs() <= 1e-14 * scale).all()
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            assert torch.equal(lap.matvec_dots(v, torch.empty_like(v)), dots)
+        finally:
+            torch.set_num_threads(threads)
+    with pytest.raises(RuntimeError, match="out must not share memory with v"):
+        lap.matvec_dots(v, v)
+    assert lap.matvec_dots(v[:0], v[:0].clone()).shape == (2, 0)
 
 
 def test_opcheck_non_contiguous_inputs():

@@ -5,6 +5,8 @@
 //     u = f(s . p)   [pcg_direction, which also forms p = z + beta p]  ->  m = M u  [laplacian_matvec]
 //     -> p.Ap        [pcg_curvature]  ->  x += alpha p, r -= alpha Ap, r.r, r.z  [pcg_update],
 // i.e. three passes over the vectors besides the matvec, where the eager torch loop ran about twelve.
+// When the matvec reads p itself (no scale), stencil_matvec_dots sums p.p and p.Mp with the product
+// (csrc/cpu/laplacian_cpu.cpp): p.Ap = p.p + w p.Mp, and pcg_curvature's pass is skipped.
 // Vectors x, r, p are (C, H, W), all float64 or all float32; u and m have the Laplacian's dtype; s, d are
 // float64 (H, W). Whatever the vectors' dtype, every pass computes in double and rounds only what it
 // stores, and the dot products are those of the stored (rounded) vectors. They are summed in double over

@@ -16,6 +16,7 @@
 //   photoreal_loss        image 3s + stats 9s + v Cs             60 B/px f32 (C=3) -> 20 us/MP
 //   laplacian_stencil     image 3s + K 12s                       60 B/px f32 -> 20 us/MP (double maths)
 //   stencil_matvec        K 12s + v Cs + out Cs                  72 B/px f32 (C=3) -> 24 us/MP
+//                         (stencil_matvec_dots: the same bytes; its sums replace a pass of 24 B/px)
 // window_stats computes in double (as the CPU op does), which on GPUs with slow FP64 (consumer parts,
 // 1/64 rate) makes it compute-bound; it runs once per image.
 #pragma once
@@ -420,21 +421,67 @@ void launch_laplacian_stencil(const T* image, T* K, int64_t H, int64_t W, double
   DPST_LAUNCH(laplacian_stencil_kernel<T>, grid, block, 0, stream, image, K, H, W, eps);
 }
 
-template <typename T>
+// With Dots, also partials[k][c][block] (k = 0: v.v, 1: v.(M v) as stored in out), each block's sum in
+// double (block_sum): every thread of the block takes part, the ones outside the image with zeros.
+template <typename T, bool Dots>
 __global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restrict__ v,
-                                      T* __restrict__ out, int64_t C, int64_t H, int64_t W) {
+                                      T* __restrict__ out, int64_t C, int64_t H, int64_t W,
+                                      double* __restrict__ partials) {
   const int64_t x = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t y = int64_t(blockIdx.y) * blockDim.y + threadIdx.y;
-  if (y >= H || x >= W) return;
-  for (int64_t c = 0; c < C; ++c)
-    out[(c * H + y) * W + x] = stencil_product(K, v + c * H * W, H, W, y, x);
+  const bool inside = y < H && x < W;
+  if constexpr (!Dots) {
+    if (!inside) return;
+    for (int64_t c = 0; c < C; ++c)
+      out[(c * H + y) * W + x] = stencil_product(K, v + c * H * W, H, W, y, x);
+  } else {
+    DPST_DYNAMIC_SHARED(smem);
+    double* red = reinterpret_cast<double*>(smem);
+    const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), n = int(blockDim.x * blockDim.y);
+    const int64_t nb = int64_t(gridDim.x) * gridDim.y, b = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+    for (int64_t c = 0; c < C; ++c) {
+      double vv = 0, vm = 0;
+      if (inside) {
+        const int64_t k = (c * H + y) * W + x;
+        const T m = stencil_product(K, v + c * H * W, H, W, y, x);
+        out[k] = m;
+        const double vk = v[k];
+        vv = vk * vk;
+        vm = vk * double(m);
+      }
+      red[tid] = vv;
+      block_sum(red, tid, n);
+      if (tid == 0) partials[c * nb + b] = red[0];
+      red[tid] = vm;  // (block_sum starts with a barrier: thread 0 has read red[0] before anyone rewrites it)
+      block_sum(red, tid, n);
+      if (tid == 0) partials[(C + c) * nb + b] = red[0];
+    }
+  }
+}
+
+inline dim3 stencil_grid(int64_t H, int64_t W, const LaunchShape& s) {
+  return dim3(ceil_div(W, s.tile_x), ceil_div(H, s.tile_y));
 }
 
 template <typename T>
 void launch_stencil_matvec(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W,
                            cudaStream_t stream, const LaunchShape& s = {}) {
-  const dim3 block(s.tile_x, s.tile_y), grid(ceil_div(W, s.tile_x), ceil_div(H, s.tile_y));
-  DPST_LAUNCH(stencil_matvec_kernel<T>, grid, block, 0, stream, K, v, out, C, H, W);
+  auto* kernel = stencil_matvec_kernel<T, false>;  // (a two-argument template does not fit the macro)
+  DPST_LAUNCH(kernel, stencil_grid(H, W, s), dim3(s.tile_x, s.tile_y), 0, stream, K, v, out, C, H, W,
+              nullptr);
+}
+
+// The product, and totals (2 C doubles): v.v per channel, then v.(M v) per channel. partials: 2 C times
+// stencil_grid(H, W, s).x * .y doubles of scratch. One launch for the partials, one for their sums.
+template <typename T>
+void launch_stencil_matvec_dots(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W,
+                                double* partials, double* totals, cudaStream_t stream,
+                                const LaunchShape& s = {}) {
+  const dim3 grid = stencil_grid(H, W, s), block(s.tile_x, s.tile_y);
+  auto* kernel = stencil_matvec_kernel<T, true>;
+  DPST_LAUNCH(kernel, grid, block, block.x * block.y * sizeof(double), stream, K, v, out, C, H, W, partials);
+  DPST_LAUNCH(sum_partials_kernel, dim3(unsigned(2 * C)), dim3(s.threads), s.threads * sizeof(double), stream,
+              partials, int64_t(grid.x) * grid.y, totals);
 }
 
 }  // namespace cuda

@@ -144,6 +144,28 @@ struct Ops {
     Backend::check_launch();
   }
 
+  static at::Tensor stencil_matvec_dots(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out) {
+    check_stencil(stencil_, v_);
+    check_rows(stencil_, Backend::shape());
+    typename Backend::Scope scope(v_);
+    const auto K = stencil_.contiguous(), v = v_.contiguous();
+    check_stencil_out(K, v, out);
+    const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
+    const auto f64 = v.options().dtype(at::kDouble);
+    if (out.numel() == 0) return at::zeros({2, C}, f64);
+    const auto shape = Backend::shape();
+    const dim3 grid = stencil_grid(H, W, shape);
+    auto partials = at::empty({2 * C * int64_t(grid.x) * grid.y}, f64);
+    auto totals = at::empty({2, C}, f64);
+    AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec_dots", [&] {
+      launch_stencil_matvec_dots(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                 C, H, W, partials.data_ptr<double>(), totals.data_ptr<double>(), scope.stream,
+                                 shape);
+    });
+    Backend::check_launch();
+    return totals;
+  }
+
   static at::Tensor stencil_matvec(const at::Tensor& stencil_, const at::Tensor& v_) {
     check_stencil(stencil_, v_);
     auto out = at::empty(v_.sizes(), v_.options());
@@ -175,7 +197,7 @@ struct Ops {
   }
 };
 
-// Registers the eight ops of csrc/dpst.cpp's contract on a library (TORCH_LIBRARY_IMPL or TORCH_LIBRARY).
+// Registers the nine ops of csrc/dpst.cpp's contract on a library (TORCH_LIBRARY_IMPL or TORCH_LIBRARY).
 template <typename Backend, typename Library>
 void register_ops(Library& m) {
   m.impl("window_stats", &Ops<Backend>::window_stats);
@@ -186,6 +208,7 @@ void register_ops(Library& m) {
   m.impl("laplacian_stencil", &Ops<Backend>::laplacian_stencil);
   m.impl("stencil_matvec", &Ops<Backend>::stencil_matvec);
   m.impl("stencil_matvec_out", &Ops<Backend>::stencil_matvec_out);
+  m.impl("stencil_matvec_dots", &Ops<Backend>::stencil_matvec_dots);
 }
 
 }  // namespace cuda

@@ -203,6 +203,11 @@ class LaplacianStencil:
 
     __matmul__ = matvec
 
+    def matvec_dots(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """M v into ``out`` (as ``matvec``), returning (2, C) float64: v.v and v.(M v) per channel, summed in
+        the same pass (ops.stencil_matvec_dots; a CG iteration's p.Ap without a pass of its own)."""
+        return ops.stencil_matvec_dots(self.weights, v, out)
+
     def _off_diagonal(self, v: torch.Tensor | None, absolute: bool) -> torch.Tensor:
         """sum_{j != i} f(M_ij) v_j as (H, W) float64, f = abs or identity; v None means ones."""
         h, w = self.height, self.width

@@ -9,7 +9,7 @@ import torch
 from .. import _C  # noqa: F401  (dpst_ext._C registers torch.ops.dpst.*)
 
 __all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss",
-           "laplacian_stencil", "stencil_matvec", "stencil_matvec_out",
+           "laplacian_stencil", "stencil_matvec", "stencil_matvec_out", "stencil_matvec_dots",
            "pcg_direction", "pcg_curvature", "pcg_update", "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
 
 
@@ -58,6 +58,13 @@ def stencil_matvec_out(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor
     Not differentiable."""
     torch.ops.dpst.stencil_matvec_out.default(stencil, v, out)
     return out
+
+
+def stencil_matvec_dots(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """stencil_matvec_out, and (2, C) float64: v.v and v.(M v) per channel, with M v as stored in ``out``,
+    summed in double in a fixed order. A CG iteration gets p.Ap = p.p + w p.Mp from its product, without
+    a pass of its own over p and M p. Not differentiable."""
+    return torch.ops.dpst.stencil_matvec_dots.default(stencil, v, out)
 
 
 # ---- fused CG passes on A v = v + weight s.M(s.v) (CPU, CUDA; dpst_ext.engine.smoothing.batched_pcg) ----
@@ -166,6 +173,13 @@ def _(stencil, v):
     torch._check(v.device == stencil.device,
                  lambda: f"v must be on the stencil's device {stencil.device}, got {v.device}")
     return torch.empty_like(v, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("dpst::stencil_matvec_dots")
+def _(stencil, v, out):
+    torch._check(tuple(out.shape) == tuple(v.shape) and out.dtype == v.dtype,
+                 lambda: f"out must have v's shape and dtype, got {tuple(out.shape)} {out.dtype}")
+    return torch.ops.dpst.stencil_matvec.default(stencil, v).new_empty((2, v.shape[0]), dtype=torch.float64)
 
 
 # ---- autograd ------------------------------------------------------------------------------------

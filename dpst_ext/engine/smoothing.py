@@ -265,7 +265,9 @@ def batched_pcg(apply, b: torch.Tensor, x0: torch.Tensor | None = None, inv_diag
 def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=None):
     """batched_pcg's iteration on a SmoothingOperator in the engine's fused passes (csrc/cpu/pcg_cpu.cpp, or
     the CUDA kernels of csrc/cuda/pcg_kernels.cuh):
-    per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update, with the same arithmetic
+    per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update (when the matvec reads p
+    itself, stencil_matvec_dots gives p.p and p.Mp with the product, and there is no pcg_curvature pass:
+    p.Ap = p.p + w p.Mp, the same sum in double in another order), with the same arithmetic
     as the eager loop above (the passes compute in double and store x, r, p in b's dtype, float64 or
     float32; dot products in double; the matvec in the Laplacian's dtype). x and r are updated in place.
     Without a scale and with p in the Laplacian's dtype the matvec reads p itself. Jacobi (inv_diag) runs
@@ -291,15 +293,20 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     # reused too (allocated by the first product): an image-sized allocation per iteration cost ~15% of the
     # iteration at 4 MP without glibc's heap reuse (fresh pages to fault in; docs/engine.md).
     u = None if scale is None and r.dtype == op.dtype else torch.empty(r.shape, dtype=op.dtype, device=r.device)
-    m = None
+    # When the product reads p (no scale), it also sums p.p and p.Mp: p.Ap = p.p + w p.Mp without a pass.
+    m = torch.empty_like(r) if u is None else None
     beta = [0.0] * r.shape[0]
     it = 0
     while it < maxiter and bool((rel > tol).any()):
         ops.pcg_direction(z, d, p, beta, scale, u)
         if precondition is not None:
             del z
-        m = op.stencil.matvec(p if u is None else u, out=m)
-        pap = ops.pcg_curvature(p, m, scale, op.weight)
+        if u is None:
+            dots = op.stencil.matvec_dots(p, m)
+            pap = dots[0] + op.weight * dots[1]
+        else:
+            m = op.stencil.matvec(u, out=m)
+            pap = ops.pcg_curvature(p, m, scale, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
         it += 1

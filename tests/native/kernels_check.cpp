@@ -170,6 +170,25 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
   dpst::cuda::launch_stencil_matvec(K.data(), v.data(), out.data(), C, H, W, nullptr, shape);
   err = product_error(out);
   expect(err <= tol, "stencil_matvec", H, W, type, err);
+  // the same product with its sums v.v and v.(M v) per channel (partials per block, then their sums)
+  const dim3 sg = dpst::cuda::stencil_grid(H, W, shape);
+  std::vector<double> dot_partials(size_t(2 * C) * sg.x * sg.y), totals(size_t(2 * C));
+  std::vector<T> out2(out.size());
+  dpst::cuda::launch_stencil_matvec_dots(K.data(), v.data(), out2.data(), C, H, W, dot_partials.data(), totals.data(),
+                                         nullptr, shape);
+  err = out2 == out ? 0.0 : INFINITY;
+  for (int c = 0; c < C; ++c) {
+    double vv = 0, vm = 0, scale = 0;
+    for (int i = 0; i < n; ++i) {
+      const double vi = v[size_t(c) * n + i], mi = out[size_t(c) * n + i];
+      vv += vi * vi;
+      vm += vi * mi;
+      scale += std::fabs(vi * mi);
+    }
+    err = std::fmax(err, std::fabs(totals[c] - vv) / vv);
+    err = std::fmax(err, std::fabs(totals[C + c] - vm) / (scale + 1e-300));
+  }
+  expect(err <= 1e-13, "stencil_matvec_dots", H, W, type, err);
 }
 
 // The fused CG passes (csrc/cuda/pcg_kernels.cuh) on random vectors: each stored value against its
