@@ -82,6 +82,12 @@ inline PixelMaps check_update_args(const at::Tensor& x, const at::Tensor& r, con
   return {pixel_map(inv_diag, p, "inv_diag"), pixel_map(scale, p, "scale")};
 }
 
+inline void check_step_args(const at::Tensor& x, const at::Tensor& r, const at::Tensor& p, const at::Tensor& m,
+                            at::ArrayRef<double> alpha, at::ArrayRef<double> beta) {
+  check_update_args(x, r, p, m, std::nullopt, alpha, std::nullopt);
+  check_coeffs(beta, p.size(0), "beta");
+}
+
 // Calls f(V{}, M{}) with V, M the C++ types (float or double) of the vectors' and of m's (or u's) dtypes.
 template <typename F>
 void dispatch_vector_types(at::ScalarType vectors, at::ScalarType m, F&& f) {

@@ -29,8 +29,8 @@ inline void define_laplacian_ops(torch::Library& m) {
   // The same product written into out (v's shape and dtype, contiguous, not overlapping v): a solver's
   // buffer reused every iteration instead of a fresh image-sized allocation.
   m.def("stencil_matvec_out(Tensor stencil, Tensor v, Tensor(a!) out) -> ()");
-  // stencil_matvec_out that also returns (2, C) float64: v.v and v.(M v) per channel (M v as stored in
-  // out), summed in double in a fixed order: a CG iteration's p.Ap without a pass of its own.
+  // stencil_matvec_out that also returns (3, C) float64: v.v, v.(M v) and (M v).(M v) per channel (M v as
+  // stored in out), summed in double in a fixed order: a CG iteration's p.Ap and |Ap|^2 without a pass.
   m.def("stencil_matvec_dots(Tensor stencil, Tensor v, Tensor(a!) out) -> Tensor");
 }
 
@@ -47,6 +47,10 @@ inline void define_pcg_ops(torch::Library& m) {
   // x += alpha p, r -= alpha Ap in place; returns (2, C) float64: r.r and r.(d.r) per channel.
   m.def("pcg_update(Tensor(a!) x, Tensor(b!) r, Tensor p, Tensor m, Tensor? scale, float weight, "
         "float[] alpha, Tensor? inv_diag) -> Tensor");
+  // Without scale or preconditioner, pcg_update and the next pcg_direction in one pass: x += alpha p,
+  // r -= alpha Ap (Ap = p + weight m), then p = r + beta p, in place; returns (C,) float64: r.r.
+  m.def("pcg_step(Tensor(a!) x, Tensor(b!) r, Tensor(c!) p, Tensor m, float weight, float[] alpha, "
+        "float[] beta) -> Tensor");
 }
 
 inline void define_affine_ops(torch::Library& m) {

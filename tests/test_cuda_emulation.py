@@ -183,7 +183,7 @@ def test_empty_and_windowless_inputs():
     assert float(emulated(EMU.photoreal_loss, image, stats, zero_channels)) == 0.0
     assert emulated(EMU.stencil_matvec, ops.laplacian_stencil(image, 1e-4), zero_channels).shape == (0, 6, 6)
     dots = emulated(EMU.stencil_matvec_dots, ops.laplacian_stencil(image, 1e-4), zero_channels, zero_channels.clone())
-    assert dots.shape == (2, 0) and dots.dtype == torch.float64
+    assert dots.shape == (3, 0) and dots.dtype == torch.float64
 
 
 def test_argument_errors_name_the_argument():
@@ -258,7 +258,8 @@ def test_non_contiguous_inputs():
 def test_product_with_its_sums_matches_the_cpu_kernel(shape, dtype, launch_shape):
     """The CUDA product with its sums (one kernel: the product and per-block partial sums, then their sums):
     the product bit for bit the plain kernel's, v.v and v.(M v) per channel those of the CPU kernel to double
-    rounding, over partial blocks and several blocks per row and column (the block shapes of launch_shape)."""
+    rounding, over partial blocks and several blocks per row and column (the block shapes of launch_shape);
+    (M v).(M v) too."""
     g = torch.Generator().manual_seed(sum(shape))
     c, h, w = shape
     image = torch.rand(3, h, w, generator=g, dtype=torch.float64).to(dtype)
@@ -270,6 +271,7 @@ def test_product_with_its_sums_matches_the_cpu_kernel(shape, dtype, launch_shape
     want = torch.ops.dpst.stencil_matvec_dots(stencil, v, torch.empty_like(v))
     torch.testing.assert_close(dots[0], want[0], rtol=1e-14, atol=0)
     v64, m64 = v.double(), out.double()
+    torch.testing.assert_close(dots[2], (m64 * m64).sum((1, 2)), rtol=1e-14, atol=0)   # (of its own M v)
     assert ((dots[1] - (v64 * m64).sum((1, 2))).abs() <= 1e-14 * (v64 * m64).abs().sum((1, 2))).all()
     assert torch.equal(emulated(EMU.stencil_matvec_dots, stencil, v, torch.empty_like(v)), dots)   # no atomics
 
@@ -293,8 +295,10 @@ def _cg_passes(lib, x, r, p, m, s, d, u_dtype):
     beta, alpha = [0.5, -1.25, 2.0, 0.75][:c], [0.3, 0.7, -0.2, 1.1][:c]
     emulated(lib.pcg_direction, r, d, p, beta, s, u)
     curvature = emulated(lib.pcg_curvature, p, m, s, 37.0)
+    xs, rs, ps = x.clone(), r.clone(), p.clone()           # pcg_step (no maps) from the directed p
+    rr = emulated(lib.pcg_step, xs, rs, ps, m, 37.0, alpha, beta)
     sums = emulated(lib.pcg_update, x, r, p, m, s, 37.0, alpha, d)
-    return p, u, curvature, x, r, sums
+    return p, u, curvature, x, r, sums, xs, rs, ps, rr
 
 
 @pytest.mark.parametrize("vdtype", [torch.float64, torch.float32], ids=["v64", "v32"])
@@ -310,19 +314,20 @@ def test_cg_passes_match_the_cpu_kernels(shape, with_maps, mdtype, vdtype, launc
     u_dtype = mdtype if (with_maps or vdtype != mdtype) else None
     got = _cg_passes(EMU, x, r, p, m, s, d, u_dtype)
     want = _cg_passes(torch.ops.dpst, x, r, p, m, s, d, u_dtype)
-    for k in (0, 1, 3, 4):                                         # p, u, x, r
+    for k in (0, 1, 3, 4, 6, 7, 8):                                # p, u, x, r; pcg_step's x, r, p
         if got[k] is None:
             assert want[k] is None
             continue
         assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape
         rtol = 1e-15 if got[k].dtype == torch.float64 else 1.2e-7
         torch.testing.assert_close(got[k], want[k], rtol=rtol, atol=1e-15)
-    p2, _, curvature, _, r2, sums = got
+    p2, _, curvature, _, r2, sums, _, rs, _, rr = got
     s1, d1 = (s, d) if with_maps else (1.0, 1.0)
     p64, r64 = p2.double(), r2.double()
     torch.testing.assert_close(curvature, (p64 * (p64 + 37.0 * s1 * m.double())).sum((1, 2)), rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(sums, torch.stack([(r64 ** 2).sum((1, 2)), (d1 * r64 ** 2).sum((1, 2))]),
                                rtol=1e-13, atol=0)
+    torch.testing.assert_close(rr, (rs.double() ** 2).sum((1, 2)), rtol=1e-13, atol=0)
 
 
 def test_cg_sums_are_deterministic_and_add_many_blocks():
@@ -335,6 +340,9 @@ def test_cg_sums_are_deterministic_and_add_many_blocks():
         cpu = _cg_passes(torch.ops.dpst, x, r, p, m, s, d, torch.float32)
         for k in (2, 5):                               # p.Ap and (r.r, r.d r)
             torch.testing.assert_close(runs[0][k], cpu[k], rtol=1e-13, atol=0)
+        # pcg_step's r.r, of its own stored r (whose float32 roundings may differ from the CPU's by FMA
+        # contraction, which moves the sum by ~1e-10)
+        torch.testing.assert_close(runs[0][9], (runs[0][7].double() ** 2).sum((1, 2)), rtol=1e-13, atol=0)
         EMU.set_launch_shape(*GPU)                     # the GPU's 256-thread blocks: one partial block
         gpu = _cg_passes(EMU, x, r, p, m, s, d, torch.float32)
         for k in (0, 1, 3, 4):
@@ -366,9 +374,10 @@ def test_smoothing_solve_on_the_emulated_cg_kernels(monkeypatch):
 def test_cg_passes_on_empty_inputs_and_bad_arguments():
     for shape in [(0, 4, 5), (2, 0, 5), (2, 4, 0)]:
         x, r, p, m, s, d = _cg_inputs(*shape, torch.float64, torch.float32)
-        p2, u, curvature, x2, r2, sums = _cg_passes(EMU, x, r, p, m, s, d, torch.float32)
+        p2, u, curvature, x2, r2, sums, *_, rr = _cg_passes(EMU, x, r, p, m, s, d, torch.float32)
         assert torch.equal(curvature, torch.zeros(shape[0], dtype=torch.float64))
         assert torch.equal(sums, torch.zeros(2, shape[0], dtype=torch.float64))
+        assert torch.equal(rr, torch.zeros(shape[0], dtype=torch.float64))
         assert p2.shape == x2.shape == r2.shape == shape
     x, r, p, m, s, d = _cg_inputs(3, 4, 5, torch.float64, torch.float32)
     with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
@@ -383,6 +392,8 @@ def test_cg_passes_on_empty_inputs_and_bad_arguments():
         EMU.pcg_update(x, r, p, m, s[:3], 1.0, [0.1] * 3, d)
     with pytest.raises(RuntimeError, match="m must be a contiguous float32 or float64 tensor"):
         EMU.pcg_update(x, r, p, m[:2], s, 1.0, [0.1] * 3, d)
+    with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
+        EMU.pcg_step(x, r, p, m, 1.0, [0.1] * 3, [0.2])
     many = torch.zeros(65536, 1, 1, dtype=torch.float64)      # channels on gridDim.y: at most 65535
     with pytest.raises(RuntimeError, match="at most 65535 channels"):
         EMU.pcg_curvature(many, many.float(), None, 1.0)
@@ -457,6 +468,7 @@ KERNEL_RUN_BY = {
     "pcg_direction_kernel": "pcg_direction",
     "pcg_curvature_kernel": "pcg_curvature",
     "pcg_update_kernel": "pcg_update",
+    "pcg_step_kernel": "pcg_step",
     # csrc/cuda/affine_kernels.cuh, run by the emulated-kernel tests of tests/test_affine.py
     "local_affine_fit_kernel": "local_affine_fit",
     "bilateral_affine_kernel": "bilateral_affine_apply",

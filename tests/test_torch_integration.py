@@ -58,8 +58,8 @@ def test_product_into_a_buffer_is_the_product(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_product_with_its_sums(dtype, channels):
-    """stencil_matvec_dots writes stencil_matvec's values exactly and returns v.v and v.(M v) per channel,
-    the sums in double of the stored values (those a CG iteration's p.Ap is made of): on a real photo crop
+    """stencil_matvec_dots writes stencil_matvec's values exactly and returns v.v, v.(M v) and (M v).(M v) per
+    channel, the sums in double of the stored values (a CG iteration's p.Ap and |Ap|^2): on a real photo crop
     and on noise, in groups of three channels and the rest; the same for any number of threads."""
     for image in (photo_crop("hubble_dark", 32).to(dtype), samples.random_image(23, 41, seed=3, dtype=dtype)):
         h, w = image.shape[1:]
@@ -68,9 +68,10 @@ def test_product_with_its_sums(dtype, channels):
         out = torch.full_like(v, float("nan"))
         dots = lap.matvec_dots(v, out)
         assert torch.equal(out, lap.matvec(v))
-        assert dots.shape == (2, channels) and dots.dtype == torch.float64
+        assert dots.shape == (3, channels) and dots.dtype == torch.float64
         v64, m64 = v.double(), out.double()
         torch.testing.assert_close(dots[0], (v64 * v64).sum((1, 2)), rtol=1e-14, atol=0)
+        torch.testing.assert_close(dots[2], (m64 * m64).sum((1, 2)), rtol=1e-14, atol=0)
         scale = (v64 * m64).abs().sum((1, 2))
         assert ((dots[1] - (v64 * m64).sum((1, 2))).abs() <= 1e-14 * scale).all()
         threads = torch.get_num_threads()
@@ -81,7 +82,7 @@ def test_product_with_its_sums(dtype, channels):
             torch.set_num_threads(threads)
     with pytest.raises(RuntimeError, match="out must not share memory with v"):
         lap.matvec_dots(v, v)
-    assert lap.matvec_dots(v[:0], v[:0].clone()).shape == (2, 0)
+    assert lap.matvec_dots(v[:0], v[:0].clone()).shape == (3, 0)
 
 
 def test_opcheck_non_contiguous_inputs():

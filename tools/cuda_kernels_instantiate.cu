@@ -37,7 +37,9 @@ DPST_INSTANTIATE(double)
                                            double*, double*, cudaStream_t, const LaunchShape&);    \
   template void launch_pcg_update<V, M>(V*, V*, const V*, const M*, const double*, double, const double*, \
                                         const double*, int64_t, int64_t, double*, double*, cudaStream_t, \
-                                        const LaunchShape&);
+                                        const LaunchShape&);                                       \
+  template void launch_pcg_step<V, M>(V*, V*, V*, const M*, double, const double*, const double*, int64_t, \
+                                      int64_t, double*, double*, cudaStream_t, const LaunchShape&);
 DPST_INSTANTIATE_PCG(float, float)
 DPST_INSTANTIATE_PCG(float, double)
 DPST_INSTANTIATE_PCG(double, float)

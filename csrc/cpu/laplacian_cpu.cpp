@@ -538,8 +538,8 @@ void stencil_product_row(const T* __restrict__ K, const T* __restrict__ v, T* __
   }
 }
 
-// With dots (2 x C x H doubles, this group's channels at c0 of C), each row y also leaves its sums of
-// v.v and v.(M v) (as stored in out) per channel in double, while the row is still in cache.
+// With dots (3 x C x H doubles, this group's channels at c0 of C), each row y also leaves its sums of
+// v.v, v.(M v) and (M v).(M v) (M v as stored in out) per channel in double, while the row is in cache.
 template <typename T, int NC>
 void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W, double* dots = nullptr,
                       int64_t c0 = 0, int64_t C = 0) {
@@ -559,15 +559,17 @@ void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W, doub
         for (int c = 0; c < NC; ++c) {
           const T* V = v + c * plane + y * W;
           const T* O = out + c * plane + y * W;
-          double vv = 0.0, vm = 0.0;
-#pragma omp simd reduction(+ : vv, vm)
+          double vv = 0.0, vm = 0.0, mm = 0.0;
+#pragma omp simd reduction(+ : vv, vm, mm)
           for (int64_t x = 0; x < W; ++x) {
-            const double vx = V[x];
+            const double vx = V[x], mx = O[x];
             vv += vx * vx;
-            vm += vx * double(O[x]);
+            vm += vx * mx;
+            mm += mx * mx;
           }
           dots[(c0 + c) * H + y] = vv;
           dots[(C + c0 + c) * H + y] = vm;
+          dots[(2 * C + c0 + c) * H + y] = mm;
         }
     }
   });
@@ -701,23 +703,24 @@ void stencil_matvec_out_cpu(const at::Tensor& stencil_, const at::Tensor& v_, co
   });
 }
 
-// stencil_matvec_out, and (2, C) float64: v.v and v.(M v) per channel, summed row by row in order.
+// stencil_matvec_out, and (3, C) float64: v.v, v.(M v) and (M v).(M v) per channel, summed row by row in
+// order.
 at::Tensor stencil_matvec_dots_cpu(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out) {
   check_stencil(stencil_, v_);
   const auto K = stencil_.contiguous(), v = v_.contiguous();
   check_stencil_out(K, v, out);
   const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
-  std::vector<double> rows(size_t(2 * C * H), 0.0);
+  std::vector<double> rows(size_t(3 * C * H), 0.0);
   if (out.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec_dots_cpu", [&] {
       stencil_matvec_kernel(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), C, H, W,
                             rows.data());
     });
   }
-  std::vector<double> total(size_t(2 * C), 0.0);
-  for (int64_t k = 0; k < 2 * C; ++k)
+  std::vector<double> total(size_t(3 * C), 0.0);
+  for (int64_t k = 0; k < 3 * C; ++k)
     for (int64_t y = 0; y < H; ++y) total[size_t(k)] += rows[size_t(k * H + y)];
-  return at::tensor(total, v.options().dtype(at::kDouble)).reshape({2, C});
+  return at::tensor(total, v.options().dtype(at::kDouble)).reshape({3, C});
 }
 
 at::Tensor stencil_matvec_cpu(const at::Tensor& stencil_, const at::Tensor& v_) {

@@ -5,8 +5,10 @@
 //     u = f(s . p)   [pcg_direction, which also forms p = z + beta p]  ->  m = M u  [laplacian_matvec]
 //     -> p.Ap        [pcg_curvature]  ->  x += alpha p, r -= alpha Ap, r.r, r.z  [pcg_update],
 // i.e. three passes over the vectors besides the matvec, where the eager torch loop ran about twelve.
-// When the matvec reads p itself (no scale), stencil_matvec_dots sums p.p and p.Mp with the product
-// (csrc/cpu/laplacian_cpu.cpp): p.Ap = p.p + w p.Mp, and pcg_curvature's pass is skipped.
+// When the matvec reads p itself (no scale), stencil_matvec_dots sums p.p, p.Mp and Mp.Mp with the product
+// (csrc/cpu/laplacian_cpu.cpp): p.Ap = p.p + w p.Mp, and pcg_curvature's pass is skipped; with no
+// preconditioner either, |Ap|^2 gives beta before r is updated, and pcg_step does pcg_update and the next
+// pcg_direction in one pass (dpst_ext/engine/smoothing.py).
 // Vectors x, r, p are (C, H, W), all float64 or all float32; u and m have the Laplacian's dtype; s, d are
 // float64 (H, W). Whatever the vectors' dtype, every pass computes in double and rounds only what it
 // stores, and the dot products are those of the stored (rounded) vectors. They are summed in double over
@@ -100,6 +102,24 @@ void update_chunk(V* X, V* R, const V* P, const M* Mc, const double* s, const do
   else if (s) update_loop<true, false>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
   else if (d) update_loop<false, true>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
   else update_loop<false, false>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
+}
+
+// pcg_step: x += a p, r -= a (p + w m), p = r + b p, in place; returns r.r of r as stored.
+template <typename V, typename M>
+double step_chunk(V* __restrict__ X, V* __restrict__ R, V* __restrict__ P, const M* __restrict__ Mc,
+                  double weight, double a, double b, int64_t i0, int64_t i1) {
+  double rr = 0.0;
+#pragma omp simd reduction(+ : rr)
+  for (int64_t i = i0; i < i1; ++i) {
+    const double pi = P[i];
+    X[i] = pcg_iterate_value(X[i], a, pi);
+    const V rv = pcg_residual_value(R[i], a, pcg_applied(pi, weight, double(Mc[i])));
+    R[i] = rv;
+    P[i] = pcg_direction_value(double(rv), b, P[i]);
+    const double rn = rv;
+    rr += rn * rn;
+  }
+  return rr;
 }
 
 // p_c = z_c + beta_c p_c (z = d . r, or r), in place; u = s . p (or p) in u's dtype (a buffer the
@@ -198,6 +218,26 @@ at::Tensor pcg_update_cpu(at::Tensor x, at::Tensor r, const at::Tensor& p, const
   return at::tensor(total, p.options().dtype(at::kDouble)).reshape({2, C});
 }
 
+// x_c += alpha_c p_c, r_c -= alpha_c (p_c + w m_c), p_c = r_c + beta_c p_c, in place; returns (C,) float64 r.r.
+at::Tensor pcg_step_cpu(at::Tensor x, at::Tensor r, at::Tensor p, const at::Tensor& m, double weight,
+                        at::ArrayRef<double> alpha, at::ArrayRef<double> beta) {
+  check_step_args(x, r, p, m, alpha, beta);
+  const int64_t C = p.size(0), N = p.size(1) * p.size(2);
+  std::vector<double> total;
+  dispatch_vector_types(p.scalar_type(), m.scalar_type(), [&](auto v_, auto m_) {
+    using V = decltype(v_);
+    using M = decltype(m_);
+    V* X = x.data_ptr<V>();
+    V* R = r.data_ptr<V>();
+    V* P = p.data_ptr<V>();
+    const M* Mv = m.data_ptr<M>();
+    total = chunked_sums<1>(C, N, [&](int64_t c, int64_t i0, int64_t i1, double* acc) {
+      acc[0] = step_chunk(X + c * N, R + c * N, P + c * N, Mv + c * N, weight, alpha[c], beta[c], i0, i1);
+    });
+  });
+  return at::tensor(total, p.options().dtype(at::kDouble));
+}
+
 // ---- the same passes in ATen ops, for every other device ---------------------------------------
 // Registered for CompositeExplicitAutograd: each pass is a few element-wise kernels instead of one fused
 // loop. The CPU and CUDA have their own kernels; these keep the contract whole on other devices (and
@@ -240,18 +280,33 @@ at::Tensor pcg_update_aten(at::Tensor x, at::Tensor r, const at::Tensor& p, cons
   return at::stack({rr, inv_diag.has_value() ? (r64 * r64 * *inv_diag).sum({1, 2}) : rr.clone()});
 }
 
+at::Tensor pcg_step_aten(at::Tensor x, at::Tensor r, at::Tensor p, const at::Tensor& m, double weight,
+                         at::ArrayRef<double> alpha, at::ArrayRef<double> beta) {
+  check_coeffs(alpha, p.size(0), "alpha");
+  check_coeffs(beta, p.size(0), "beta");
+  const auto a = per_channel(alpha, p);
+  const auto p64 = p.to(at::kDouble);
+  x.copy_(x.to(at::kDouble) + a * p64);
+  r.copy_(r.to(at::kDouble) - a * (p64 + weight * m.to(at::kDouble)));
+  const auto r64 = r.to(at::kDouble);  // p and the sums from r as stored
+  p.copy_(r64 + per_channel(beta, p) * p64);
+  return (r64 * r64).sum({1, 2});
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(dpst, CPU, m) {
   m.impl("pcg_direction", &pcg_direction_cpu);
   m.impl("pcg_curvature", &pcg_curvature_cpu);
   m.impl("pcg_update", &pcg_update_cpu);
+  m.impl("pcg_step", &pcg_step_cpu);
 }
 
 TORCH_LIBRARY_IMPL(dpst, CompositeExplicitAutograd, m) {
   m.impl("pcg_direction", &pcg_direction_aten);
   m.impl("pcg_curvature", &pcg_curvature_aten);
   m.impl("pcg_update", &pcg_update_aten);
+  m.impl("pcg_step", &pcg_step_aten);
 }
 
 }  // namespace dpst

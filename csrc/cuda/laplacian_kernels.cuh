@@ -421,8 +421,9 @@ void launch_laplacian_stencil(const T* image, T* K, int64_t H, int64_t W, double
   DPST_LAUNCH(laplacian_stencil_kernel<T>, grid, block, 0, stream, image, K, H, W, eps);
 }
 
-// With Dots, also partials[k][c][block] (k = 0: v.v, 1: v.(M v) as stored in out), each block's sum in
-// double (block_sum): every thread of the block takes part, the ones outside the image with zeros.
+// With Dots, also partials[k][c][block] (k = 0: v.v, 1: v.(M v), 2: (M v).(M v), M v as stored in out),
+// each block's sum in double (block_sum): every thread of the block takes part, those outside the image
+// with zeros.
 template <typename T, bool Dots>
 __global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restrict__ v,
                                       T* __restrict__ out, int64_t C, int64_t H, int64_t W,
@@ -440,21 +441,21 @@ __global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restri
     const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), n = int(blockDim.x * blockDim.y);
     const int64_t nb = int64_t(gridDim.x) * gridDim.y, b = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
     for (int64_t c = 0; c < C; ++c) {
-      double vv = 0, vm = 0;
+      double sums[3] = {0, 0, 0};
       if (inside) {
         const int64_t k = (c * H + y) * W + x;
         const T m = stencil_product(K, v + c * H * W, H, W, y, x);
         out[k] = m;
-        const double vk = v[k];
-        vv = vk * vk;
-        vm = vk * double(m);
+        const double vk = v[k], mk = m;
+        sums[0] = vk * vk;
+        sums[1] = vk * mk;
+        sums[2] = mk * mk;
       }
-      red[tid] = vv;
-      block_sum(red, tid, n);
-      if (tid == 0) partials[c * nb + b] = red[0];
-      red[tid] = vm;  // (block_sum starts with a barrier: thread 0 has read red[0] before anyone rewrites it)
-      block_sum(red, tid, n);
-      if (tid == 0) partials[(C + c) * nb + b] = red[0];
+      for (int s = 0; s < 3; ++s) {
+        red[tid] = sums[s];  // (block_sum starts with a barrier: thread 0 has read red[0] before it is rewritten)
+        block_sum(red, tid, n);
+        if (tid == 0) partials[(s * C + c) * nb + b] = red[0];
+      }
     }
   }
 }
@@ -471,8 +472,8 @@ void launch_stencil_matvec(const T* K, const T* v, T* out, int64_t C, int64_t H,
               nullptr);
 }
 
-// The product, and totals (2 C doubles): v.v per channel, then v.(M v) per channel. partials: 2 C times
-// stencil_grid(H, W, s).x * .y doubles of scratch. One launch for the partials, one for their sums.
+// The product, and totals (3 C doubles): v.v per channel, then v.(M v), then (M v).(M v). partials: 3 C
+// times stencil_grid(H, W, s).x * .y doubles of scratch. One launch for the partials, one for their sums.
 template <typename T>
 void launch_stencil_matvec_dots(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W,
                                 double* partials, double* totals, cudaStream_t stream,
@@ -480,7 +481,7 @@ void launch_stencil_matvec_dots(const T* K, const T* v, T* out, int64_t C, int64
   const dim3 grid = stencil_grid(H, W, s), block(s.tile_x, s.tile_y);
   auto* kernel = stencil_matvec_kernel<T, true>;
   DPST_LAUNCH(kernel, grid, block, block.x * block.y * sizeof(double), stream, K, v, out, C, H, W, partials);
-  DPST_LAUNCH(sum_partials_kernel, dim3(unsigned(2 * C)), dim3(s.threads), s.threads * sizeof(double), stream,
+  DPST_LAUNCH(sum_partials_kernel, dim3(unsigned(3 * C)), dim3(s.threads), s.threads * sizeof(double), stream,
               partials, int64_t(grid.x) * grid.y, totals);
 }
 

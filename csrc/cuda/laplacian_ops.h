@@ -152,11 +152,11 @@ struct Ops {
     check_stencil_out(K, v, out);
     const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
     const auto f64 = v.options().dtype(at::kDouble);
-    if (out.numel() == 0) return at::zeros({2, C}, f64);
+    if (out.numel() == 0) return at::zeros({3, C}, f64);
     const auto shape = Backend::shape();
     const dim3 grid = stencil_grid(H, W, shape);
-    auto partials = at::empty({2 * C * int64_t(grid.x) * grid.y}, f64);
-    auto totals = at::empty({2, C}, f64);
+    auto partials = at::empty({3 * C * int64_t(grid.x) * grid.y}, f64);
+    auto totals = at::empty({3, C}, f64);
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec_dots", [&] {
       launch_stencil_matvec_dots(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                  C, H, W, partials.data_ptr<double>(), totals.data_ptr<double>(), scope.stream,

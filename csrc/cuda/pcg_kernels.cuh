@@ -10,7 +10,8 @@
 // of partials in a fixed order (sum_partials_kernel, one launch), as photoreal_loss does; no atomics.
 //
 // Bytes per pixel and channel (V = M = float32, no maps): direction 12 (r, p -> p), curvature 8,
-// update 24 (x, r, p, m -> x, r): 44 per channel, 132 for 3 channels, the CPU passes' traffic.
+// update 24 (x, r, p, m -> x, r): 44 per channel, 132 for 3 channels, the CPU passes' traffic; pcg_step
+// alone (x, r, p, m -> x, r, p) 28 per channel, 84 for 3, where the product sums p.Ap and |Ap|^2.
 #pragma once
 
 #include "../pcg_math.h"
@@ -85,6 +86,32 @@ __global__ void pcg_update_kernel(V* __restrict__ X, V* __restrict__ R, const V*
   if (tid == 0) partials[(C + c) * nb + blockIdx.x] = red[0];
 }
 
+// pcg_update and the next pcg_direction without maps: x += alpha_c p, r -= alpha_c (p + w m),
+// p = r + beta_c p in place; partials[c][block] = sum of r.r over the block, of r as stored.
+template <typename V, typename M>
+__global__ void pcg_step_kernel(V* __restrict__ X, V* __restrict__ R, V* __restrict__ P, const M* __restrict__ m,
+                                double weight, const double* __restrict__ alpha, const double* __restrict__ beta,
+                                int64_t N, double* __restrict__ partials) {
+  DPST_DYNAMIC_SHARED(smem);
+  double* red = reinterpret_cast<double*>(smem);
+  const int tid = int(threadIdx.x);
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + tid, c = blockIdx.y;
+  double rr = 0;
+  if (i < N) {
+    const int64_t k = c * N + i;
+    const double p = P[k];
+    X[k] = pcg_iterate_value(X[k], alpha[c], p);
+    const V rv = pcg_residual_value(R[k], alpha[c], pcg_applied(p, weight, double(m[k])));
+    R[k] = rv;
+    P[k] = pcg_direction_value(double(rv), beta[c], P[k]);
+    const double rn = rv;
+    rr = rn * rn;
+  }
+  red[tid] = rr;
+  block_sum(red, tid, int(blockDim.x));
+  if (tid == 0) partials[c * gridDim.x + blockIdx.x] = red[0];
+}
+
 inline dim3 pcg_grid(int64_t C, int64_t N, const LaunchShape& s) { return dim3(ceil_div(N, s.threads), unsigned(C)); }
 
 // totals[row] = sum of partials[row][0..nb), rows = the sums times the channels: one launch.
@@ -123,6 +150,18 @@ void launch_pcg_update(V* X, V* R, const V* P, const M* m, const double* s, doub
   DPST_LAUNCH(kernel, grid, dim3(sh.threads), sh.threads * sizeof(double), stream, X, R, P, m, s, weight, alpha,
               d, N, partials);
   launch_row_sums(partials, 2 * C, grid.x, totals, stream, sh);
+}
+
+// alpha, beta: C doubles each on the device; partials: C ceil(N / threads) doubles; totals: C doubles (r.r).
+template <typename V, typename M>
+void launch_pcg_step(V* X, V* R, V* P, const M* m, double weight, const double* alpha, const double* beta,
+                     int64_t C, int64_t N, double* partials, double* totals, cudaStream_t stream,
+                     const LaunchShape& sh = {}) {
+  const dim3 grid = pcg_grid(C, N, sh);
+  auto* kernel = pcg_step_kernel<V, M>;
+  DPST_LAUNCH(kernel, grid, dim3(sh.threads), sh.threads * sizeof(double), stream, X, R, P, m, weight, alpha, beta,
+              N, partials);
+  launch_row_sums(partials, C, grid.x, totals, stream, sh);
 }
 
 }  // namespace cuda

@@ -95,14 +95,38 @@ struct PcgOps {
     Backend::check_launch();
     return totals;
   }
+
+  static at::Tensor pcg_step(at::Tensor x, at::Tensor r, at::Tensor p, const at::Tensor& m, double weight,
+                             at::ArrayRef<double> alpha, at::ArrayRef<double> beta) {
+    check_step_args(x, r, p, m, alpha, beta);
+    check_channels(p);
+    typename Backend::Scope scope(p);
+    const int64_t C = p.size(0), N = p.size(1) * p.size(2);
+    const auto f64 = p.options().dtype(at::kDouble);
+    if (C * N == 0) return at::zeros({C}, f64);
+    const auto shape = Backend::shape();
+    const auto a = coeffs(alpha, p), b = coeffs(beta, p);
+    auto partials = at::empty({C * int64_t(pcg_grid(C, N, shape).x)}, f64);
+    auto totals = at::empty({C}, f64);
+    dispatch_vector_types(p.scalar_type(), m.scalar_type(), [&](auto v_, auto m_) {
+      using V = decltype(v_);
+      using M = decltype(m_);
+      launch_pcg_step(x.data_ptr<V>(), r.data_ptr<V>(), p.data_ptr<V>(), m.data_ptr<M>(), weight,
+                      a.data_ptr<double>(), b.data_ptr<double>(), C, N, partials.data_ptr<double>(),
+                      totals.data_ptr<double>(), scope.stream, shape);
+    });
+    Backend::check_launch();
+    return totals;
+  }
 };
 
-// Registers the three fused CG passes of csrc/dpst.cpp's contract on a library.
+// Registers the four fused CG passes of csrc/dpst.cpp's contract on a library.
 template <typename Backend, typename Library>
 void register_pcg_ops(Library& m) {
   m.impl("pcg_direction", &PcgOps<Backend>::pcg_direction);
   m.impl("pcg_curvature", &PcgOps<Backend>::pcg_curvature);
   m.impl("pcg_update", &PcgOps<Backend>::pcg_update);
+  m.impl("pcg_step", &PcgOps<Backend>::pcg_step);
 }
 
 }  // namespace cuda

@@ -204,8 +204,8 @@ class LaplacianStencil:
     __matmul__ = matvec
 
     def matvec_dots(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """M v into ``out`` (as ``matvec``), returning (2, C) float64: v.v and v.(M v) per channel, summed in
-        the same pass (ops.stencil_matvec_dots; a CG iteration's p.Ap without a pass of its own)."""
+        """M v into ``out`` (as ``matvec``), returning (3, C) float64: v.v, v.(M v) and (M v).(M v) per channel,
+        summed in the same pass (ops.stencil_matvec_dots: what a CG iteration needs of p and A p)."""
         return ops.stencil_matvec_dots(self.weights, v, out)
 
     def _off_diagonal(self, v: torch.Tensor | None, absolute: bool) -> torch.Tensor:

@@ -10,7 +10,8 @@ from .. import _C  # noqa: F401  (dpst_ext._C registers torch.ops.dpst.*)
 
 __all__ = ["window_stats", "laplacian_matvec", "laplacian_diagonal", "laplacian_csr", "photoreal_loss",
            "laplacian_stencil", "stencil_matvec", "stencil_matvec_out", "stencil_matvec_dots",
-           "pcg_direction", "pcg_curvature", "pcg_update", "local_affine_fit", "bilateral_affine_apply", "smooth_local_affine"]
+           "pcg_direction", "pcg_curvature", "pcg_update", "pcg_step", "local_affine_fit", "bilateral_affine_apply",
+           "smooth_local_affine"]
 
 
 def window_stats(image: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -61,9 +62,9 @@ def stencil_matvec_out(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor
 
 
 def stencil_matvec_dots(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """stencil_matvec_out, and (2, C) float64: v.v and v.(M v) per channel, with M v as stored in ``out``,
-    summed in double in a fixed order. A CG iteration gets p.Ap = p.p + w p.Mp from its product, without
-    a pass of its own over p and M p. Not differentiable."""
+    """stencil_matvec_out, and (3, C) float64: v.v, v.(M v) and (M v).(M v) per channel, with M v as stored
+    in ``out``, summed in double in a fixed order. A CG iteration gets p.Ap = p.p + w p.Mp and |Ap|^2 from
+    its product, without a pass of its own over p and M p. Not differentiable."""
     return torch.ops.dpst.stencil_matvec_dots.default(stencil, v, out)
 
 
@@ -84,6 +85,12 @@ def pcg_curvature(p, m, scale, weight: float) -> torch.Tensor:
 def pcg_update(x, r, p, m, scale, weight: float, alpha, inv_diag) -> torch.Tensor:
     """x += alpha p, r -= alpha Ap per channel, in place; returns (2, C) float64: r.r and r.(inv_diag.r)."""
     return torch.ops.dpst.pcg_update.default(x, r, p, m, scale, weight, alpha, inv_diag)
+
+
+def pcg_step(x, r, p, m, weight: float, alpha, beta) -> torch.Tensor:
+    """Without scale or preconditioner, pcg_update and the next pcg_direction in one pass: x += alpha p,
+    r -= alpha Ap (Ap = p + weight m), then p = r + beta p, per channel, in place; returns (C,) float64 r.r."""
+    return torch.ops.dpst.pcg_step.default(x, r, p, m, weight, alpha, beta)
 
 
 # ---- fake (meta) kernels: the C++ shape rules, repeated for torch.compile and opcheck ----------
@@ -179,7 +186,7 @@ def _(stencil, v):
 def _(stencil, v, out):
     torch._check(tuple(out.shape) == tuple(v.shape) and out.dtype == v.dtype,
                  lambda: f"out must have v's shape and dtype, got {tuple(out.shape)} {out.dtype}")
-    return torch.ops.dpst.stencil_matvec.default(stencil, v).new_empty((2, v.shape[0]), dtype=torch.float64)
+    return torch.ops.dpst.stencil_matvec.default(stencil, v).new_empty((3, v.shape[0]), dtype=torch.float64)
 
 
 # ---- autograd ------------------------------------------------------------------------------------

@@ -267,7 +267,8 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     the CUDA kernels of csrc/cuda/pcg_kernels.cuh):
     per iteration pcg_direction, one Laplacian matvec, pcg_curvature, pcg_update (when the matvec reads p
     itself, stencil_matvec_dots gives p.p and p.Mp with the product, and there is no pcg_curvature pass:
-    p.Ap = p.p + w p.Mp, the same sum in double in another order), with the same arithmetic
+    p.Ap = p.p + w p.Mp, the same sum in double in another order; with no preconditioner either, pcg_step
+    does pcg_update and the next pcg_direction in one pass), with the same arithmetic
     as the eager loop above (the passes compute in double and store x, r, p in b's dtype, float64 or
     float32; dot products in double; the matvec in the Laplacian's dtype). x and r are updated in place.
     Without a scale and with p in the Laplacian's dtype the matvec reads p itself. Jacobi (inv_diag) runs
@@ -293,12 +294,16 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     # reused too (allocated by the first product): an image-sized allocation per iteration cost ~15% of the
     # iteration at 4 MP without glibc's heap reuse (fresh pages to fault in; docs/engine.md).
     u = None if scale is None and r.dtype == op.dtype else torch.empty(r.shape, dtype=op.dtype, device=r.device)
-    # When the product reads p (no scale), it also sums p.p and p.Mp: p.Ap = p.p + w p.Mp without a pass.
+    # When the product reads p (no scale), it also sums p.p, p.Mp and Mp.Mp: p.Ap = p.p + w p.Mp without a pass.
     m = torch.empty_like(r) if u is None else None
+    # With no preconditioner either, |Ap|^2 gives the next r.r before r is formed (below), so one pass
+    # (pcg_step) updates x and r and forms the next p.
+    single = u is None and d is None and precondition is None
     beta = [0.0] * r.shape[0]
     it = 0
     while it < maxiter and bool((rel > tol).any()):
-        ops.pcg_direction(z, d, p, beta, scale, u)
+        if not single or it == 0:
+            ops.pcg_direction(z, d, p, beta, scale, u)
         if precondition is not None:
             del z
         if u is None:
@@ -308,9 +313,19 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
             m = op.stencil.matvec(u, out=m)
             pap = ops.pcg_curvature(p, m, scale, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
-        sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
+        if single:
+            # CG keeps r.Ap = p.Ap, so |r - alpha Ap|^2 = alpha^2 |Ap|^2 - r.r: beta = that / r.r is known
+            # before the new r exists (Meurant's form; the same iterations as the two passes on every test
+            # photo and crop). alpha still takes the new r.r as pcg_step sums it.
+            ap2 = dots[0] + 2 * op.weight * dots[1] + op.weight ** 2 * dots[2]
+            rr_next = (alpha * alpha * ap2 - rr).clamp_min(0)
+            beta = torch.where(rr > 0, rr_next / torch.where(rr > 0, rr, torch.ones_like(rr)),
+                               torch.zeros_like(rr)).tolist()
+            rr = rz_new = ops.pcg_step(x, r, p, m, op.weight, alpha.tolist(), beta)
+        else:
+            sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
+            rr, rz_new = sums[0], sums[1]
         it += 1
-        rr, rz_new = sums[0], sums[1]
         rel = rr.sqrt() / bnorm
         if callback is not None:
             callback(it, rel.tolist())
@@ -318,8 +333,9 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
             break
         if precondition is not None:
             z, rz_new = preconditioned()
-        beta = torch.where(rz > 0, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)),
-                           torch.zeros_like(rz)).tolist()
+        if not single:
+            beta = torch.where(rz > 0, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)),
+                               torch.zeros_like(rz)).tolist()
         rz = rz_new
     return x, it, rel.tolist(), bool((rel <= tol).all())
 

@@ -172,21 +172,23 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
   expect(err <= tol, "stencil_matvec", H, W, type, err);
   // the same product with its sums v.v and v.(M v) per channel (partials per block, then their sums)
   const dim3 sg = dpst::cuda::stencil_grid(H, W, shape);
-  std::vector<double> dot_partials(size_t(2 * C) * sg.x * sg.y), totals(size_t(2 * C));
+  std::vector<double> dot_partials(size_t(3 * C) * sg.x * sg.y), totals(size_t(3 * C));
   std::vector<T> out2(out.size());
   dpst::cuda::launch_stencil_matvec_dots(K.data(), v.data(), out2.data(), C, H, W, dot_partials.data(), totals.data(),
                                          nullptr, shape);
   err = out2 == out ? 0.0 : INFINITY;
   for (int c = 0; c < C; ++c) {
-    double vv = 0, vm = 0, scale = 0;
+    double vv = 0, vm = 0, mm = 0, scale = 0;
     for (int i = 0; i < n; ++i) {
       const double vi = v[size_t(c) * n + i], mi = out[size_t(c) * n + i];
       vv += vi * vi;
       vm += vi * mi;
+      mm += mi * mi;
       scale += std::fabs(vi * mi);
     }
     err = std::fmax(err, std::fabs(totals[c] - vv) / vv);
     err = std::fmax(err, std::fabs(totals[C + c] - vm) / (scale + 1e-300));
+    err = std::fmax(err, std::fabs(totals[2 * C + c] - mm) / (mm + 1e-300));
   }
   expect(err <= 1e-13, "stencil_matvec_dots", H, W, type, err);
 }
@@ -270,6 +272,33 @@ void check_pcg(int C, int N, bool maps, const LaunchShape& shape, const char* ty
   }
   expect(err == 0, "pcg_update (x, r)", C, N, type, err);
   expect(sum_err <= 1e-13, "pcg_update (sums)", C, N, type, sum_err);
+
+  // pcg_step (no maps): x += alpha p, r -= alpha (p + w m), then p = r + beta p from r as stored.
+  x0 = x, r0 = r, p0 = p;
+  dpst::cuda::launch_pcg_step(x.data(), r.data(), p.data(), m.data(), w, alpha.data(), beta.data(), C, N,
+                              partials.data(), totals.data(), nullptr, shape);
+  err = 0, sum_err = 0;
+  for (int c = 0; c < C; ++c) {
+    double rr = 0;
+    for (int i = 0; i < N; ++i) {
+      const size_t k = size_t(c) * N + i;
+      const double pk = p0[k];
+      const double xw = double(x0[k]) + alpha[c] * pk;
+      const double rw = double(r0[k]) - alpha[c] * (pk + w * double(m[k]));
+      const double pw = double(r[k]) + beta[c] * pk;
+      if (!close(x[k], xw, ev, std::fabs(double(x0[k])) + std::fabs(alpha[c] * pk)))
+        err = std::fmax(err, std::fabs(x[k] - xw));
+      const double rterms =
+          std::fabs(double(r0[k])) + std::fabs(alpha[c]) * (std::fabs(pk) + w * std::fabs(double(m[k])));
+      if (!close(r[k], rw, ev, rterms)) err = std::fmax(err, std::fabs(r[k] - rw));
+      if (!close(p[k], pw, ev, std::fabs(double(r[k])) + std::fabs(beta[c] * pk)))
+        err = std::fmax(err, std::fabs(p[k] - pw));
+      rr += double(r[k]) * double(r[k]);
+    }
+    sum_err = std::fmax(sum_err, std::fabs(totals[c] - rr) / std::fmax(rr, 1e-300));
+  }
+  expect(err == 0, "pcg_step (x, r, p)", C, N, type, err);
+  expect(sum_err <= 1e-13, "pcg_step (r.r)", C, N, type, sum_err);
 }
 
 // Smooth local affine (csrc/cuda/affine_kernels.cuh): the fit against a plain loop over each pixel's
