@@ -315,8 +315,9 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         if single:
             # CG keeps r.Ap = p.Ap, so |r - alpha Ap|^2 = alpha^2 |Ap|^2 - r.r: beta = that / r.r is known
-            # before the new r exists (Meurant's form; the same iterations as the two passes on every test
-            # photo and crop). alpha still takes the new r.r as pcg_step sums it.
+            # before the new r exists (Meurant's form: the two passes' iterations on the benchmark photo at 4 and
+            # 12 MP; on near-singular crops with float32 vectors a few percent either way, docs/engine.md).
+            # alpha still takes the new r.r as pcg_step sums it.
             ap2 = dots[0] + 2 * op.weight * dots[1] + op.weight ** 2 * dots[2]
             rr_next = (alpha * alpha * ap2 - rr).clamp_min(0)
             beta = torch.where(rr > 0, rr_next / torch.where(rr > 0, rr, torch.ones_like(rr)),
