@@ -257,9 +257,9 @@ def test_non_contiguous_inputs():
 @pytest.mark.parametrize("shape", [(3, 7, 9), (1, 5, 3), (4, 19, 13)], ids=["3x7x9", "1x5x3", "4x19x13"])
 def test_product_with_its_sums_matches_the_cpu_kernel(shape, dtype, launch_shape):
     """The CUDA product with its sums (one kernel: the product and per-block partial sums, then their sums):
-    the product bit for bit the plain kernel's, v.v and v.(M v) per channel those of the CPU kernel to double
-    rounding, over partial blocks and several blocks per row and column (the block shapes of launch_shape);
-    (M v).(M v) too."""
+    the product bit for bit the plain kernel's; per channel v.v as the CPU kernel's, v.(M v) and (M v).(M v)
+    as float64 sums of its own stored M v (float32 products may differ from the CPU's by FMA contraction), to
+    double rounding, over partial blocks and several blocks per row and column (launch_shape's block shapes)."""
     g = torch.Generator().manual_seed(sum(shape))
     c, h, w = shape
     image = torch.rand(3, h, w, generator=g, dtype=torch.float64).to(dtype)
