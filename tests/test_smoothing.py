@@ -11,7 +11,7 @@ import torch
 
 from common import EPS, photo_crop
 from dpst_ext import samples
-from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine import LaplacianStencil, MattingLaplacian
 from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, smooth, weight_from_beta, window_counts
 
 BETA = 0.9999
@@ -94,13 +94,28 @@ def test_iteration_counts_match_scipy_cg(normalize):
     assert abs(ours - max(counts)) <= 2
 
 
+def test_defaults_are_no_preconditioner_and_vectors_in_the_laplacians_dtype():
+    """smooth()'s defaults: no preconditioner (Jacobi took more iterations on every example pair,
+    benchmarks/smoothing_preconditioners.py) and, where the fused passes run, CG vectors and solution in the
+    Laplacian's dtype (float32 vectors take float64's iterations to the same residual)."""
+    image = photo_crop("coffee_saturated", 40)
+    y = _y(image)
+    for dtype in (torch.float32, torch.float64):
+        default = smooth(image.to(dtype), y, tol=1e-6)
+        explicit = smooth(image.to(dtype), y, tol=1e-6, preconditioner="none", vector_dtype=dtype)
+        assert default.converged and default.solution.dtype == dtype
+        assert default.iterations == explicit.iterations and torch.equal(default.solution, explicit.solution)
+    stencil = LaplacianStencil(image.double(), EPS, dtype=torch.float32)   # a given stencil's dtype decides
+    assert smooth(image.double(), y, tol=1e-6, laplacian=stencil).solution.dtype == torch.float32
+
+
 def test_float32_matvec_reaches_tolerance():
     """float32 matvecs with float64 CG vectors reach a 1e-6 relative residual, and the solution agrees
     with the float64 solve to within the float32 operator's own accuracy."""
     image = photo_crop("coffee_saturated", 40)
     y = _y(image)
     r64 = smooth(image, y, tol=1e-6)
-    r32 = smooth(image, y, tol=1e-6, laplacian_dtype=torch.float32)
+    r32 = smooth(image, y, tol=1e-6, laplacian_dtype=torch.float32, vector_dtype=torch.float64)
     assert r32.converged and r32.solution.dtype == torch.float64
     # True residual of the float32-matvec solution under the float64 operator.
     op64 = SmoothingOperator(MattingLaplacian(image, EPS), weight_from_beta(BETA), True)

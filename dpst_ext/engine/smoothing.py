@@ -30,18 +30,19 @@ start is locally affine in the *fine* content, i.e. already near M's null space,
 solution lives), then finish at full resolution.
 
 Precision: the matvec runs in the Laplacian's dtype (float32 halves its memory traffic); the CG vectors are
-float64 by default (``vector_dtype``), dot products always float64. float32 vectors (``vector_dtype=
-torch.float32``) reach the same 1e-6 relative residual in the same number of iterations on the fused path
-(tests/test_fused_cg.py, docs/engine.md): the float32 matvec, not the vectors, bounds the accuracy, and
+in the Laplacian's dtype by default where the fused passes run, float64 elsewhere (``vector_dtype``), dot
+products always float64. float32 vectors reach the same 1e-6 relative residual in the same number of
+iterations as float64 ones on the fused path (tests/test_fused_cg.py, docs/engine.md) and solutions within
+~2e-6 of theirs: the float32 matvec, not the vectors, bounds the accuracy, and
 its own true residual ||b - A x|| measured 1.4e-3 of ||b|| on a 0.25 MP photo whose recursive residual
 reached 1e-6, so replacing the recursive residual with b - A x would stall the solve there. See
 tests/test_smoothing.py and docs/experiments/2026-11-smoothing-solver.md for measured figures.
 
 On the CPU and on CUDA, batched_pcg runs a SmoothingOperator's iteration in the engine's fused passes
-(dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update; csrc/cpu/pcg_cpu.cpp, and the CUDA kernels
-of csrc/cuda/pcg_kernels.cuh with the same per-pixel formulas): three passes over the vectors per iteration
-besides the matvec, same arithmetic (computed in double, vectors stored as float64 or float32, sums in
-double), about half the time and memory of the eager torch loop on the CPU, which stays the path for other
+(dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update / pcg_step; csrc/cpu/pcg_cpu.cpp, and the CUDA
+kernels of csrc/cuda/pcg_kernels.cuh with the same per-pixel formulas): at most three passes over the vectors
+per iteration besides the matvec (one for the system without scale or preconditioner), same arithmetic
+(computed in double, vectors stored as float64 or float32, sums in double), about half the time and memory of the eager torch loop on the CPU, which stays the path for other
 operators and other devices (benchmarks/cg_iteration.py; docs/engine.md). Jacobi runs inside the passes;
 another preconditioner (the multigrid) runs between them on the stored r.
 """
@@ -348,22 +349,26 @@ def downsample2(t: torch.Tensor) -> torch.Tensor:
 
 
 def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, maxiter: int = 5000,
-           preconditioner: str = "jacobi", x0=None, cascade_levels: int = 0, coarse_weight_scale: float = 0.25,
-           eps: float = 1e-7, laplacian_dtype=None, vector_dtype=torch.float64, callback=None,
+           preconditioner: str = "none", x0=None, cascade_levels: int = 0, coarse_weight_scale: float = 0.25,
+           eps: float = 1e-7, laplacian_dtype=None, vector_dtype=None, callback=None,
            laplacian: LaplacianStencil | MattingLaplacian | None = None) -> SmoothingResult:
     """Solve (I + w S) r = y (module docstring) for y (C, H, W) given the content image (3, H, W).
 
     normalize: True (FastPhotoStyle, D = window counts), "interior" (D = 9 I) or False (S = M).
-    preconditioner: one of PRECONDITIONERS, "jacobi", "none" or "multigrid" (dpst_ext.engine.multigrid.
-    AffineMultigrid: coarse spaces of local affine models; measured 4-5x fewer iterations, flat with size,
-    each costing 5 plain fused ones, docs/experiments/2026-11-smoothing-solver.md).
+    preconditioner: one of PRECONDITIONERS: "none" (default), "jacobi" or "multigrid" (dpst_ext.engine.
+    multigrid.AffineMultigrid: coarse spaces of local affine models; measured 4-5x fewer iterations, flat
+    with size, each costing 5 plain fused ones, docs/experiments/2026-11-smoothing-solver.md). Jacobi took
+    10-47% more iterations than none on every example pair's stage-1 result, either form, to 1e-3 and 1e-6
+    (benchmarks/smoothing_preconditioners.py, docs/engine.md).
     x0: warm start (C, H, W); default y itself when no cascade.
     cascade_levels: solve this many halvings first (coarsest first), each warm-starting the next finer
     level through local affine upsampling (it saves 6-15% of the fine iterations, less than it costs, on
     the full-resolution step's system: docs/engine.md). coarse_weight_scale: w is multiplied by this per
     halving, so the coarse problem smooths over the same physical distance (w multiplies a
     second-difference operator, which scales as h^-2 with the grid spacing). laplacian_dtype: dtype of the
-    matvec (default: content's); vector_dtype: dtype of the CG vectors and of the returned solution (default float64).
+    matvec (default: content's); vector_dtype: dtype of the CG vectors and of the returned solution (default:
+    the Laplacian's where the fused passes run, i.e. on the CPU and CUDA, whose float32 vectors take float64's
+    iterations to the same residual, float64 elsewhere).
     callback(level, iteration, rel_residuals): progress, level 0 = full resolution.
     laplacian: a LaplacianStencil (or MattingLaplacian) of ``content`` already built (eps, dtype as wanted),
     to reuse.
@@ -372,6 +377,9 @@ def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, 
     content = as_image_tensor(content)
     if laplacian_dtype is None:
         laplacian_dtype = content.dtype
+    if vector_dtype is None:
+        lap_dtype = laplacian_dtype if laplacian is None else laplacian.dtype
+        vector_dtype = lap_dtype if fused_iteration(content.device, preconditioner) else torch.float64
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor (C, H, W), got {type(y).__name__}")
     if y.dim() != 3 or tuple(y.shape[1:]) != tuple(content.shape[1:]):
