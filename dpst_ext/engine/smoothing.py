@@ -42,9 +42,10 @@ On the CPU and on CUDA, batched_pcg runs a SmoothingOperator's iteration in the 
 (dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update / pcg_step; csrc/cpu/pcg_cpu.cpp, and the CUDA
 kernels of csrc/cuda/pcg_kernels.cuh with the same per-pixel formulas): at most three passes over the vectors
 per iteration besides the matvec (one for the system without scale or preconditioner), same arithmetic
-(computed in double, vectors stored as float64 or float32, sums in double), about half the time and memory of the eager torch loop on the CPU, which stays the path for other
-operators and other devices (benchmarks/cg_iteration.py; docs/engine.md). Jacobi runs inside the passes;
-another preconditioner (the multigrid) runs between them on the stored r.
+(computed in double, vectors stored as float64 or float32, sums in double), about half the time and memory
+of the eager torch loop on the CPU, which stays the path for other operators and other devices
+(benchmarks/cg_iteration.py; docs/engine.md). Jacobi runs inside the passes; another preconditioner (the
+multigrid) runs between them on the stored r.
 """
 from __future__ import annotations
 
