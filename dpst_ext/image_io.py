@@ -218,10 +218,17 @@ def atomic_output(path) -> Iterator[Path]:
         raise
 
 
+# How outputs are encoded, where Pillow's defaults do not suit a finished photo. JPEG and WebP: quality 95
+# (Pillow's 75 and 80 leave blocks in skies), JPEG without chroma subsampling (a colour edge keeps full
+# resolution). PNG: zlib level 3, not 6: a 12 MP result encoded in 1.3 s instead of 3.8 s, 13% larger
+# (2026-12-07, 2-core AMD EPYC; JPEG q95 4:4:4: 0.06 s, 4.3 MB against q75 4:2:0's 1.0 MB).
+ENCODER_OPTIONS = {"JPEG": dict(quality=95, subsampling=0), "WEBP": dict(quality=95), "PNG": dict(compress_level=3)}
+
+
 def save_image(image, path, format: str | None = None) -> Path:
     """Write ``image`` to ``path`` atomically (a temporary file beside it, then a rename); the format is
-    ``format`` or follows the extension. ``output_target`` says what is refused; a symlink is written
-    through; a missing folder is created. Returns the path written."""
+    ``format`` or follows the extension, encoded with ENCODER_OPTIONS. ``output_target`` says what is
+    refused; a symlink is written through; a missing folder is created. Returns the path written."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     target, fmt = output_target(path, format, probe=False)   # creating the temporary file tests writability
     pil = image if isinstance(image, Image.Image) else to_pil(image)
@@ -229,5 +236,5 @@ def save_image(image, path, format: str | None = None) -> Path:
         # Created as open() creates files (mode 0666 less the umask): tempfile.mkstemp would make it 0600, and
         # the rename would keep that, leaving outputs unreadable to other users.
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            pil.save(f, format=fmt)
+            pil.save(f, format=fmt, **ENCODER_OPTIONS.get(fmt, {}))
     return Path(path)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dpst_ext.image_io import load_image, save_image
+from dpst_ext.image_io import load_image, save_image, to_pil
 
 from common import CMD, ENV, run_cli as run
 
@@ -142,6 +142,24 @@ def test_save_is_atomic_and_follows_extension(tmp_path):
     save_image(t, tmp_path / "x.png")
     assert torch.allclose(load_image(tmp_path / "x.png"), t, atol=0.5 / 255 + 1e-6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jpg", "x.png"]
+
+
+def test_jpeg_and_webp_outputs_are_encoded_for_a_finished_photo(tmp_path):
+    """Quality 95, and JPEG without chroma subsampling: a photo comes back closer than with Pillow's defaults
+    (quality 75 / 80, JPEG 4:2:0; measured mean error 0.37x theirs for JPEG, 0.63x for WebP, whose lossy mode
+    always halves the chroma)."""
+    from PIL import JpegImagePlugin
+
+    from dpst_ext import samples
+
+    t = samples.photo_megapixels(0.05, name="astronaut", dtype=torch.float32)
+    for ext, bound in (("jpg", 0.5), ("webp", 0.75)):
+        save_image(t, tmp_path / f"ours.{ext}")
+        to_pil(t).save(tmp_path / f"pillow.{ext}")
+        ours, pillow = (float((load_image(tmp_path / f"{n}.{ext}") - t).abs().mean()) for n in ("ours", "pillow"))
+        assert ours < bound * pillow, (ext, ours, pillow)
+    with Image.open(tmp_path / "ours.jpg") as im:
+        assert JpegImagePlugin.get_sampling(im) == 0      # 4:4:4
 
 
 def test_saved_files_get_the_usual_permissions(tmp_path):
