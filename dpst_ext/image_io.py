@@ -2,7 +2,9 @@
 
 Accepted: a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4) in uint8 / uint16 / float
 0..1, or a torch tensor (3, H, W) / (1, 3, H, W) in 0..1. Files go through Pillow with the EXIF
-orientation applied; alpha is dropped, grayscale is replicated to RGB, 16-bit is scaled by 65535.
+orientation applied; alpha is dropped, grayscale is replicated to RGB, 16-bit is scaled by 65535. A photo
+with an embedded colour profile (Display P3, Adobe RGB, a CMYK press profile, ...) is converted to sRGB,
+the space every step works in and the one an untagged output is read as.
 Outputs are written atomically (a temporary file in the same folder, then os.replace), so an
 interrupted run never leaves a truncated image behind; ``output_target`` checks an output path before any
 work (folder, writability, format, no directory or special file).
@@ -10,8 +12,10 @@ work (folder, writability, format, no directory or special file).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["load_image", "to_pil", "save_image", "output_target", "atomic_output", "resize_long_side", "open_pil", "rgb_to_lab"]
+__all__ = ["load_image", "to_pil", "save_image", "output_target", "atomic_output", "resize_long_side", "open_pil",
+           "rgb_to_lab", "ColourProfileWarning"]
 
 
 def open_pil(path) -> Image.Image:
@@ -33,6 +38,40 @@ def open_pil(path) -> Image.Image:
     except Exception as e:  # Pillow raises several types for bad files
         raise ValueError(f"cannot read image {path}: {e}") from None
     return ImageOps.exif_transpose(img)
+
+
+class ColourProfileWarning(UserWarning):
+    pass
+
+
+def _to_srgb(img: Image.Image, name: str) -> Image.Image:
+    """``img`` converted from its embedded ICC profile to sRGB (relative colorimetric; colours outside sRGB are
+    clipped), as mode RGB; unchanged without a profile. A profile that cannot be used is reported and the
+    values are taken as sRGB."""
+    icc = img.info.get("icc_profile")
+    if not icc:
+        return img
+    from PIL import ImageCms
+
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = img.convert("RGB" if img.mode != "LA" else "L")   # (alpha is dropped anyway; keep the profile)
+        img.info["icc_profile"] = icc
+    try:
+        if img.mode not in ("RGB", "L", "CMYK"):
+            raise ImageCms.PyCMSError(f"mode {img.mode} is not converted")
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(img, profile, _srgb_profile(),
+                                         renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        warnings.warn(f"{name}: its embedded colour profile cannot be applied ({e}); its values are taken as sRGB",
+                      ColourProfileWarning, stacklevel=3)
+        return img
+
+
+def _srgb_profile():
+    from PIL import ImageCms
+
+    return ImageCms.createProfile("sRGB")
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -68,11 +107,14 @@ def _array_to_tensor(a: np.ndarray, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 
 
-def load_image(src, name: str = "image") -> torch.Tensor:
-    """(3, H, W) float32 tensor in 0..1 from a path, PIL image, numpy array or tensor."""
+def load_image(src, name: str = "image", to_srgb: bool = True) -> torch.Tensor:
+    """(3, H, W) float32 tensor in 0..1 from a path, PIL image, numpy array or tensor. ``to_srgb``: convert a
+    file or PIL image with an embedded colour profile to sRGB (photos; a mask's colours are labels: False)."""
     if isinstance(src, (str, os.PathLike)):
         src = open_pil(src)
     if isinstance(src, Image.Image):
+        if to_srgb:
+            src = _to_srgb(src, name)
         t = torch.from_numpy(np.ascontiguousarray(_pil_to_array(src).transpose(2, 0, 1)))
     elif isinstance(src, np.ndarray):
         t = _array_to_tensor(src, name)

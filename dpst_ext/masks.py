@@ -63,7 +63,7 @@ class MaskPaletteWarning(UserWarning):
 
 def _mask_rgb(src, name: str = "mask") -> torch.Tensor:
     """(3, H, W) float 0..1 from a path / PIL / numpy / tensor mask (grayscale replicated, alpha dropped)."""
-    return load_image(src, name=name)
+    return load_image(src, name=name, to_srgb=False)   # palette values, whatever profile the painter tagged
 
 
 # A mask with more than this share of its pixels off the palette is reported: the anti-aliased borders of

@@ -1,5 +1,6 @@
 """The dpst command end to end (subprocesses), bad inputs, Ctrl-C, and image loading edge cases."""
 import signal
+import struct
 import subprocess
 import time
 
@@ -132,6 +133,67 @@ def test_load_16bit_grayscale_alpha_exif(tmp_path):
     exif[0x0112] = 6
     img.save(tmp_path / "r.jpg", exif=exif)
     assert load_image(tmp_path / "r.jpg").shape == (3, 8, 4)
+
+
+def _matrix_profile(colorants, gamma: float) -> bytes:
+    """A minimal ICC v2 RGB display profile: D50 colorants (the columns of linear RGB -> XYZ) and one gamma."""
+    def s15(x):
+        return struct.pack(">i", round(x * 65536))
+
+    def xyz(v):
+        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+
+    desc = b"test RGB\0"
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(desc)) + desc + bytes(8 + 3 + 67)),
+            (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"cprt", b"text\0\0\0\0none\0")]
+    tags += [(sig, xyz(c)) for sig, c in zip((b"rXYZ", b"gXYZ", b"bXYZ"), colorants)]
+    tags += [(sig, b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))) for sig in (b"rTRC", b"gTRC", b"bTRC")]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = struct.pack(">I", offset + len(data)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+    header += bytes(12) + b"acsp" + bytes(28) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    return header + bytes(128 - len(header)) + struct.pack(">I", len(tags)) + table + data
+
+
+# Adobe RGB (1998) and sRGB: colorants adapted to D50, as in their ICC profiles.
+ADOBE_RGB = np.array([[0.60974, 0.20528, 0.14919], [0.31111, 0.62567, 0.06322], [0.01947, 0.06087, 0.74457]])
+SRGB_D50 = np.array([[0.43607, 0.38515, 0.14307], [0.22249, 0.71687, 0.06061], [0.01392, 0.09708, 0.71410]])
+
+
+def test_a_photo_with_a_colour_profile_is_converted_to_srgb(tmp_path):
+    """Adobe RGB values come out as the sRGB values of the same colours (computed here from the two spaces'
+    matrices and curves; outside sRGB, clipped), an sRGB profile changes nothing, masks keep their values,
+    and a profile that cannot be read is reported and ignored."""
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.integers(0, 256, (1, 62, 3)), [[[128, 128, 128], [60, 200, 60]]]], axis=1).astype(np.uint8)
+    Image.fromarray(a).save(tmp_path / "adobe.png", icc_profile=_matrix_profile(ADOBE_RGB.T, 563 / 256))
+    lin = np.clip(np.linalg.solve(SRGB_D50, ADOBE_RGB @ ((a[0] / 255.0) ** (563 / 256)).T).T, 0, 1)
+    expected = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    got = load_image(tmp_path / "adobe.png")[:, 0].T.numpy()
+    assert np.abs(got - expected).max() < 1.0 / 255                  # (measured 0.55 / 255)
+    assert np.abs(got - a[0] / 255.0).max() > 30 / 255               # (the conversion is not a no-op)
+    raw = load_image(tmp_path / "adobe.png", to_srgb=False)[:, 0].T.numpy()
+    assert np.array_equal(raw * 255, a[0])
+
+    from PIL import ImageCms
+
+    from dpst_ext.image_io import ColourProfileWarning
+    from dpst_ext.masks import parse_mask
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(a).save(tmp_path / "srgb.png", icc_profile=srgb)
+    assert np.abs(load_image(tmp_path / "srgb.png")[:, 0].T.numpy() * 255 - a[0]).max() <= 1
+    mask = np.zeros((4, 8, 3), np.uint8)
+    mask[:, 4:, 1] = 255                                              # black | green
+    Image.fromarray(mask).save(tmp_path / "mask.png", icc_profile=_matrix_profile(ADOBE_RGB.T, 563 / 256))
+    Image.fromarray(mask).save(tmp_path / "mask_plain.png")
+    assert torch.equal(parse_mask(tmp_path / "mask.png"), parse_mask(tmp_path / "mask_plain.png"))
+    Image.fromarray(a).save(tmp_path / "broken.png", icc_profile=b"not a profile")
+    with pytest.warns(ColourProfileWarning, match="taken as sRGB"):
+        assert np.array_equal(load_image(tmp_path / "broken.png")[:, 0].T.numpy() * 255, a[0])
 
 
 def test_save_is_atomic_and_follows_extension(tmp_path):
