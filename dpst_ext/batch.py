@@ -485,7 +485,7 @@ class _Worker:
         """{"ok": True, "seconds", "size", "masks"} or {"ok": False, "reason"}: an item's error is its own."""
         from .masks import save_masks
         from .cli import load_segmenter, mask_paths
-        from .image_io import save_image
+        from .image_io import photo_exif, save_image
         from .transfer import run_transfer
 
         t0 = time.perf_counter()
@@ -499,7 +499,7 @@ class _Worker:
             opts = opts.resolved()
             result = run_transfer(item.content, item.style, item.content_mask, item.style_mask, options=opts,
                                   vgg=self._vgg(opts))
-            save_image(result.image, item.output)
+            save_image(result.image, item.output, exif=photo_exif(item.content))
             masks = []
             if item.save_masks and result.content_labels is not None:
                 masks = [str(p) for p in save_masks(result.content_labels, result.style_labels,

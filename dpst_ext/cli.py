@@ -637,7 +637,7 @@ def _run_masks(args, sigs: _Signals) -> int:
 
 def _run_transfer(args, sigs: _Signals, flags: set[str]) -> int:
     # Heavy imports after argument parsing so --help and usage errors are instant.
-    from .image_io import save_image
+    from .image_io import photo_exif, save_image
     from .engine.memory import InsufficientMemoryError, reuse_freed_memory
     from .progress import ProgressPrinter
     from .transfer import HighresProgress, TransferInterrupted, TransferOptions, run_transfer
@@ -666,13 +666,14 @@ def _run_transfer(args, sigs: _Signals, flags: set[str]) -> int:
     except ValueError as e:
         return _fail(_as_flags(str(e), flags))
     printer = ProgressPrinter(sys.stderr, args.quiet)
+    exif = photo_exif(args.content)   # the content photo's camera, date, ... go with the output
 
     def callback(p):
         printer(p)
         if isinstance(p, HighresProgress):
             return
         if args.save_every and p.iteration % args.save_every == 0:
-            save_image(p.preview if p.preview is not None else p.image(), args.output, args.format)
+            save_image(p.preview if p.preview is not None else p.image(), args.output, args.format, exif)
 
     t0 = time.perf_counter()
     try:
@@ -686,11 +687,11 @@ def _run_transfer(args, sigs: _Signals, flags: set[str]) -> int:
             if e.image is None:
                 sys.stderr.write(f"\ndpst: {how} before any image was computed; nothing written\n")
             elif e.stage == "highres":
-                save_image(e.image, args.output, args.format)
+                save_image(e.image, args.output, args.format, exif)
                 sys.stderr.write(f"\ndpst: {how} during the full-size step (CG iteration {e.iteration}); wrote "
                                  f"the result upsampled without smoothing to {args.output}\n")
             else:
-                save_image(e.image, args.output, args.format)
+                save_image(e.image, args.output, args.format, exif)
                 sys.stderr.write(f"\ndpst: {how} (stage {e.stage}, iteration {e.iteration}); "
                                  f"wrote the best image so far to {args.output}\n")
         return status
@@ -701,7 +702,7 @@ def _run_transfer(args, sigs: _Signals, flags: set[str]) -> int:
     except (FileNotFoundError, ValueError, TypeError, InsufficientMemoryError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     with sigs.held():   # a write once begun completes
-        save_image(result.image, args.output, args.format)
+        save_image(result.image, args.output, args.format, exif)
         _save_auto_masks(result.content_labels, result.style_labels, args)
         if args.save_stage1 and result.stage1 is not None:
             save_image(result.stage1, args.save_stage1)

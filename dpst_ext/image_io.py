@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageOps
 
 __all__ = ["load_image", "to_pil", "save_image", "output_target", "atomic_output", "resize_long_side", "open_pil",
-           "rgb_to_lab", "ColourProfileWarning"]
+           "rgb_to_lab", "ColourProfileWarning", "photo_exif"]
 
 
 def open_pil(path) -> Image.Image:
@@ -267,16 +267,50 @@ def atomic_output(path) -> Iterator[Path]:
 ENCODER_OPTIONS = {"JPEG": dict(quality=95, subsampling=0), "WEBP": dict(quality=95), "PNG": dict(compress_level=3)}
 
 
-def save_image(image, path, format: str | None = None) -> Path:
+EXIF_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")   # where save_image writes a photo's EXIF
+
+
+def photo_exif(src) -> bytes | None:
+    """The EXIF block (camera, lens, date taken, GPS, ...) of the photo file ``src``, for an image made from
+    it: the orientation set to upright (loading applied it), the pixel dimensions dropped (the output's may
+    differ), the colour space set to sRGB (loading converted to it). None without EXIF, or for anything
+    that is not a readable image file."""
+    if not isinstance(src, (str, os.PathLike)):
+        return None
+    from PIL import ExifTags
+
+    try:
+        with Image.open(src) as im:
+            exif = im.getexif()
+            sub = exif.get_ifd(ExifTags.IFD.Exif)
+            exif.get_ifd(ExifTags.IFD.GPSInfo)         # (loaded, so written back)
+            if not exif:
+                return None
+            if ExifTags.Base.Orientation in exif:
+                exif[ExifTags.Base.Orientation] = 1
+            for tag in (ExifTags.Base.ExifImageWidth, ExifTags.Base.ExifImageHeight):
+                sub.pop(tag, None)
+            if ExifTags.Base.ColorSpace in sub:
+                sub[ExifTags.Base.ColorSpace] = 1
+            return exif.tobytes()
+    except Exception:   # noqa: BLE001 (metadata is a courtesy: an unreadable block is left out)
+        return None
+
+
+def save_image(image, path, format: str | None = None, exif: bytes | None = None) -> Path:
     """Write ``image`` to ``path`` atomically (a temporary file beside it, then a rename); the format is
-    ``format`` or follows the extension, encoded with ENCODER_OPTIONS. ``output_target`` says what is
-    refused; a symlink is written through; a missing folder is created. Returns the path written."""
+    ``format`` or follows the extension, encoded with ENCODER_OPTIONS, with ``exif`` (photo_exif) in the
+    formats of EXIF_FORMATS. ``output_target`` says what is refused; a symlink is written through; a missing
+    folder is created. Returns the path written."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     target, fmt = output_target(path, format, probe=False)   # creating the temporary file tests writability
     pil = image if isinstance(image, Image.Image) else to_pil(image)
+    options = dict(ENCODER_OPTIONS.get(fmt, {}))
+    if exif and fmt in EXIF_FORMATS:
+        options["exif"] = exif
     with atomic_output(target) as tmp:
         # Created as open() creates files (mode 0666 less the umask): tempfile.mkstemp would make it 0600, and
         # the rename would keep that, leaving outputs unreadable to other users.
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            pil.save(f, format=fmt, **ENCODER_OPTIONS.get(fmt, {}))
+            pil.save(f, format=fmt, **options)
     return Path(path)

@@ -196,6 +196,37 @@ def test_a_photo_with_a_colour_profile_is_converted_to_srgb(tmp_path):
         assert np.array_equal(load_image(tmp_path / "broken.png")[:, 0].T.numpy() * 255, a[0])
 
 
+def test_the_output_keeps_the_content_photos_exif(tmp_path):
+    """Camera and date taken go from the content photo to the output (CLI, JPEG and PNG), with the orientation
+    set upright (the pixels are), the stored pixel size dropped and the colour space said to be sRGB."""
+    from PIL import ExifTags
+
+    from dpst_ext import samples
+
+    photo = to_pil(samples.photo_megapixels(0.02, name="astronaut", dtype=torch.float32))   # stored sideways
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.Orientation] = "TestCam", 6
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    sub[ExifTags.Base.DateTimeOriginal] = "2026:01:02 03:04:05"
+    sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ColorSpace] = photo.width, 0xFFFF
+    photo.save(tmp_path / "content.jpg", exif=exif, quality=95)
+    save_image(samples.photo_megapixels(0.02, name="coffee", dtype=torch.float32), tmp_path / "style.png")
+    for ext in ("jpg", "png"):
+        r = run(["transfer", str(tmp_path / "content.jpg"), str(tmp_path / "style.png"),
+                 "-o", str(tmp_path / f"o.{ext}"), "--method", "fast", "--no-auto-masks", "-q"])
+        assert r.returncode == 0, r.stderr
+        with Image.open(tmp_path / f"o.{ext}") as out:
+            assert out.size == (photo.height, photo.width)        # upright
+            got = out.getexif()
+            sub = got.get_ifd(ExifTags.IFD.Exif)
+        assert got[ExifTags.Base.Make] == "TestCam" and got[ExifTags.Base.Orientation] == 1
+        assert sub[ExifTags.Base.DateTimeOriginal] == "2026:01:02 03:04:05" and sub[ExifTags.Base.ColorSpace] == 1
+        assert ExifTags.Base.ExifImageWidth not in sub
+    from dpst_ext.image_io import photo_exif
+
+    assert photo_exif(tmp_path / "style.png") is None and photo_exif(tmp_path / "missing.jpg") is None
+
+
 def test_save_is_atomic_and_follows_extension(tmp_path):
     t = torch.rand(3, 6, 5)
     save_image(t, tmp_path / "x.jpg")
