@@ -20,7 +20,7 @@ pytest.importorskip("tqdm")
 from dpst_ext.batch import STATE_NAME, SUMMARY_NAME, batch  # noqa: E402
 from dpst_ext.ray_workers import plan_workers, start_ray  # noqa: E402
 from dpst_ext.cli import main  # noqa: E402
-from dpst_ext.image_io import save_image, to_pil  # noqa: E402
+from dpst_ext.image_io import photo_exif, save_image, to_pil  # noqa: E402
 from dpst_ext.samples import photo  # noqa: E402
 from dpst_ext.transfer import run_transfer  # noqa: E402
 
@@ -69,6 +69,9 @@ def test_folder_batch_equals_single_transfers_and_resumes(photos, tmp_path):
     for p in inputs.iterdir():
         (tmp_path / "in" / p.name).write_bytes(p.read_bytes())
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG not really")    # a corrupt item among good ones
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"                                                # Make: outputs keep their photo's EXIF
+    Image.open(inputs / "astronaut.png").save(tmp_path / "in" / "astronaut.png", exif=exif)
     out = tmp_path / "out"
     argv = ["batch", str(tmp_path / "in"), "--style", str(photos / "style.jpg"), "-o", str(out), "--format", "jpg",
             "--name", "{stem}_in_{style}", *FAST]
@@ -84,8 +87,10 @@ def test_folder_batch_equals_single_transfers_and_resumes(photos, tmp_path):
         with Image.open(out / f"{name}_in_style.jpg") as im:
             assert im.format == "JPEG" and im.size == to_pil(single.image).size
         # The same image as a single transfer: written through the same JPEG encoder, byte for byte.
-        save_image(single.image, tmp_path / "single.jpg")
+        save_image(single.image, tmp_path / "single.jpg", exif=photo_exif(tmp_path / "in" / f"{name}.png"))
         assert (tmp_path / "single.jpg").read_bytes() == (out / f"{name}_in_style.jpg").read_bytes(), name
+        with Image.open(out / f"{name}_in_style.jpg") as im:
+            assert im.getexif().get(0x010F) == ("TestCam" if name == "astronaut" else None)
     before = _mtimes(out)
     before_bytes = (out / "rocket_in_style.jpg").read_bytes()
 
