@@ -54,24 +54,17 @@ def _to_srgb(img: Image.Image, name: str) -> Image.Image:
     from PIL import ImageCms
 
     if img.mode in ("RGBA", "LA", "P", "PA"):
-        img = img.convert("RGB" if img.mode != "LA" else "L")   # (alpha is dropped anyway; keep the profile)
-        img.info["icc_profile"] = icc
+        img = img.convert("L" if img.mode == "LA" else "RGB")   # (alpha is dropped anyway)
     try:
         if img.mode not in ("RGB", "L", "CMYK"):
             raise ImageCms.PyCMSError(f"mode {img.mode} is not converted")
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        return ImageCms.profileToProfile(img, profile, _srgb_profile(),
+        return ImageCms.profileToProfile(img, profile, ImageCms.createProfile("sRGB"),
                                          renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, ValueError) as e:
         warnings.warn(f"{name}: its embedded colour profile cannot be applied ({e}); its values are taken as sRGB",
                       ColourProfileWarning, stacklevel=3)
         return img
-
-
-def _srgb_profile():
-    from PIL import ImageCms
-
-    return ImageCms.createProfile("sRGB")
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:

@@ -177,6 +177,9 @@ def test_a_photo_with_a_colour_profile_is_converted_to_srgb(tmp_path):
     assert np.abs(got - a[0] / 255.0).max() > 30 / 255               # (the conversion is not a no-op)
     raw = load_image(tmp_path / "adobe.png", to_srgb=False)[:, 0].T.numpy()
     assert np.array_equal(raw * 255, a[0])
+    rgba = np.concatenate([a, np.full_like(a[..., :1], 200)], axis=2)     # alpha is dropped, the profile kept
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "adobe_rgba.png", icc_profile=_matrix_profile(ADOBE_RGB.T, 563 / 256))
+    assert torch.equal(load_image(tmp_path / "adobe_rgba.png"), load_image(tmp_path / "adobe.png"))
 
     from PIL import ImageCms
 
