@@ -76,12 +76,12 @@ def fused_iteration(device, preconditioner: str) -> bool:
     return torch.device(device).type in FUSED_DEVICES and preconditioner in PRECONDITIONERS
 
 
-def cg_vector_dtype(device, preconditioner: str) -> torch.dtype:
-    """The CG vectors' dtype for a solve on ``device`` with ``preconditioner`` when the caller needs float32
-    accuracy only (the full-resolution step): float32 where the fused passes run (fused_iteration), whose
-    float32 vectors take the float64 ones' iterations to the same residual (docs/engine.md), float64
-    elsewhere (the eager loop, validated in float64)."""
-    return torch.float32 if fused_iteration(device, preconditioner) else torch.float64
+def cg_vector_dtype(device, preconditioner: str, laplacian_dtype: torch.dtype = torch.float32) -> torch.dtype:
+    """The CG vectors' dtype for a solve on ``device`` with ``preconditioner`` and a Laplacian in
+    ``laplacian_dtype`` (smooth's default; the full-resolution step's, with its float32 Laplacian): the
+    Laplacian's where the fused passes run (fused_iteration), whose float32 vectors take the float64 ones'
+    iterations to the same residual (docs/engine.md), float64 elsewhere (the eager loop, validated in float64)."""
+    return laplacian_dtype if fused_iteration(device, preconditioner) else torch.float64
 
 
 def weight_from_beta(beta: float) -> float:
@@ -379,8 +379,8 @@ def smooth(content, y, beta: float = 0.9999, normalize=True, tol: float = 1e-6, 
     if laplacian_dtype is None:
         laplacian_dtype = content.dtype
     if vector_dtype is None:
-        lap_dtype = laplacian_dtype if laplacian is None else laplacian.dtype
-        vector_dtype = lap_dtype if fused_iteration(content.device, preconditioner) else torch.float64
+        vector_dtype = cg_vector_dtype(content.device, preconditioner,
+                                       laplacian_dtype if laplacian is None else laplacian.dtype)
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor (C, H, W), got {type(y).__name__}")
     if y.dim() != 3 or tuple(y.shape[1:]) != tuple(content.shape[1:]):
