@@ -3,8 +3,8 @@
 Accepted: a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4) in uint8 / uint16 / float
 0..1, or a torch tensor (3, H, W) / (1, 3, H, W) in 0..1. Files go through Pillow with the EXIF
 orientation applied; alpha is dropped, grayscale is replicated to RGB, 16-bit is scaled by 65535. A photo
-with an embedded colour profile (Display P3, Adobe RGB, a CMYK press profile, ...) is converted to sRGB,
-the space every step works in and the one an untagged output is read as.
+with an embedded ICC colour profile is converted to sRGB by LittleCMS (tests/test_cli.py checks an Adobe RGB
+one), the space every step works in and the one an untagged output is read as.
 Outputs are written atomically (a temporary file in the same folder, then os.replace), so an
 interrupted run never leaves a truncated image behind; ``output_target`` checks an output path before any
 work (folder, writability, format, no directory or special file).
@@ -254,9 +254,10 @@ def atomic_output(path) -> Iterator[Path]:
 
 
 # How outputs are encoded, where Pillow's defaults do not suit a finished photo. JPEG and WebP: quality 95
-# (Pillow's 75 and 80 leave blocks in skies), JPEG without chroma subsampling (a colour edge keeps full
-# resolution). PNG: zlib level 3, not 6: a 12 MP result encoded in 1.3 s instead of 3.8 s, 13% larger
-# (2026-12-07, 2-core AMD EPYC; JPEG q95 4:4:4: 0.06 s, 4.3 MB against q75 4:2:0's 1.0 MB).
+# (with Pillow's 75 and 80 a photo read back has 2.7x and 1.6x the mean error, tests/test_cli.py), JPEG
+# without chroma subsampling (4:4:4: colour at full resolution). PNG: zlib level 3, not 6: a 12 MP result
+# encoded in 1.3 s instead of 3.8 s, 13% larger (2026-12-07, 2-core AMD EPYC; JPEG q95 4:4:4: 0.06 s,
+# 4.3 MB against q75 4:2:0's 1.0 MB).
 ENCODER_OPTIONS = {"JPEG": dict(quality=95, subsampling=0), "WEBP": dict(quality=95), "PNG": dict(compress_level=3)}
 
 
