@@ -24,14 +24,16 @@ inline void define_laplacian_ops(torch::Library& m) {
   // after i in row-major order, computed in double from the image (window statistics included: no
   // stats argument, so no float32 rounding of them enters), stored in image dtype; 0 outside the image.
   m.def("laplacian_stencil(Tensor image, float eps) -> Tensor");
-  // M v from the stencil, for each of v's C channels (v: the stencil's dtype).
-  m.def("stencil_matvec(Tensor stencil, Tensor v) -> Tensor");
+  // M v from the stencil, for each of v's C channels (v: the stencil's dtype). normalized: the normalised
+  // Laplacian's product D^-1/2 M D^-1/2 v instead, D = diag(n), n_i the number of 3x3 windows containing
+  // pixel i (FastPhotoStyle's degree; csrc/window_math.h).
+  m.def("stencil_matvec(Tensor stencil, Tensor v, bool normalized=False) -> Tensor");
   // The same product written into out (v's shape and dtype, contiguous, not overlapping v): a solver's
   // buffer reused every iteration instead of a fresh image-sized allocation.
-  m.def("stencil_matvec_out(Tensor stencil, Tensor v, Tensor(a!) out) -> ()");
+  m.def("stencil_matvec_out(Tensor stencil, Tensor v, Tensor(a!) out, bool normalized=False) -> ()");
   // stencil_matvec_out that also returns (3, C) float64: v.v, v.(M v) and (M v).(M v) per channel (M v as
   // stored in out), summed in double in a fixed order: a CG iteration's p.Ap and |Ap|^2 without a pass.
-  m.def("stencil_matvec_dots(Tensor stencil, Tensor v, Tensor(a!) out) -> Tensor");
+  m.def("stencil_matvec_dots(Tensor stencil, Tensor v, Tensor(a!) out, bool normalized=False) -> Tensor");
 }
 
 inline void define_pcg_ops(torch::Library& m) {

@@ -215,4 +215,45 @@ DPST_HD inline int windows_covering(long long p, long long n) {
   return hi >= lo ? int(hi - lo + 1) : 0;
 }
 
+// n_i: the number of 3x3 windows inside the image that contain pixel i = (y, x), the degree of
+// FastPhotoStyle's matting affinity (dpst_ext/engine/smoothing.py), is the product of the counts along the
+// two axes, each 1..3 (0 where the axis is under 3 pixels: no window, M's row is 0, and any finite scale
+// serves; 1 is taken). sqrt(c) and 1/sqrt(c) of an axis count, as constants.
+DPST_HD inline double sqrt_count(int c) { return c == 3 ? 1.7320508075688772 : c == 2 ? 1.4142135623730951 : 1.0; }
+DPST_HD inline double rsqrt_count(int c) { return c == 3 ? 0.57735026918962573 : c == 2 ? 0.70710678118654757 : 1.0; }
+
+// (D^-1/2 M D^-1/2 v)_i with D = diag(n), the normalised Laplacian, for pixel i = (y, x) of NC channel
+// planes v (H x W apart), into out[0..NC), as stencil_product's differences:
+//     (1/n_i) sum_j M_ij (t_ij v_j - v_i),   t_ij = sqrt(n_i / n_j),
+// since the rows of M sum to 0. t_ij = 1 unless pixel i or j lies within 2 pixels of the border, so
+// inside the image the terms are stencil_product's, in its order, times 1/n_i = 1/9 (the CPU's interior
+// loop computes them so). The neighbours' ratios are found once for the NC channels.
+template <typename T, int NC>
+DPST_HD inline void stencil_product_normalized(const T* K, const T* v, long long H, long long W, long long y,
+                                               long long x, T out[NC]) {
+  const long long plane = H * W, i = y * W + x;
+  const int cy = windows_covering(y, H), cx = windows_covering(x, W);
+  const double root_ni = sqrt_count(cy) * sqrt_count(cx);
+  T vi[NC], acc[NC];
+  for (int c = 0; c < NC; ++c) {
+    vi[c] = v[c * plane + i];
+    acc[c] = 0;
+  }
+  for (int q = 0; q < kStencilOffsets; ++q) {
+    const int dy = stencil_dy(q), dx = stencil_dx(q);
+    const long long d = dy * W + dx;
+    for (int side = 0; side < 2; ++side) {   // j = i + d_q (K_q(i)), then j = i - d_q (K_q(j))
+      const long long yj = side ? y - dy : y + dy, xj = side ? x - dx : x + dx;
+      if (yj < 0 || yj >= H || xj < 0 || xj >= W) continue;
+      const long long j = yj * W + xj;
+      const int cyj = windows_covering(yj, H), cxj = windows_covering(xj, W);
+      const T t = cyj * cxj == cy * cx ? T(1) : T(root_ni * rsqrt_count(cyj) * rsqrt_count(cxj));
+      const T k = K[q * plane + (side ? j : i)];
+      for (int c = 0; c < NC; ++c) acc[c] += k * (t * v[c * plane + j] - vi[c]);
+    }
+  }
+  const T inv_n = T(1.0 / double((cy > 0 ? cy : 1) * (cx > 0 ? cx : 1)));
+  for (int c = 0; c < NC; ++c) out[c] = acc[c] * inv_n;
+}
+
 }  // namespace dpst

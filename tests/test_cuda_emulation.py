@@ -79,6 +79,7 @@ def all_ops(image, v, eps):
             stencil=call(lib.laplacian_stencil, image, eps),
             # (the CPU stencil for both products, as the CPU statistics above)
             stencil_matvec=call(lib.stencil_matvec, ops.laplacian_stencil(image, eps), v),
+            stencil_matvec_normalized=call(lib.stencil_matvec, ops.laplacian_stencil(image, eps), v, True),
         )
     return out
 
@@ -93,6 +94,15 @@ def check_against_reference(image, v, eps, res, tol):
     scale = float(np.max(absm @ np.abs(vv).T)) if m.size else 1.0
     assert rel_error(res["matvec"].reshape(v.shape[0], -1), want, scale) <= tol
     assert rel_error(res["stencil_matvec"].reshape(v.shape[0], -1), want, scale) <= tol
+    # D^-1/2 M D^-1/2 v, D = diag(windows containing each pixel), terms of size s |M| s |v|
+    n = np.zeros((h, w))
+    for ky in range(h - 2):
+        for kx in range(w - 2):
+            n[ky:ky + 3, kx:kx + 3] += 1
+    sq = 1 / np.sqrt(np.maximum(n, 1).reshape(-1))
+    want_n = ((sq[:, None] * m * sq[None, :]) @ vv.T).T
+    scale_n = float(np.max((sq[:, None] * absm * sq[None, :]) @ np.abs(vv).T)) if m.size else 1.0
+    assert rel_error(res["stencil_matvec_normalized"].reshape(v.shape[0], -1), want_n, scale_n) <= tol
     assert res["stencil"].shape == (12, h, w) and res["stencil"].dtype == image.dtype
     assert rel_error(stencil_dense(res["stencil"]), m, max(float(absm.max(initial=0)), 1.0)) <= tol
     # diagonal
@@ -253,9 +263,10 @@ def test_non_contiguous_inputs():
                                rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("normalized", [False, True], ids=["M", "normalized"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("shape", [(3, 7, 9), (1, 5, 3), (4, 19, 13)], ids=["3x7x9", "1x5x3", "4x19x13"])
-def test_product_with_its_sums_matches_the_cpu_kernel(shape, dtype, launch_shape):
+def test_product_with_its_sums_matches_the_cpu_kernel(shape, dtype, normalized, launch_shape):
     """The CUDA product with its sums (one kernel: the product and per-block partial sums, then their sums):
     the product bit for bit the plain kernel's; per channel v.v as the CPU kernel's, v.(M v) and (M v).(M v)
     as float64 sums of its own stored M v (float32 products may differ from the CPU's by FMA contraction), to
@@ -266,14 +277,17 @@ def test_product_with_its_sums_matches_the_cpu_kernel(shape, dtype, launch_shape
     v = torch.randn(c, h, w, generator=g, dtype=torch.float64).to(dtype)
     stencil = ops.laplacian_stencil(image, 1e-4)
     out = torch.full_like(v, float("nan"))
-    dots = emulated(EMU.stencil_matvec_dots, stencil, v, out)
-    assert torch.equal(out, emulated(EMU.stencil_matvec, stencil, v))
-    want = torch.ops.dpst.stencil_matvec_dots(stencil, v, torch.empty_like(v))
+    dots = emulated(EMU.stencil_matvec_dots, stencil, v, out, normalized)
+    assert torch.equal(out, emulated(EMU.stencil_matvec, stencil, v, normalized))
+    want_out = torch.empty_like(v)
+    want = torch.ops.dpst.stencil_matvec_dots(stencil, v, want_out, normalized)
+    assert_stats_close(out, want_out)                  # (up to FMA contraction)
     torch.testing.assert_close(dots[0], want[0], rtol=1e-14, atol=0)
     v64, m64 = v.double(), out.double()
     torch.testing.assert_close(dots[2], (m64 * m64).sum((1, 2)), rtol=1e-14, atol=0)   # (of its own M v)
     assert ((dots[1] - (v64 * m64).sum((1, 2))).abs() <= 1e-14 * (v64 * m64).abs().sum((1, 2))).all()
-    assert torch.equal(emulated(EMU.stencil_matvec_dots, stencil, v, torch.empty_like(v)), dots)   # no atomics
+    again = emulated(EMU.stencil_matvec_dots, stencil, v, torch.empty_like(v), normalized)
+    assert torch.equal(again, dots)   # no atomics
 
 
 # ---- the fused CG passes (csrc/cuda/pcg_kernels.cuh) against the CPU kernels ------------------------

@@ -79,10 +79,10 @@ def test_estimates_grow_with_size_and_options():
     assert estimate_highres_bytes(3000, 4000, smoothing="fast", laplacian_dtype=torch.float64) > base
     assert estimate_highres_bytes(3000, 4000, smoothing="fast", preconditioner="jacobi") > base
     assert estimate_highres_bytes(3000, 4000, smoothing="fast", preconditioner="multigrid") > base
-    # FastPhotoStyle's scaled system needs D^-1/2 (float64 and float32) and the matvec's input u = D^-1/2 p;
-    # the interior one reads p itself.
-    assert estimate_highres_bytes(3000, 4000, smoothing="fast", normalize=True) - base == \
-        (8 + 4 + 3 * 4) * 3000 * 4000
+    # float64 vectors: b beside y, x, r, p at 8 bytes, and the matvec's input u, p in the Laplacian's dtype
+    # (float32 vectors are b = y, x, r, p at 4 bytes, and the product reads p itself).
+    assert estimate_highres_bytes(3000, 4000, smoothing="fast", vector_dtype=torch.float64) - base == \
+        (4 * 3 * 8 - 3 * 3 * 4 + 3 * 4) * 3000 * 4000
 
 
 _REUSE_CHILD = r"""

@@ -33,6 +33,11 @@ def test_opcheck_every_op(size, dtype):
     torch.library.opcheck(torch.ops.dpst.stencil_matvec.default, (stencil, v.detach().requires_grad_()))
     torch.library.opcheck(torch.ops.dpst.stencil_matvec_out.default, (stencil, v.detach(), torch.empty_like(v)))
     torch.library.opcheck(torch.ops.dpst.stencil_matvec_dots.default, (stencil, v.detach(), torch.empty_like(v)))
+    torch.library.opcheck(torch.ops.dpst.stencil_matvec.default, (stencil, v.detach().requires_grad_(), True))
+    torch.library.opcheck(torch.ops.dpst.stencil_matvec_out.default,
+                          (stencil, v.detach(), torch.empty_like(v), True))
+    torch.library.opcheck(torch.ops.dpst.stencil_matvec_dots.default,
+                          (stencil, v.detach(), torch.empty_like(v), True))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -150,6 +155,7 @@ def test_matvec_is_differentiable_in_v():
     assert torch.autograd.gradcheck(lambda v: ops.laplacian_matvec(image, stats, v), (v,))
     stencil = ops.laplacian_stencil(image, EPS)
     assert torch.autograd.gradcheck(lambda v: ops.stencil_matvec(stencil, v), (v,))
+    assert torch.autograd.gradcheck(lambda v: ops.stencil_matvec(stencil, v, normalized=True), (v,))
 
 
 # ---- non-contiguous inputs ---------------------------------------------------------------------------

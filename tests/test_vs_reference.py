@@ -12,9 +12,9 @@ import torch
 
 from common import EPS, PHOTO_CROPS, TOL, max_rel, photo_crop, randn, stencil_dense
 from dpst_ext import samples
-from dpst_ext.engine import MattingLaplacian
+from dpst_ext.engine import LaplacianStencil, MattingLaplacian
 from dpst_ext.engine.reference import (diagonal_reference, loss_reference, matting_laplacian_dense,
-                                matting_laplacian_reference, matvec_reference)
+                                matting_laplacian_reference, matvec_reference, normalized_matvec_reference)
 
 DTYPES = [torch.float64, torch.float32]
 NOISE_SIZES = [(3, 3), (3, 4), (4, 3), (4, 9), (5, 5), (7, 11), (16, 13), (20, 20)]
@@ -106,6 +106,31 @@ def test_stencil_matches_reference(name, size, dtype):
     absm = np.abs(dense_ref.astype(np.float64))
     ones = torch.ones(size, dtype=dtype)
     assert max_rel(stencil.abs_matvec(ones), (absm @ np.ones(absm.shape[0])).reshape(size)) <= _tol(name, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name,size", list(_cases()) + [pytest.param("noise", (1, 6), id="noise-1x6"),
+                                                       pytest.param("noise", (9, 2), id="noise-9x2")])
+def test_normalized_stencil_product_matches_reference(name, size, dtype):
+    """The normalised product D^-1/2 M D^-1/2 v (FastPhotoStyle's system; D = diag(windows containing each
+    pixel)), in the stencil's pass: against the reference's scaled product, as M v is, on every size (the
+    border ring, where the degrees differ, is most of a small image) and on windowless images (M = 0)."""
+    image = _image(name, size).to(dtype)
+    stencil = LaplacianStencil(image, EPS)
+    v = randn(3, *size, seed=5, dtype=dtype)
+    got = stencil.matvec(v, normalized=True)
+    assert got.dtype == dtype and got.shape == v.shape
+    want = normalized_matvec_reference(image.double(), v.double(), EPS, _ref_dtype(name))
+    if min(size) < 3:
+        assert torch.equal(got, torch.zeros_like(v))
+        return
+    assert max_rel(got, want) <= _tol(name, dtype)
+    out = torch.empty_like(v)
+    dots = stencil.matvec_dots(v, out, normalized=True)
+    assert torch.equal(out, got)
+    v64, m64 = v.double(), got.double()
+    torch.testing.assert_close(dots, torch.stack([(v64 * v64).sum((1, 2)), (v64 * m64).sum((1, 2)),
+                                                  (m64 * m64).sum((1, 2))]), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", PHOTO_CROPS)

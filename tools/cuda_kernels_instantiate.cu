@@ -22,10 +22,10 @@ namespace cuda {
                                          double*, double*, cudaStream_t, const LaunchShape&);      \
   template void launch_laplacian_stencil<T>(const T*, T*, int64_t, int64_t, double, cudaStream_t,  \
                                             const LaunchShape&);                                   \
-  template void launch_stencil_matvec<T>(const T*, const T*, T*, int64_t, int64_t, int64_t,        \
+  template void launch_stencil_matvec<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, bool,  \
                                          cudaStream_t, const LaunchShape&);                        \
   template void launch_stencil_matvec_dots<T>(const T*, const T*, T*, int64_t, int64_t, int64_t,   \
-                                              double*, double*, cudaStream_t, const LaunchShape&);
+                                              bool, double*, double*, cudaStream_t, const LaunchShape&);
 DPST_INSTANTIATE(float)
 DPST_INSTANTIATE(double)
 

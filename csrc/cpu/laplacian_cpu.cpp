@@ -508,10 +508,11 @@ void stencil_kernel(const T* image, T* K, int64_t H, int64_t W, double eps) {
 }
 
 // Interior pixels x in [xa, xb) of row y (2 <= y < H-2, 2 <= x < W-2: all 24 neighbours inside), NC
-// channels: stencil_product's terms in its order, without the bounds tests, vectorised over x.
+// channels: stencil_product's terms in its order, without the bounds tests, vectorised over x, times
+// factor (1, or the normalised product's 1/9 where every neighbour's degree is 9).
 template <typename T, int NC>
 void stencil_product_row(const T* __restrict__ K, const T* __restrict__ v, T* __restrict__ out,
-                         int64_t H, int64_t W, int64_t y, int64_t xa, int64_t xb) {
+                         int64_t H, int64_t W, int64_t y, int64_t xa, int64_t xb, T factor) {
   const int64_t plane = H * W;
   const T* Kr = K + y * W;
   const T* V = v + y * W;
@@ -534,26 +535,36 @@ void stencil_product_row(const T* __restrict__ K, const T* __restrict__ v, T* __
       }
     }
 #pragma GCC unroll 3
-    for (int c = 0; c < NC; ++c) O[c * plane + x] = acc[c];
+    for (int c = 0; c < NC; ++c) O[c * plane + x] = acc[c] * factor;
   }
 }
 
-// With dots (3 x C x H doubles, this group's channels at c0 of C), each row y also leaves its sums of
-// v.v, v.(M v) and (M v).(M v) (M v as stored in out) per channel in double, while the row is in cache.
+// normalized: D^-1/2 M D^-1/2 v (stencil_product_normalized) in place of M v. With dots (3 x C x H doubles,
+// this group's channels at c0 of C), each row y also leaves its sums of v.v, v.(M v) and (M v).(M v) (M v
+// as stored in out) per channel in double, while the row is in cache.
 template <typename T, int NC>
-void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W, double* dots = nullptr,
-                      int64_t c0 = 0, int64_t C = 0) {
+void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W, bool normalized,
+                      double* dots = nullptr, int64_t c0 = 0, int64_t C = 0) {
   const int64_t plane = H * W;
+  // The interior loop takes the pixels whose 24 neighbours lie inside (2 from the border) and, for the
+  // normalised product, whose neighbours' degrees are all 9 (4 from the border).
+  const int64_t b = normalized ? 4 : 2;
+  const T factor = normalized ? T(1.0 / 9.0) : T(1);
   // Whole rows, in runs of rows per thread: long unit-stride streams (28 of them per row for 3
   // channels) suit the hardware prefetchers; measured faster than tiles of <= 512 columns.
   at::parallel_for(0, H, 8, [&](int64_t ya, int64_t yb) {
     for (int64_t y = ya; y < yb; ++y) {
-      const bool interior = y >= 2 && y < H - 2 && W > 4;
-      if (interior) stencil_product_row<T, NC>(K, v, out, H, W, y, 2, W - 2);
+      const bool interior = y >= b && y < H - b && W > 2 * b;
+      if (interior) stencil_product_row<T, NC>(K, v, out, H, W, y, b, W - b, factor);
       for (int64_t x = 0; x < W; ++x) {
-        if (interior && x == 2) x = W - 2;  // (the interior columns are done)
-        for (int c = 0; c < NC; ++c)
-          out[c * plane + y * W + x] = stencil_product(K, v + c * plane, H, W, y, x);
+        if (interior && x == b) x = W - b;  // (the interior columns are done)
+        if (normalized) {
+          T m[NC];
+          stencil_product_normalized<T, NC>(K, v, H, W, y, x, m);
+          for (int c = 0; c < NC; ++c) out[c * plane + y * W + x] = m[c];
+          continue;
+        }
+        for (int c = 0; c < NC; ++c) out[c * plane + y * W + x] = stencil_product(K, v + c * plane, H, W, y, x);
       }
       if (dots)
         for (int c = 0; c < NC; ++c) {
@@ -576,13 +587,14 @@ void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W, doub
 }
 
 template <typename T>
-void stencil_matvec_kernel(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W,
+void stencil_matvec_kernel(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W, bool normalized,
                            double* dots = nullptr) {
   const int64_t plane = H * W;
   int64_t c = 0;
-  for (; C - c >= 3; c += 3) stencil_channels<T, 3>(K, v + c * plane, out + c * plane, H, W, dots, c, C);
-  if (C - c == 2) stencil_channels<T, 2>(K, v + c * plane, out + c * plane, H, W, dots, c, C);
-  if (C - c == 1) stencil_channels<T, 1>(K, v + c * plane, out + c * plane, H, W, dots, c, C);
+  for (; C - c >= 3; c += 3)
+    stencil_channels<T, 3>(K, v + c * plane, out + c * plane, H, W, normalized, dots, c, C);
+  if (C - c == 2) stencil_channels<T, 2>(K, v + c * plane, out + c * plane, H, W, normalized, dots, c, C);
+  if (C - c == 1) stencil_channels<T, 1>(K, v + c * plane, out + c * plane, H, W, normalized, dots, c, C);
 }
 
 template <typename T>
@@ -692,20 +704,23 @@ at::Tensor laplacian_stencil_cpu(const at::Tensor& image_, double eps) {
   return K;
 }
 
-void stencil_matvec_out_cpu(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out) {
+void stencil_matvec_out_cpu(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out,
+                            bool normalized) {
   check_stencil(stencil_, v_);
   const auto K = stencil_.contiguous(), v = v_.contiguous();
   check_stencil_out(K, v, out);  // (the overlap with what the kernel reads: copies of strided inputs do not)
   const int64_t C = v.size(0), H = v.size(1), W = v.size(2);
   if (out.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec_cpu", [&] {
-    stencil_matvec_kernel(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), C, H, W);
+    stencil_matvec_kernel(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), C, H, W,
+                          normalized);
   });
 }
 
 // stencil_matvec_out, and (3, C) float64: v.v, v.(M v) and (M v).(M v) per channel, summed row by row in
 // order.
-at::Tensor stencil_matvec_dots_cpu(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out) {
+at::Tensor stencil_matvec_dots_cpu(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out,
+                                   bool normalized) {
   check_stencil(stencil_, v_);
   const auto K = stencil_.contiguous(), v = v_.contiguous();
   check_stencil_out(K, v, out);
@@ -714,7 +729,7 @@ at::Tensor stencil_matvec_dots_cpu(const at::Tensor& stencil_, const at::Tensor&
   if (out.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec_dots_cpu", [&] {
       stencil_matvec_kernel(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), C, H, W,
-                            rows.data());
+                            normalized, rows.data());
     });
   }
   std::vector<double> total(size_t(3 * C), 0.0);
@@ -723,10 +738,10 @@ at::Tensor stencil_matvec_dots_cpu(const at::Tensor& stencil_, const at::Tensor&
   return at::tensor(total, v.options().dtype(at::kDouble)).reshape({3, C});
 }
 
-at::Tensor stencil_matvec_cpu(const at::Tensor& stencil_, const at::Tensor& v_) {
+at::Tensor stencil_matvec_cpu(const at::Tensor& stencil_, const at::Tensor& v_, bool normalized) {
   check_stencil(stencil_, v_);
   auto out = empty_output(v_.sizes(), v_.options());
-  stencil_matvec_out_cpu(stencil_, v_, out);
+  stencil_matvec_out_cpu(stencil_, v_, out, normalized);
   return out;
 }
 

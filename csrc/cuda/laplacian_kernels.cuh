@@ -421,12 +421,21 @@ void launch_laplacian_stencil(const T* image, T* K, int64_t H, int64_t W, double
   DPST_LAUNCH(laplacian_stencil_kernel<T>, grid, block, 0, stream, image, K, H, W, eps);
 }
 
-// With Dots, also partials[k][c][block] (k = 0: v.v, 1: v.(M v), 2: (M v).(M v), M v as stored in out),
-// each block's sum in double (block_sum): every thread of the block takes part, those outside the image
-// with zeros.
+// normalized: D^-1/2 M D^-1/2 v (stencil_product_normalized) in place of M v. With Dots, also
+// partials[k][c][block] (k = 0: v.v, 1: v.(M v), 2: (M v).(M v), M v as stored in out), each block's sum in
+// double (block_sum): every thread of the block takes part, those outside the image with zeros.
+template <typename T>
+DPST_HD inline T stencil_product_of(bool normalized, const T* K, const T* v, int64_t H, int64_t W, int64_t y,
+                                    int64_t x) {
+  if (!normalized) return stencil_product(K, v, H, W, y, x);
+  T m[1];
+  stencil_product_normalized<T, 1>(K, v, H, W, y, x, m);
+  return m[0];
+}
+
 template <typename T, bool Dots>
 __global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restrict__ v,
-                                      T* __restrict__ out, int64_t C, int64_t H, int64_t W,
+                                      T* __restrict__ out, int64_t C, int64_t H, int64_t W, bool normalized,
                                       double* __restrict__ partials) {
   const int64_t x = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t y = int64_t(blockIdx.y) * blockDim.y + threadIdx.y;
@@ -434,7 +443,7 @@ __global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restri
   if constexpr (!Dots) {
     if (!inside) return;
     for (int64_t c = 0; c < C; ++c)
-      out[(c * H + y) * W + x] = stencil_product(K, v + c * H * W, H, W, y, x);
+      out[(c * H + y) * W + x] = stencil_product_of(normalized, K, v + c * H * W, H, W, y, x);
   } else {
     DPST_DYNAMIC_SHARED(smem);
     double* red = reinterpret_cast<double*>(smem);
@@ -444,7 +453,7 @@ __global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restri
       double sums[3] = {0, 0, 0};
       if (inside) {
         const int64_t k = (c * H + y) * W + x;
-        const T m = stencil_product(K, v + c * H * W, H, W, y, x);
+        const T m = stencil_product_of(normalized, K, v + c * H * W, H, W, y, x);
         out[k] = m;
         const double vk = v[k], mk = m;
         sums[0] = vk * vk;
@@ -465,22 +474,23 @@ inline dim3 stencil_grid(int64_t H, int64_t W, const LaunchShape& s) {
 }
 
 template <typename T>
-void launch_stencil_matvec(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W,
+void launch_stencil_matvec(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W, bool normalized,
                            cudaStream_t stream, const LaunchShape& s = {}) {
   auto* kernel = stencil_matvec_kernel<T, false>;  // (a two-argument template does not fit the macro)
   DPST_LAUNCH(kernel, stencil_grid(H, W, s), dim3(s.tile_x, s.tile_y), 0, stream, K, v, out, C, H, W,
-              nullptr);
+              normalized, nullptr);
 }
 
 // The product, and totals (3 C doubles): v.v per channel, then v.(M v), then (M v).(M v). partials: 3 C
 // times stencil_grid(H, W, s).x * .y doubles of scratch. One launch for the partials, one for their sums.
 template <typename T>
-void launch_stencil_matvec_dots(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W,
+void launch_stencil_matvec_dots(const T* K, const T* v, T* out, int64_t C, int64_t H, int64_t W, bool normalized,
                                 double* partials, double* totals, cudaStream_t stream,
                                 const LaunchShape& s = {}) {
   const dim3 grid = stencil_grid(H, W, s), block(s.tile_x, s.tile_y);
   auto* kernel = stencil_matvec_kernel<T, true>;
-  DPST_LAUNCH(kernel, grid, block, block.x * block.y * sizeof(double), stream, K, v, out, C, H, W, partials);
+  DPST_LAUNCH(kernel, grid, block, block.x * block.y * sizeof(double), stream, K, v, out, C, H, W, normalized,
+              partials);
   DPST_LAUNCH(sum_partials_kernel, dim3(unsigned(3 * C)), dim3(s.threads), s.threads * sizeof(double), stream,
               partials, int64_t(grid.x) * grid.y, totals);
 }

@@ -129,7 +129,8 @@ struct Ops {
     return K;
   }
 
-  static void stencil_matvec_out(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out) {
+  static void stencil_matvec_out(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out,
+                                 bool normalized) {
     check_stencil(stencil_, v_);
     check_rows(stencil_, Backend::shape());
     typename Backend::Scope scope(v_);
@@ -139,12 +140,13 @@ struct Ops {
     if (out.numel() == 0) return;
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec", [&] {
       launch_stencil_matvec(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                            C, H, W, scope.stream, Backend::shape());
+                            C, H, W, normalized, scope.stream, Backend::shape());
     });
     Backend::check_launch();
   }
 
-  static at::Tensor stencil_matvec_dots(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out) {
+  static at::Tensor stencil_matvec_dots(const at::Tensor& stencil_, const at::Tensor& v_, const at::Tensor& out,
+                                        bool normalized) {
     check_stencil(stencil_, v_);
     check_rows(stencil_, Backend::shape());
     typename Backend::Scope scope(v_);
@@ -159,17 +161,17 @@ struct Ops {
     auto totals = at::empty({3, C}, f64);
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "stencil_matvec_dots", [&] {
       launch_stencil_matvec_dots(K.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                 C, H, W, partials.data_ptr<double>(), totals.data_ptr<double>(), scope.stream,
-                                 shape);
+                                 C, H, W, normalized, partials.data_ptr<double>(), totals.data_ptr<double>(),
+                                 scope.stream, shape);
     });
     Backend::check_launch();
     return totals;
   }
 
-  static at::Tensor stencil_matvec(const at::Tensor& stencil_, const at::Tensor& v_) {
+  static at::Tensor stencil_matvec(const at::Tensor& stencil_, const at::Tensor& v_, bool normalized) {
     check_stencil(stencil_, v_);
     auto out = at::empty(v_.sizes(), v_.options());
-    stencil_matvec_out(stencil_, v_, out);
+    stencil_matvec_out(stencil_, v_, out, normalized);
     return out;
   }
 

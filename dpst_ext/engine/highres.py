@@ -68,7 +68,7 @@ def upscale_result(content_full, content_small, result_small, smoothing: str = "
     info = report if report is not None else {}
     if plan is None:
         plan = plan_highres(h, w, device=content_full.device, available=available, smoothing=smoothing,
-                            preconditioner=preconditioner, normalize=normalize,
+                            preconditioner=preconditioner,
                             working_pixels=content_small.shape[1] * content_small.shape[2])
     info["memory_estimate"] = plan.estimate
     info["memory_available"] = plan.available

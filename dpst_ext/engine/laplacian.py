@@ -194,19 +194,22 @@ class LaplacianStencil:
     def __repr__(self):
         return f"LaplacianStencil({self.height}x{self.width}, dtype={self.dtype}, device={self.device})"
 
-    def matvec(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def matvec(self, v: torch.Tensor, out: torch.Tensor | None = None, normalized: bool = False) -> torch.Tensor:
         """M v for v (C, H, W) in the stencil's dtype; into ``out`` when given (ops.stencil_matvec_out: a
-        buffer reused across products, not differentiable)."""
+        buffer reused across products, not differentiable). ``normalized``: the normalised Laplacian's
+        product D^-1/2 M D^-1/2 v instead, D = diag(n) with n_i the number of 3x3 windows containing pixel i
+        (smoothing.window_counts: FastPhotoStyle's degree), in the same pass."""
         if out is not None:
-            return ops.stencil_matvec_out(self.weights, v, out)
-        return ops.stencil_matvec(self.weights, v)
+            return ops.stencil_matvec_out(self.weights, v, out, normalized)
+        return ops.stencil_matvec(self.weights, v, normalized)
 
     __matmul__ = matvec
 
-    def matvec_dots(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """M v into ``out`` (as ``matvec``), returning (3, C) float64: v.v, v.(M v) and (M v).(M v) per channel,
-        summed in the same pass (ops.stencil_matvec_dots: what a CG iteration needs of p and A p)."""
-        return ops.stencil_matvec_dots(self.weights, v, out)
+    def matvec_dots(self, v: torch.Tensor, out: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """M v (or, ``normalized``, D^-1/2 M D^-1/2 v) into ``out`` (as ``matvec``), returning (3, C) float64:
+        v.v, v.(M v) and (M v).(M v) per channel, summed in the same pass (ops.stencil_matvec_dots: what a CG
+        iteration needs of p and A p)."""
+        return ops.stencil_matvec_dots(self.weights, v, out, normalized)
 
     def _off_diagonal(self, v: torch.Tensor | None, absolute: bool) -> torch.Tensor:
         """sum_{j != i} f(M_ij) v_j as (H, W) float64, f = abs or identity; v None means ones."""

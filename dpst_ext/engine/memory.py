@@ -8,23 +8,23 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
     upsampled result y (content dtype)                 C * 4
     Laplacian: image copy in its dtype + stencil       3 * s (0 if the content already is) + 12 * s
                (built from the image directly: the window statistics are never held)
-    operator: D^-1/2 (float64 + Laplacian dtype; normalize=True only)                  8 + s
-              diag(A) (float64) and its inverse (v), Jacobi only                          8 + v
+    operator: diag(A) (float64) and its inverse (v), Jacobi only          8 + v
+              (FastPhotoStyle's D^-1/2 is applied inside the product: no map)
     multigrid preconditioner (if chosen), measured                    125
     CG: b, x, r, p                                     4 * C * v  (3 * C * v on float32 vectors: b is y)
     one product A p: u and S u in the Laplacian dtype, then A p (v)   C * s + C * v  (peak of the two)
     unaccounted (allocator, mixed-dtype temporaries), measured         60
     -- or, for the fused iteration (smoothing.fused_iteration: any preconditioner on the CPU or CUDA; its
        vectors are float32, smoothing.cg_vector_dtype, unless vector_dtype says otherwise):
-    one product: M u in the Laplacian dtype, and u = D^-1/2 p unless the matvec reads p itself
-    (normalize="interior" or False, vectors in the Laplacian dtype)     2 * C * s or C * s
+    one product: S u in the Laplacian dtype, and u = p in that dtype unless the matvec reads p itself
+    (vectors in the Laplacian dtype)                                    2 * C * s or C * s
     unaccounted, measured on the CPU (estimate / peak 1.03-1.20, tests/test_memory.py, 2026-12-03)   0
 
-The tensors above sum to 216 B/px (232 with Jacobi) for float32 matvecs and float64 vectors with the eager
-loop (other devices) on FastPhotoStyle's normalised system; its measured peak RSS was ~270 B/px at 4 MP (1.42 GiB
-total with the interpreter and a loaded photo, when the operator held the 36 B/px window statistics), hence the
-60 B/px term. The fused iteration on the full-resolution step's system ("interior", no preconditioner) sums to
-192 B/px on float64 vectors, 132 B/px on float32 ones (estimate / peak: tests/test_memory.py). The
+The tensors above sum to 204 B/px (220 with Jacobi) for float32 matvecs and float64 vectors with the eager
+loop (other devices); FastPhotoStyle's normalised system, measured when it also held D^-1/2 (12 B/px more)
+and the operator the 36 B/px window statistics, peaked at ~270 B/px at 4 MP (1.42 GiB total with the
+interpreter and a loaded photo), hence the 60 B/px term. The fused iteration without a preconditioner sums to
+192 B/px on float64 vectors, 132 B/px on float32 ones, for either system (estimate / peak: tests/test_memory.py). The
 multigrid's 125 B/px: its basis (16), smoother (8) and the setup's probes and the cycle's temporaries,
 fitted to the peak of tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908
 estimated, 2026-12-03, when diag(A) was still built for every solve; 917 measured and 850 estimated without
@@ -91,10 +91,10 @@ def _nbytes(dtype) -> int:
 def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing: str = "fast",
                            laplacian_dtype=torch.float32, vector_dtype=None,
                            preconditioner: str = "none", working_pixels: int = 1024 * 768,
-                           band_rows: int = 32, device="cpu", normalize="interior") -> int:
-    """Peak bytes of upscale_result at (height, width) (module docstring). The working-size fit
-    (float64, ~40 values per working pixel alive at once) is added as it is alive during the upsampling only.
-    normalize: the smoothing system's (upscale_result's argument)."""
+                           band_rows: int = 32, device="cpu") -> int:
+    """Peak bytes of upscale_result at (height, width) (module docstring), whichever its smoothing system. The
+    working-size fit (float64, ~40 values per working pixel alive at once) is added as it is alive during the
+    upsampling only."""
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     if smoothing not in ("off", "fast", "exact"):
@@ -114,15 +114,15 @@ def estimate_highres_bytes(height: int, width: int, channels: int = 3, smoothing
         # The operator's image (a copy unless float32) and M's stencil, 12 values per pixel (built from the
         # image directly: no window statistics).
         lap = (0 if s == 4 else 3 * s) * n + 12 * s * n
-        # D^-1/2 only for the FastPhotoStyle normalisation; diag(A) and its inverse only for Jacobi.
-        operator = ((8 + s if normalize is True else 0) + (8 + v if preconditioner == "jacobi" else 0)) * n
+        # diag(A) and its inverse only for Jacobi (the normalisation's D^-1/2 is applied inside the product).
+        operator = (8 + v if preconditioner == "jacobi" else 0) * n
         if preconditioner == "multigrid":
             operator += MULTIGRID_BYTES_PER_PIXEL * n
         cg = (3 if v == 4 else 4) * c * v * n      # b, x, r, p; on float32 vectors b is the result y itself
         # The fused iteration (smoothing.batched_pcg -> ops.pcg_*) holds u and M u only, and none of the
         # eager loop's mixed-dtype temporaries (measured on the CPU: its slack term is 0).
         fused = fused_iteration(device, preconditioner)
-        reads_p = normalize is not True and v == s     # no u: SmoothingOperator and _fused_pcg read p itself
+        reads_p = v == s     # no u: SmoothingOperator and _fused_pcg read p itself
         product = ((1 if reads_p else 2) * c * s if fused else c * s + c * v) * n
         slack = (0 if fused else 60) * n
         peak = content + result + lap + operator + cg + product + slack

@@ -47,25 +47,29 @@ def laplacian_stencil(image: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return torch.ops.dpst.laplacian_stencil.default(image, eps)
 
 
-def stencil_matvec(stencil: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def stencil_matvec(stencil: torch.Tensor, v: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     """M v for each of v's channels (C, H, W) from laplacian_stencil's output, as differences of v (constants
-    stay exactly in M's null space)."""
-    return torch.ops.dpst.stencil_matvec.default(stencil, v)
+    stay exactly in M's null space). ``normalized``: the normalised Laplacian's product D^-1/2 M D^-1/2 v
+    instead, D = diag(n), n_i the number of 3x3 windows containing pixel i (FastPhotoStyle's degree), as
+    (1/n_i) sum_j M_ij (sqrt(n_i/n_j) v_j - v_i)."""
+    return torch.ops.dpst.stencil_matvec.default(stencil, v, normalized)
 
 
-def stencil_matvec_out(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def stencil_matvec_out(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                       normalized: bool = False) -> torch.Tensor:
     """stencil_matvec written into ``out`` (v's shape and dtype, contiguous, sharing no memory with v), which
     is returned: a solver reuses one buffer instead of allocating an image-sized product every iteration.
     Not differentiable."""
-    torch.ops.dpst.stencil_matvec_out.default(stencil, v, out)
+    torch.ops.dpst.stencil_matvec_out.default(stencil, v, out, normalized)
     return out
 
 
-def stencil_matvec_dots(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def stencil_matvec_dots(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                        normalized: bool = False) -> torch.Tensor:
     """stencil_matvec_out, and (3, C) float64: v.v, v.(M v) and (M v).(M v) per channel, with M v as stored
     in ``out``, summed in double in a fixed order. A CG iteration gets p.Ap = p.p + w p.Mp and |Ap|^2 from
     its product, without a pass of its own over p and M p. Not differentiable."""
-    return torch.ops.dpst.stencil_matvec_dots.default(stencil, v, out)
+    return torch.ops.dpst.stencil_matvec_dots.default(stencil, v, out, normalized)
 
 
 # ---- fused CG passes on A v = v + weight s.M(s.v) (CPU, CUDA; dpst_ext.engine.smoothing.batched_pcg) ----
@@ -169,7 +173,7 @@ def _(image, eps):
 
 
 @torch.library.register_fake("dpst::stencil_matvec")
-def _(stencil, v):
+def _(stencil, v, normalized=False):
     torch._check(stencil.dim() == 3 and stencil.shape[0] == 12,
                  lambda: f"stencil must have shape (12, H, W) (from laplacian_stencil), got {tuple(stencil.shape)}")
     torch._check(stencil.dtype in (torch.float32, torch.float64),
@@ -183,7 +187,7 @@ def _(stencil, v):
 
 
 @torch.library.register_fake("dpst::stencil_matvec_dots")
-def _(stencil, v, out):
+def _(stencil, v, out, normalized=False):
     torch._check(tuple(out.shape) == tuple(v.shape) and out.dtype == v.dtype,
                  lambda: f"out must have v's shape and dtype, got {tuple(out.shape)} {out.dtype}")
     return torch.ops.dpst.stencil_matvec.default(stencil, v).new_empty((3, v.shape[0]), dtype=torch.float64)
@@ -209,12 +213,14 @@ torch.library.register_autograd("dpst::laplacian_matvec", _matvec_backward, setu
 
 def _stencil_setup_context(ctx, inputs, output):
     ctx.save_for_backward(inputs[0])
+    ctx.normalized = inputs[2] if len(inputs) > 2 else False
 
 
 def _stencil_backward(ctx, grad):
     (stencil,) = ctx.saved_tensors
-    grad_v = stencil_matvec(stencil, grad.contiguous()) if ctx.needs_input_grad[1] else None
-    return None, grad_v
+    # M and D^-1/2 M D^-1/2 are symmetric: the vector-Jacobian product is the same product again.
+    grad_v = stencil_matvec(stencil, grad.contiguous(), ctx.normalized) if ctx.needs_input_grad[1] else None
+    return None, grad_v, None
 
 
 torch.library.register_autograd("dpst::stencil_matvec", _stencil_backward, setup_context=_stencil_setup_context)

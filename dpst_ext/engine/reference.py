@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse
 
 __all__ = ["as_hwc", "window_blocks", "window_blocks_exact", "matting_laplacian_reference", "matting_laplacian_dense",
-           "matvec_reference", "diagonal_reference", "loss_reference"]
+           "matvec_reference", "normalized_matvec_reference", "diagonal_reference", "loss_reference"]
 
 
 def as_hwc(image) -> np.ndarray:
@@ -164,6 +164,18 @@ def matvec_reference(image, v, eps: float = 1e-7, dtype=np.longdouble) -> np.nda
     for ch in range(c):
         np.add.at(out[ch], ids, np.einsum("kab,kb->ka", blocks, flat[ch][ids]))
     return out.reshape(c, h, w)
+
+
+def normalized_matvec_reference(image, v, eps: float = 1e-7, dtype=np.longdouble) -> np.ndarray:
+    """D^-1/2 M D^-1/2 v (FastPhotoStyle's normalised Laplacian) in ``dtype``, for v of shape (C, H, W), with
+    D = diag(n): n_i the number of windows containing pixel i, counted from the windows themselves (1 where
+    there is none: M's row is 0 there)."""
+    h, w = as_hwc(image).shape[:2]
+    v = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v).astype(dtype)
+    ids, _ = window_blocks(image, eps, np.float64)
+    n = np.bincount(ids.reshape(-1), minlength=h * w).reshape(h, w)
+    s = dtype(1) / np.sqrt(np.maximum(n, 1).astype(dtype))
+    return s * matvec_reference(image, v * s, eps, dtype)
 
 
 def diagonal_reference(image, eps: float = 1e-7, dtype=np.float64) -> np.ndarray:

@@ -41,7 +41,7 @@ tests/test_smoothing.py and docs/experiments/2026-11-smoothing-solver.md for mea
 On the CPU and on CUDA, batched_pcg runs a SmoothingOperator's iteration in the engine's fused passes
 (dpst_ext.engine.ops.pcg_direction / pcg_curvature / pcg_update / pcg_step; csrc/cpu/pcg_cpu.cpp, and the CUDA
 kernels of csrc/cuda/pcg_kernels.cuh with the same per-pixel formulas): at most three passes over the vectors
-per iteration besides the matvec (one for the system without scale or preconditioner), same arithmetic
+per iteration besides the matvec (one without a preconditioner), same arithmetic
 (computed in double, vectors stored as float64 or float32, sums in double), about half the time and memory
 of the eager torch loop on the CPU, which stays the path for other operators and other devices
 (benchmarks/cg_iteration.py; docs/engine.md). Jacobi runs inside the passes; another preconditioner (the
@@ -118,14 +118,7 @@ class SmoothingOperator:
         if normalize == "interior":     # D = 9 I: a constant scale, folded into the weight
             weight, normalize = weight / 9.0, False
         self.weight = float(weight)
-        self.normalize = bool(normalize)
-        if self.normalize:
-            n = window_counts(self.stencil.height, self.stencil.width, torch.float64, self.stencil.device)
-            # Pixels in no window (images under 3 px) have M's row = 0: any finite scale works.
-            self._scale = torch.where(n > 0, n, torch.ones_like(n)).rsqrt()       # D^-1/2, float64
-            self._scale_lap = self._scale.to(self.dtype)
-        else:
-            self._scale = self._scale_lap = None
+        self.normalize = bool(normalize)   # the products then take stencil_matvec's normalised form
         self._diagonal = None
 
     @property
@@ -133,14 +126,24 @@ class SmoothingOperator:
         """The Laplacian's dtype, in which the products run."""
         return self.stencil.dtype
 
+    def _scale(self, dtype) -> torch.Tensor:
+        """D^-1/2 as (H, W) in ``dtype`` (ones without the normalisation); made when asked: only Jacobi and the
+        multigrid need it, the products scale inside the stencil's pass."""
+        st = self.stencil
+        if not self.normalize:
+            return torch.ones(st.height, st.width, dtype=dtype, device=st.device)
+        n = window_counts(st.height, st.width, torch.float64, st.device)
+        # Pixels in no window (images under 3 px) have M's row = 0: any finite scale works.
+        return torch.where(n > 0, n, torch.ones_like(n)).rsqrt().to(dtype)
+
     @property
     def diagonal(self) -> torch.Tensor:
         """diag(A) (H, W), float64: computed on first use (Jacobi), so a solve without it neither pays for M's
         diagonal nor holds it."""
         if self._diagonal is None:
             diag_s = self.stencil.diagonal()
-            if self._scale is not None:
-                diag_s.mul_(self._scale ** 2)
+            if self.normalize:
+                diag_s.mul_(self._scale(torch.float64) ** 2)
             self._diagonal = diag_s.mul_(self.weight).add_(1.0)
         return self._diagonal
 
@@ -148,8 +151,7 @@ class SmoothingOperator:
         """sum_j |A_ij| as (H, W) in the Laplacian's dtype: the l1 row sums, A's bound for a Jacobi-type
         smoother (dpst_ext.engine.multigrid)."""
         st = self.stencil
-        s = torch.ones(st.height, st.width, dtype=st.dtype, device=st.device) if self._scale is None \
-            else self._scale_lap
+        s = self._scale(st.dtype)
         out = st.abs_matvec(s).to(st.dtype)
         out.mul_(s).mul_(self.weight).add_(1.0)
         return out
@@ -159,7 +161,7 @@ class SmoothingOperator:
         normalised)."""
         img = self.image
         null = torch.cat([torch.ones_like(img[:1]), img])
-        return null if self._scale is None else null.div_(self._scale_lap)
+        return null.div_(self._scale(self.dtype)) if self.normalize else null
 
     def fused_cg(self, b: torch.Tensor, inv_diag=None) -> bool:
         """Whether batched_pcg can run its iteration on this operator in the engine's fused passes
@@ -169,19 +171,12 @@ class SmoothingOperator:
                 and b.dim() == 3 and b.shape[0] > 0 and (inv_diag is None or inv_diag.device == b.device))
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        """A v in v's dtype; the Laplacian product runs in the Laplacian's dtype. In-place where possible:
-        the temporaries are two (C, H, W) tensors in the Laplacian's dtype (dpst_ext.engine.memory counts
-        them)."""
-        if self.normalize or v.dtype != self.dtype:
-            u = v.to(self.dtype, copy=True)
-            if self.normalize:
-                u.mul_(self._scale_lap)
-        else:
-            u = v                              # the matvec only reads it
-        su = self.stencil.matvec(u)
+        """A v in v's dtype; the Laplacian product (with the scale: stencil_matvec's normalised form) runs in
+        the Laplacian's dtype. In-place where possible: the temporaries are two (C, H, W) tensors in the
+        Laplacian's dtype (dpst_ext.engine.memory counts them)."""
+        u = v if v.dtype == self.dtype else v.to(self.dtype)   # the matvec only reads it
+        su = self.stencil.matvec(u, normalized=self.normalize)
         del u
-        if self.normalize:
-            su.mul_(self._scale_lap)
         if su.dtype == v.dtype:                # in place: one image-sized temporary fewer
             return su.mul_(self.weight).add_(v)
         return torch.add(v, su, alpha=self.weight)
@@ -273,10 +268,10 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     does pcg_update and the next pcg_direction in one pass), with the same arithmetic
     as the eager loop above (the passes compute in double and store x, r, p in b's dtype, float64 or
     float32; dot products in double; the matvec in the Laplacian's dtype). x and r are updated in place.
-    Without a scale and with p in the Laplacian's dtype the matvec reads p itself. Jacobi (inv_diag) runs
+    With p in the Laplacian's dtype the matvec reads p itself. Jacobi (inv_diag) runs
     inside the passes; any other preconditioner z = precondition(r) (e.g. the multigrid) is applied between
-    them, and pcg_direction forms p = z + beta p from z."""
-    scale = op._scale
+    them, and pcg_direction forms p = z + beta p from z. FastPhotoStyle's scale D^-1/2 is applied inside the
+    product (stencil_matvec's normalised form), so the passes see A p = p + w m either way."""
     x, r = x.contiguous(), r.contiguous()            # (the passes take planar (C, H, W) vectors)
     d = None if inv_diag is None else inv_diag.to(torch.float64).contiguous()
     rr = _dot(r, r)
@@ -292,11 +287,11 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
         rz = rr if d is None else torch.stack([(r[c] * d * r[c]).sum() for c in range(r.shape[0])])
     rel = rr.sqrt() / bnorm
     p = torch.zeros_like(r)
-    # The matvec's input u = scale.p, a reused buffer; none when the matvec can read p. Its output m = M u is
-    # reused too (allocated by the first product): an image-sized allocation per iteration cost ~15% of the
-    # iteration at 4 MP without glibc's heap reuse (fresh pages to fault in; docs/engine.md).
-    u = None if scale is None and r.dtype == op.dtype else torch.empty(r.shape, dtype=op.dtype, device=r.device)
-    # When the product reads p (no scale), it also sums p.p, p.Mp and Mp.Mp: p.Ap = p.p + w p.Mp without a pass.
+    # The matvec's input u = p in the Laplacian's dtype, a reused buffer; none when the matvec can read p. Its
+    # output m is reused too (allocated by the first product): an image-sized allocation per iteration cost
+    # ~15% of the iteration at 4 MP without glibc's heap reuse (fresh pages to fault in; docs/engine.md).
+    u = None if r.dtype == op.dtype else torch.empty(r.shape, dtype=op.dtype, device=r.device)
+    # When the product reads p, it also sums p.p, p.m and m.m: p.Ap = p.p + w p.m without a pass.
     m = torch.empty_like(r) if u is None else None
     # With no preconditioner either, |Ap|^2 gives the next r.r before r is formed (below), so one pass
     # (pcg_step) updates x and r and forms the next p.
@@ -305,15 +300,15 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     it = 0
     while it < maxiter and bool((rel > tol).any()):
         if not single or it == 0:
-            ops.pcg_direction(z, d, p, beta, scale, u)
+            ops.pcg_direction(z, d, p, beta, None, u)
         if precondition is not None:
             del z
         if u is None:
-            dots = op.stencil.matvec_dots(p, m)
+            dots = op.stencil.matvec_dots(p, m, normalized=op.normalize)
             pap = dots[0] + op.weight * dots[1]
         else:
-            m = op.stencil.matvec(u, out=m)
-            pap = ops.pcg_curvature(p, m, scale, op.weight)
+            m = op.stencil.matvec(u, out=m, normalized=op.normalize)
+            pap = ops.pcg_curvature(p, m, None, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         if single:
             # CG keeps r.Ap = p.Ap, so |r - alpha Ap|^2 = alpha^2 |Ap|^2 - r.r: beta = that / r.r is known
@@ -326,7 +321,7 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
                                torch.zeros_like(rr)).tolist()
             rr = rz_new = ops.pcg_step(x, r, p, m, op.weight, alpha.tolist(), beta)
         else:
-            sums = ops.pcg_update(x, r, p, m, scale, op.weight, alpha.tolist(), d)
+            sums = ops.pcg_update(x, r, p, m, None, op.weight, alpha.tolist(), d)
             rr, rz_new = sums[0], sums[1]
         it += 1
         rel = rr.sqrt() / bnorm

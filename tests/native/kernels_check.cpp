@@ -167,16 +167,41 @@ void check_size(int H, int W, int C, const LaunchShape& shape, const char* type,
         err = std::fmax(err, inside ? std::fabs(got - want) : (got == 0.0 ? 0.0 : INFINITY));
       }
   expect(err <= tol * mmax, "laplacian_stencil", H, W, type, err);
-  dpst::cuda::launch_stencil_matvec(K.data(), v.data(), out.data(), C, H, W, nullptr, shape);
+  dpst::cuda::launch_stencil_matvec(K.data(), v.data(), out.data(), C, H, W, false, nullptr, shape);
   err = product_error(out);
   expect(err <= tol, "stencil_matvec", H, W, type, err);
-  // the same product with its sums v.v and v.(M v) per channel (partials per block, then their sums)
+  // the normalised product D^-1/2 M D^-1/2 v, D = diag(n), n_i the number of windows containing pixel i
+  std::vector<double> nv(n);
+  for (int i = 0; i < n; ++i) {
+    int ny = 0, nx = 0;
+    for (int k = 0; k + 2 < H; ++k) ny += (i / W >= k && i / W <= k + 2);
+    for (int k = 0; k + 2 < W; ++k) nx += (i % W >= k && i % W <= k + 2);
+    nv[i] = ny * nx > 0 ? ny * nx : 1;
+  }
+  std::vector<T> outn(v.size());
+  dpst::cuda::launch_stencil_matvec(K.data(), v.data(), outn.data(), C, H, W, true, nullptr, shape);
+  err = 0;
+  for (int c = 0; c < C; ++c)
+    for (int i = 0; i < n; ++i) {
+      double want = 0, scale = 0;
+      for (int j = 0; j < n; ++j) {
+        const double t = M[size_t(i) * n + j] * double(v[size_t(c) * n + j]) / std::sqrt(nv[i] * nv[j]);
+        want += t;
+        scale += std::fabs(t);
+      }
+      err = std::fmax(err, std::fabs(double(outn[size_t(c) * n + i]) - want) / std::fmax(scale, 1e-300));
+    }
+  expect(err <= tol, "stencil_matvec (normalised)", H, W, type, err);
+  // the same products with their sums v.v and v.(M v) per channel (partials per block, then their sums)
   const dim3 sg = dpst::cuda::stencil_grid(H, W, shape);
   std::vector<double> dot_partials(size_t(3 * C) * sg.x * sg.y), totals(size_t(3 * C));
   std::vector<T> out2(out.size());
-  dpst::cuda::launch_stencil_matvec_dots(K.data(), v.data(), out2.data(), C, H, W, dot_partials.data(), totals.data(),
-                                         nullptr, shape);
-  err = out2 == out ? 0.0 : INFINITY;
+  dpst::cuda::launch_stencil_matvec_dots(K.data(), v.data(), out2.data(), C, H, W, true, dot_partials.data(),
+                                         totals.data(), nullptr, shape);
+  err = out2 == outn ? 0.0 : INFINITY;
+  dpst::cuda::launch_stencil_matvec_dots(K.data(), v.data(), out2.data(), C, H, W, false, dot_partials.data(),
+                                         totals.data(), nullptr, shape);
+  err = out2 == out ? err : INFINITY;
   for (int c = 0; c < C; ++c) {
     double vv = 0, vm = 0, mm = 0, scale = 0;
     for (int i = 0; i < n; ++i) {
