@@ -1,7 +1,7 @@
 """CPU time of the three fused CG passes (csrc/cpu/pcg_cpu.cpp: pcg_direction, pcg_curvature, pcg_update)
 on float64 and on float32 vectors, without the matvec: 1000x1000 px, 3 channels, random vectors, m in
-float32; "none" without the scale and Jacobi maps (the full-resolution step's system: u left out on
-float32 vectors), "maps" with both (FastPhotoStyle's normalised system with Jacobi).
+float32; "none" without Jacobi's map (u left out on float32 vectors: the matvec reads p), "jacobi" with it
+(and u).
 
     python benchmarks/cg_passes.py [--threads 1] [--repeat 15]
 
@@ -36,20 +36,19 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     c, h, w = 3, 1000, 1000
     g = torch.Generator().manual_seed(0)
-    s = torch.rand(h, w, dtype=torch.float64, generator=g) + 0.5
     d = torch.rand(h, w, dtype=torch.float64, generator=g) + 0.5
     m = torch.randn(c, h, w, generator=g)
     print(f"torch {torch.__version__}, {args.threads} thread(s), load average before {os.getloadavg()[0]:.1f}")
-    print("| maps | vectors | direction (ms) | curvature (ms) | update (ms) | sum (ms) |")
+    print("| preconditioner | vectors | direction (ms) | curvature (ms) | update (ms) | sum (ms) |")
     print("|---|---|---|---|---|---|")
-    for mode in ("none", "maps"):
+    for mode in ("none", "jacobi"):
         for dt in (torch.float64, torch.float32):
             x, r, pv = [torch.randn(c, h, w, generator=g, dtype=dt) for _ in range(3)]
-            sm, dm = (s, d) if mode == "maps" else (None, None)
-            u = torch.empty(c, h, w) if (mode == "maps" or dt == torch.float64) else None
-            t = [cpu_ms(lambda: ops.pcg_direction(r, dm, pv, [0.5] * c, sm, u), args.repeat),
-                 cpu_ms(lambda: ops.pcg_curvature(pv, m, sm, 3.0), args.repeat),
-                 cpu_ms(lambda: ops.pcg_update(x, r, pv, m, sm, 3.0, [1e-3] * c, dm), args.repeat)]
+            dm = d if mode == "jacobi" else None
+            u = torch.empty(c, h, w) if (mode == "jacobi" or dt == torch.float64) else None
+            t = [cpu_ms(lambda: ops.pcg_direction(r, dm, pv, [0.5] * c, u), args.repeat),
+                 cpu_ms(lambda: ops.pcg_curvature(pv, m, 3.0), args.repeat),
+                 cpu_ms(lambda: ops.pcg_update(x, r, pv, m, 3.0, [1e-3] * c, dm), args.repeat)]
             print(f"| {mode} | {str(dt)[6:]} | {t[0]:.1f} | {t[1]:.1f} | {t[2]:.1f} | {sum(t):.1f} |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 

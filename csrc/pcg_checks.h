@@ -31,7 +31,7 @@ inline void check_lap_vector(const at::Tensor& t, const at::Tensor& like, const 
               like.device(), ", got ", shape_str(t), " ", t.scalar_type(), " on ", t.device());
 }
 
-// s or d: (H, W) float64 on the vectors' device, or absent (null).
+// d: (H, W) float64 on the vectors' device, or absent (null).
 inline const double* pixel_map(const std::optional<at::Tensor>& t, const at::Tensor& like, const char* name) {
   if (!t.has_value()) return nullptr;
   TORCH_CHECK(t->dim() == 2 && t->size(0) == like.size(1) && t->size(1) == like.size(2), name,
@@ -45,46 +45,37 @@ inline void check_coeffs(at::ArrayRef<double> a, int64_t C, const char* name) {
   TORCH_CHECK(int64_t(a.size()) == C, name, " must hold one value per channel (", C, "), got ", a.size());
 }
 
-// Each pass's argument rules, for the CPU kernels and the CUDA entry points alike; they return the maps'
-// data (null where absent): {d, s} for pcg_direction and pcg_update, s for pcg_curvature.
-struct PixelMaps {
-  const double* d;
-  const double* s;
-};
-
-inline PixelMaps check_direction_args(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag,
-                                      const at::Tensor& p, at::ArrayRef<double> beta,
-                                      const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& u) {
+// Each pass's argument rules, for the CPU kernels and the CUDA entry points alike; pcg_direction's and
+// pcg_update's return inv_diag's data (null where absent).
+inline const double* check_direction_args(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag,
+                                          const at::Tensor& p, at::ArrayRef<double> beta,
+                                          const std::optional<at::Tensor>& u) {
   check_cg_vector(r, r, "r");
   check_cg_vector(p, r, "p");
   check_coeffs(beta, r.size(0), "beta");
   if (u.has_value()) check_lap_vector(*u, r, "u");
-  const PixelMaps maps{pixel_map(inv_diag, r, "inv_diag"), pixel_map(scale, r, "scale")};
-  TORCH_CHECK(u.has_value() || !maps.s, "u must be given when scale is (u = scale . p is the matvec's input)");
-  return maps;
+  return pixel_map(inv_diag, r, "inv_diag");
 }
 
-inline const double* check_curvature_args(const at::Tensor& p, const at::Tensor& m,
-                                           const std::optional<at::Tensor>& scale) {
+inline void check_curvature_args(const at::Tensor& p, const at::Tensor& m) {
   check_cg_vector(p, p, "p");
   check_lap_vector(m, p, "m");
-  return pixel_map(scale, p, "scale");
 }
 
-inline PixelMaps check_update_args(const at::Tensor& x, const at::Tensor& r, const at::Tensor& p, const at::Tensor& m,
-                                   const std::optional<at::Tensor>& scale, at::ArrayRef<double> alpha,
-                                   const std::optional<at::Tensor>& inv_diag) {
+inline const double* check_update_args(const at::Tensor& x, const at::Tensor& r, const at::Tensor& p,
+                                       const at::Tensor& m, at::ArrayRef<double> alpha,
+                                       const std::optional<at::Tensor>& inv_diag) {
   check_cg_vector(p, p, "p");
   check_cg_vector(x, p, "x");
   check_cg_vector(r, p, "r");
   check_lap_vector(m, p, "m");
   check_coeffs(alpha, p.size(0), "alpha");
-  return {pixel_map(inv_diag, p, "inv_diag"), pixel_map(scale, p, "scale")};
+  return pixel_map(inv_diag, p, "inv_diag");
 }
 
 inline void check_step_args(const at::Tensor& x, const at::Tensor& r, const at::Tensor& p, const at::Tensor& m,
                             at::ArrayRef<double> alpha, at::ArrayRef<double> beta) {
-  check_update_args(x, r, p, m, std::nullopt, alpha, std::nullopt);
+  check_update_args(x, r, p, m, alpha, std::nullopt);
   check_coeffs(beta, p.size(0), "beta");
 }
 

@@ -1,4 +1,4 @@
-// One pixel of each fused CG pass on the smoothing operator A v = v + w s . M (s . v)
+// One pixel of each fused CG pass on the smoothing operator A v = v + w S v (S from the stencil's product)
 // (dpst_ext/engine/smoothing.py), written once for the CPU loops (csrc/cpu/pcg_cpu.cpp) and the CUDA
 // kernels (csrc/cuda/pcg_kernels.cuh). Every value is computed in double from the stored inputs and
 // rounded once, to the type it is stored in (V: the CG vectors' float or double).
@@ -14,8 +14,8 @@ DPST_HD inline V pcg_direction_value(double z, double beta, V p) {
   return V(z + beta * double(p));
 }
 
-// (A p)_i = p_i + (w s_i) m_i, m = M (s . p); ws = w s_i, or w without a scale.
-DPST_HD inline double pcg_applied(double p, double ws, double m) { return p + ws * m; }
+// (A p)_i = p_i + w m_i, m = S p.
+DPST_HD inline double pcg_applied(double p, double w, double m) { return p + w * m; }
 
 // x += alpha p.
 template <typename V>

@@ -37,19 +37,19 @@ inline void define_laplacian_ops(torch::Library& m) {
 }
 
 inline void define_pcg_ops(torch::Library& m) {
-  // Fused vector passes of batched PCG on A v = v + weight s.M(s.v) (dpst_ext/engine/smoothing.py;
+  // Fused vector passes of batched PCG on A v = v + weight S v (dpst_ext/engine/smoothing.py;
   // csrc/cpu/pcg_cpu.cpp, csrc/cuda/pcg_kernels.cuh). x, r, p: (C, H, W), all float64 or all float32
-  // (computed in double either way); m = M u in the Laplacian's dtype; scale s and inv_diag d (Jacobi,
-  // 1/diag(A)): (H, W) float64 or None (= 1). p = d.r + beta p in place; u = s.p in u's dtype (the
-  // matvec's input), in place; u may be None when scale is (the matvec then reads p).
-  m.def("pcg_direction(Tensor r, Tensor? inv_diag, Tensor(a!) p, float[] beta, Tensor? scale, "
-        "Tensor(b!)? u) -> ()");
-  // (C,) float64: p.Ap per channel, Ap = p + weight s.m.
-  m.def("pcg_curvature(Tensor p, Tensor m, Tensor? scale, float weight) -> Tensor");
+  // (computed in double either way); m = S u in the Laplacian's dtype (the stencil's product, M or the
+  // normalised D^-1/2 M D^-1/2); inv_diag d (Jacobi, 1/diag(A)): (H, W) float64 or None (= 1).
+  // p = d.r + beta p in place; u = p in u's dtype (the matvec's input), in place, or None (the matvec
+  // then reads p).
+  m.def("pcg_direction(Tensor r, Tensor? inv_diag, Tensor(a!) p, float[] beta, Tensor(b!)? u) -> ()");
+  // (C,) float64: p.Ap per channel, Ap = p + weight m.
+  m.def("pcg_curvature(Tensor p, Tensor m, float weight) -> Tensor");
   // x += alpha p, r -= alpha Ap in place; returns (2, C) float64: r.r and r.(d.r) per channel.
-  m.def("pcg_update(Tensor(a!) x, Tensor(b!) r, Tensor p, Tensor m, Tensor? scale, float weight, "
-        "float[] alpha, Tensor? inv_diag) -> Tensor");
-  // Without scale or preconditioner, pcg_update and the next pcg_direction in one pass: x += alpha p,
+  m.def("pcg_update(Tensor(a!) x, Tensor(b!) r, Tensor p, Tensor m, float weight, float[] alpha, "
+        "Tensor? inv_diag) -> Tensor");
+  // Without a preconditioner, pcg_update and the next pcg_direction in one pass: x += alpha p,
   // r -= alpha Ap (Ap = p + weight m), then p = r + beta p, in place; returns (C,) float64: r.r.
   m.def("pcg_step(Tensor(a!) x, Tensor(b!) r, Tensor(c!) p, Tensor m, float weight, float[] alpha, "
         "float[] beta) -> Tensor");

@@ -296,38 +296,37 @@ def _cg_inputs(c, h, w, vdtype, mdtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     x, r, p = (torch.randn(c, h, w, generator=g, dtype=torch.float64).to(vdtype) for _ in range(3))
     m = torch.randn(c, h, w, generator=g, dtype=torch.float64).to(mdtype)
-    s = torch.rand(h, w, generator=g, dtype=torch.float64) + 0.5
     d = torch.rand(h, w, generator=g, dtype=torch.float64) + 0.1
-    return x, r, p, m, s, d
+    return x, r, p, m, d
 
 
-def _cg_passes(lib, x, r, p, m, s, d, u_dtype):
+def _cg_passes(lib, x, r, p, m, d, u_dtype):
     """One iteration's passes through torch.ops.<lib> on copies: (p, u, p.Ap, x, r, sums)."""
     c = p.shape[0]
     x, r, p = x.clone(), r.clone(), p.clone()
     u = None if u_dtype is None else torch.empty(p.shape, dtype=u_dtype)
     beta, alpha = [0.5, -1.25, 2.0, 0.75][:c], [0.3, 0.7, -0.2, 1.1][:c]
-    emulated(lib.pcg_direction, r, d, p, beta, s, u)
-    curvature = emulated(lib.pcg_curvature, p, m, s, 37.0)
-    xs, rs, ps = x.clone(), r.clone(), p.clone()           # pcg_step (no maps) from the directed p
+    emulated(lib.pcg_direction, r, d, p, beta, u)
+    curvature = emulated(lib.pcg_curvature, p, m, 37.0)
+    xs, rs, ps = x.clone(), r.clone(), p.clone()           # pcg_step (no d) from the directed p
     rr = emulated(lib.pcg_step, xs, rs, ps, m, 37.0, alpha, beta)
-    sums = emulated(lib.pcg_update, x, r, p, m, s, 37.0, alpha, d)
+    sums = emulated(lib.pcg_update, x, r, p, m, 37.0, alpha, d)
     return p, u, curvature, x, r, sums, xs, rs, ps, rr
 
 
 @pytest.mark.parametrize("vdtype", [torch.float64, torch.float32], ids=["v64", "v32"])
 @pytest.mark.parametrize("mdtype", [torch.float64, torch.float32], ids=["m64", "m32"])
-@pytest.mark.parametrize("with_maps", [True, False], ids=["maps", "no-maps"])
+@pytest.mark.parametrize("jacobi", [True, False], ids=["jacobi", "no-jacobi"])
 @pytest.mark.parametrize("shape", [(3, 7, 9), (1, 5, 3), (4, 11, 13)], ids=["3x7x9", "1x5x3", "4x11x13"])
-def test_cg_passes_match_the_cpu_kernels(shape, with_maps, mdtype, vdtype, launch_shape):
+def test_cg_passes_match_the_cpu_kernels(shape, jacobi, mdtype, vdtype, launch_shape):
     # Partial and several blocks of 32 or 17 threads; 4 channels: grid.y. The stored vectors are the same
     # formulas (csrc/pcg_math.h) on the same inputs: within FMA contraction of the CPU kernels' (one
     # rounding of the stored dtype). The sums are those of each implementation's own stored vectors.
-    x, r, p, m, s, d = _cg_inputs(*shape, vdtype, mdtype)
-    s, d = (s, d) if with_maps else (None, None)
-    u_dtype = mdtype if (with_maps or vdtype != mdtype) else None
-    got = _cg_passes(EMU, x, r, p, m, s, d, u_dtype)
-    want = _cg_passes(torch.ops.dpst, x, r, p, m, s, d, u_dtype)
+    x, r, p, m, d = _cg_inputs(*shape, vdtype, mdtype)
+    d = d if jacobi else None
+    u_dtype = mdtype if (jacobi or vdtype != mdtype) else None
+    got = _cg_passes(EMU, x, r, p, m, d, u_dtype)
+    want = _cg_passes(torch.ops.dpst, x, r, p, m, d, u_dtype)
     for k in (0, 1, 3, 4, 6, 7, 8):                                # p, u, x, r; pcg_step's x, r, p
         if got[k] is None:
             assert want[k] is None
@@ -336,9 +335,9 @@ def test_cg_passes_match_the_cpu_kernels(shape, with_maps, mdtype, vdtype, launc
         rtol = 1e-15 if got[k].dtype == torch.float64 else 1.2e-7
         torch.testing.assert_close(got[k], want[k], rtol=rtol, atol=1e-15)
     p2, _, curvature, _, r2, sums, _, rs, _, rr = got
-    s1, d1 = (s, d) if with_maps else (1.0, 1.0)
+    d1 = d if jacobi else 1.0
     p64, r64 = p2.double(), r2.double()
-    torch.testing.assert_close(curvature, (p64 * (p64 + 37.0 * s1 * m.double())).sum((1, 2)), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(curvature, (p64 * (p64 + 37.0 * m.double())).sum((1, 2)), rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(sums, torch.stack([(r64 ** 2).sum((1, 2)), (d1 * r64 ** 2).sum((1, 2))]),
                                rtol=1e-13, atol=0)
     torch.testing.assert_close(rr, (rs.double() ** 2).sum((1, 2)), rtol=1e-13, atol=0)
@@ -347,18 +346,22 @@ def test_cg_passes_match_the_cpu_kernels(shape, with_maps, mdtype, vdtype, launc
 def test_cg_sums_are_deterministic_and_add_many_blocks():
     EMU.set_launch_shape(8, 4, 8, 4, 8)  # 8-thread blocks: 3 x 30 x 40 gives 150 partials per channel
     try:
-        x, r, p, m, s, d = _cg_inputs(3, 30, 40, torch.float32, torch.float32, seed=1)
-        runs = [_cg_passes(EMU, x, r, p, m, s, d, torch.float32) for _ in range(2)]
+        x, r, p, m, d = _cg_inputs(3, 30, 40, torch.float32, torch.float32, seed=1)
+        runs = [_cg_passes(EMU, x, r, p, m, d, torch.float32) for _ in range(2)]
         for a, b in zip(*runs):
             assert torch.equal(a, b)                   # run to run: bitwise
-        cpu = _cg_passes(torch.ops.dpst, x, r, p, m, s, d, torch.float32)
-        for k in (2, 5):                               # p.Ap and (r.r, r.d r)
-            torch.testing.assert_close(runs[0][k], cpu[k], rtol=1e-13, atol=0)
-        # pcg_step's r.r, of its own stored r (whose float32 roundings may differ from the CPU's by FMA
-        # contraction, which moves the sum by ~1e-10)
+        cpu = _cg_passes(torch.ops.dpst, x, r, p, m, d, torch.float32)
+        # p.Ap as the CPU's, to double rounding of its terms (they cancel: w m is large and of either sign);
+        # pcg_update's (r.r, r.d r) and pcg_step's r.r, of its own stored r (whose float32 roundings may differ
+        # from the CPU's by FMA contraction, which moves the sum by ~1e-10)
+        p64, r64 = runs[0][0].double(), runs[0][4].double()
+        terms = (p64 * (p64 + 37.0 * m.double())).abs().sum((1, 2))
+        assert ((runs[0][2] - cpu[2]).abs() <= 1e-13 * terms).all()
+        torch.testing.assert_close(runs[0][5], torch.stack([(r64 ** 2).sum((1, 2)), (d * r64 ** 2).sum((1, 2))]),
+                                   rtol=1e-13, atol=0)
         torch.testing.assert_close(runs[0][9], (runs[0][7].double() ** 2).sum((1, 2)), rtol=1e-13, atol=0)
         EMU.set_launch_shape(*GPU)                     # the GPU's 256-thread blocks: one partial block
-        gpu = _cg_passes(EMU, x, r, p, m, s, d, torch.float32)
+        gpu = _cg_passes(EMU, x, r, p, m, d, torch.float32)
         for k in (0, 1, 3, 4):
             torch.testing.assert_close(gpu[k], cpu[k], rtol=1.2e-7, atol=0)
     finally:
@@ -367,7 +370,8 @@ def test_cg_sums_are_deterministic_and_add_many_blocks():
 
 def test_smoothing_solve_on_the_emulated_cg_kernels(monkeypatch):
     # batched_pcg's fused loop (what a CUDA device runs) with the emulated CUDA kernels in place of the CPU
-    # ones: the same iterates after 12 iterations, Jacobi and FastPhotoStyle's scale included.
+    # ones, the product included: the same iterates after 12 iterations, with Jacobi (the passes) and without
+    # (the product with its sums, then pcg_step), on FastPhotoStyle's system (the normalised product).
     from dpst_ext import samples
     from dpst_ext.engine import LaplacianStencil
     from dpst_ext.engine.smoothing import SmoothingOperator, batched_pcg, weight_from_beta
@@ -375,42 +379,42 @@ def test_smoothing_solve_on_the_emulated_cg_kernels(monkeypatch):
     image = samples.random_image(12, 15, seed=4)
     op = SmoothingOperator(LaplacianStencil(image, 1e-7, dtype=torch.float32), weight_from_beta(0.9999), True)
     y = image.float() ** 0.8
-    inv = (1.0 / op.diagonal).float()
-    cpu = batched_pcg(op, y, y, inv, tol=1e-12, maxiter=12)
-    for name in ("pcg_direction", "pcg_curvature", "pcg_update"):
-        monkeypatch.setattr(ops, name, lambda *a, _f=getattr(EMU, name): emulated(_f, *a))
-    emu = batched_pcg(op, y, y, inv, tol=1e-12, maxiter=12)
-    assert emu[1] == cpu[1] == 12
-    torch.testing.assert_close(emu[0], cpu[0], rtol=0, atol=1e-5 * float(cpu[0].abs().max()))
-    np.testing.assert_allclose(emu[2], cpu[2], rtol=1e-3)
+    for inv in ((1.0 / op.diagonal).float(), None):
+        cpu = batched_pcg(op, y, y, inv, tol=1e-12, maxiter=12)
+        with monkeypatch.context() as patch:
+            for name in ("pcg_direction", "pcg_curvature", "pcg_update", "pcg_step", "stencil_matvec_dots",
+                         "stencil_matvec_out"):
+                patch.setattr(ops, name, lambda *a, _f=getattr(EMU, name): emulated(_f, *a))
+            emu = batched_pcg(op, y, y, inv, tol=1e-12, maxiter=12)
+        assert emu[1] == cpu[1] == 12
+        torch.testing.assert_close(emu[0], cpu[0], rtol=0, atol=1e-5 * float(cpu[0].abs().max()))
+        np.testing.assert_allclose(emu[2], cpu[2], rtol=1e-3)
 
 
 def test_cg_passes_on_empty_inputs_and_bad_arguments():
     for shape in [(0, 4, 5), (2, 0, 5), (2, 4, 0)]:
-        x, r, p, m, s, d = _cg_inputs(*shape, torch.float64, torch.float32)
-        p2, u, curvature, x2, r2, sums, *_, rr = _cg_passes(EMU, x, r, p, m, s, d, torch.float32)
+        x, r, p, m, d = _cg_inputs(*shape, torch.float64, torch.float32)
+        p2, u, curvature, x2, r2, sums, *_, rr = _cg_passes(EMU, x, r, p, m, d, torch.float32)
         assert torch.equal(curvature, torch.zeros(shape[0], dtype=torch.float64))
         assert torch.equal(sums, torch.zeros(2, shape[0], dtype=torch.float64))
         assert torch.equal(rr, torch.zeros(shape[0], dtype=torch.float64))
         assert p2.shape == x2.shape == r2.shape == shape
-    x, r, p, m, s, d = _cg_inputs(3, 4, 5, torch.float64, torch.float32)
+    x, r, p, m, d = _cg_inputs(3, 4, 5, torch.float64, torch.float32)
     with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
-        EMU.pcg_direction(r, d, p, [1.0], s, m.clone())
-    with pytest.raises(RuntimeError, match="u must be given when scale is"):
-        EMU.pcg_direction(r, d, p, [1.0] * 3, s, None)
+        EMU.pcg_direction(r, d, p, [1.0], m.clone())
     with pytest.raises(RuntimeError, match="p must be float32 or float64, got Half"):
-        EMU.pcg_curvature(p.half(), m, s, 1.0)
+        EMU.pcg_curvature(p.half(), m, 1.0)
     with pytest.raises(RuntimeError, match=r"r must have the dtype of the other CG vectors \(Double\), got Float"):
-        EMU.pcg_update(x, r.float(), p, m, s, 1.0, [0.1] * 3, d)
-    with pytest.raises(RuntimeError, match=r"scale must have shape \(H, W\)"):
-        EMU.pcg_update(x, r, p, m, s[:3], 1.0, [0.1] * 3, d)
+        EMU.pcg_update(x, r.float(), p, m, 1.0, [0.1] * 3, d)
+    with pytest.raises(RuntimeError, match=r"inv_diag must have shape \(H, W\)"):
+        EMU.pcg_update(x, r, p, m, 1.0, [0.1] * 3, d[:3])
     with pytest.raises(RuntimeError, match="m must be a contiguous float32 or float64 tensor"):
-        EMU.pcg_update(x, r, p, m[:2], s, 1.0, [0.1] * 3, d)
+        EMU.pcg_update(x, r, p, m[:2], 1.0, [0.1] * 3, d)
     with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
         EMU.pcg_step(x, r, p, m, 1.0, [0.1] * 3, [0.2])
     many = torch.zeros(65536, 1, 1, dtype=torch.float64)      # channels on gridDim.y: at most 65535
     with pytest.raises(RuntimeError, match="at most 65535 channels"):
-        EMU.pcg_curvature(many, many.float(), None, 1.0)
+        EMU.pcg_curvature(many, many.float(), 1.0)
 
 
 # ---- real photos: float32 error of the emulated kernels next to the CPU path's ----------------------

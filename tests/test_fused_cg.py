@@ -18,32 +18,31 @@ from test_smoothing import _assembled, _y
 def _vectors(c=3, h=7, w=9, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(c, h, w, generator=g, dtype=torch.float64) for _ in range(4)], \
-        torch.rand(h, w, generator=g, dtype=torch.float64) + 0.5, torch.rand(h, w, generator=g, dtype=torch.float64) + 0.1
+        torch.rand(h, w, generator=g, dtype=torch.float64) + 0.1
 
 
 @pytest.mark.parametrize("mdtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("with_maps", [True, False])
-def test_passes_match_their_formulas(mdtype, with_maps):
-    (x, r, p, m), s, d = _vectors()
+@pytest.mark.parametrize("jacobi", [True, False])
+def test_passes_match_their_formulas(mdtype, jacobi):
+    (x, r, p, m), d = _vectors()
     m = m.to(mdtype)
-    s_, d_ = (s, d) if with_maps else (None, None)
-    s1, d1 = (s, d) if with_maps else (1.0, 1.0)
+    d_, d1 = (d, d) if jacobi else (None, 1.0)
     beta, alpha, weight = [0.5, -1.25, 2.0], [0.3, 0.7, -0.2], 37.0
 
     p_ref = d1 * r + torch.tensor(beta, dtype=torch.float64)[:, None, None] * p
     u = torch.empty(p.shape, dtype=mdtype)
-    ops.pcg_direction(r, d_, p, beta, s_, u)
+    ops.pcg_direction(r, d_, p, beta, u)
     torch.testing.assert_close(p, p_ref, rtol=1e-15, atol=1e-15)
     assert u.dtype == mdtype
     # (to within one rounding: the kernel may fuse the multiply-adds)
-    torch.testing.assert_close(u, (s1 * p_ref).to(mdtype), rtol=1e-15 if mdtype == torch.float64 else 1.2e-7, atol=0)
+    torch.testing.assert_close(u, p_ref.to(mdtype), rtol=1e-15 if mdtype == torch.float64 else 1.2e-7, atol=0)
 
-    ap = p + weight * s1 * m.double()
-    torch.testing.assert_close(ops.pcg_curvature(p, m, s_, weight), (p * ap).sum((1, 2)), rtol=1e-13, atol=0)
+    ap = p + weight * m.double()
+    torch.testing.assert_close(ops.pcg_curvature(p, m, weight), (p * ap).sum((1, 2)), rtol=1e-13, atol=0)
 
     a = torch.tensor(alpha, dtype=torch.float64)[:, None, None]
     x_ref, r_ref = x + a * p, r - a * ap
-    sums = ops.pcg_update(x, r, p, m, s_, weight, alpha, d_)
+    sums = ops.pcg_update(x, r, p, m, weight, alpha, d_)
     torch.testing.assert_close(x, x_ref, rtol=1e-15, atol=1e-15)
     torch.testing.assert_close(r, r_ref, rtol=1e-15, atol=1e-14)
     torch.testing.assert_close(sums, torch.stack([(r_ref ** 2).sum((1, 2)), (d1 * r_ref ** 2).sum((1, 2))]),
@@ -55,7 +54,7 @@ def test_passes_match_their_formulas(mdtype, with_maps):
 def test_step_matches_its_formula(vdtype, mdtype):
     """pcg_step (no maps): x += alpha p, r -= alpha (p + w m), then p = r + beta p from r as stored; r.r of
     the stored r. Each stored value is its double formula rounded once to the vectors' dtype."""
-    (x, r, p, m), _, _ = _vectors(seed=5)
+    (x, r, p, m), _ = _vectors(seed=5)
     x, r, p, m = x.to(vdtype), r.to(vdtype), p.to(vdtype), m.to(mdtype)
     alpha, beta, weight = [0.3, 0.7, -0.2], [0.5, -1.25, 2.0], 37.0
     a, b = (torch.tensor(c, dtype=torch.float64)[:, None, None] for c in (alpha, beta))
@@ -80,14 +79,14 @@ def test_the_fused_loop_runs_where_the_passes_have_kernels():
 
 
 def test_sums_do_not_depend_on_thread_count():
-    (x, r, p, m), s, d = _vectors(c=2, h=300, w=200, seed=1)   # several chunks of pixels
+    (x, r, p, m), d = _vectors(c=2, h=300, w=200, seed=1)   # several chunks of pixels
     before = torch.get_num_threads()
     try:
         out = []
         for n in (1, 2):
             torch.set_num_threads(n)
-            out.append((ops.pcg_curvature(p, m, s, 3.0),
-                        ops.pcg_update(x.clone(), r.clone(), p, m, s, 3.0, [0.1, 0.2], d),
+            out.append((ops.pcg_curvature(p, m, 3.0),
+                        ops.pcg_update(x.clone(), r.clone(), p, m, 3.0, [0.1, 0.2], d),
                         ops.pcg_step(x.clone(), r.clone(), p.clone(), m, 3.0, [0.1, 0.2], [0.3, 0.4])))
     finally:
         torch.set_num_threads(before)
@@ -125,21 +124,19 @@ def test_solve_matches_eager_loop_and_assembled_residual(name, normalize, precon
 
 
 def test_bad_inputs_are_named():
-    (x, r, p, m), s, d = _vectors()
+    (x, r, p, m), d = _vectors()
     with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
-        ops.pcg_direction(r, d, p, [1.0], s, torch.empty(p.shape))
+        ops.pcg_direction(r, d, p, [1.0], torch.empty(p.shape))
     with pytest.raises(RuntimeError, match="u must be a contiguous float32 or float64"):
-        ops.pcg_direction(r, d, p, [1.0] * 3, s, torch.empty(p.shape, dtype=torch.float16))
+        ops.pcg_direction(r, d, p, [1.0] * 3, torch.empty(p.shape, dtype=torch.float16))
     with pytest.raises(RuntimeError, match="p must be float32 or float64, got Half"):
-        ops.pcg_curvature(p.half(), m, s, 1.0)
+        ops.pcg_curvature(p.half(), m, 1.0)
     with pytest.raises(RuntimeError, match=r"r must have the dtype of the other CG vectors \(Double\), got Float"):
-        ops.pcg_update(x, r.float(), p, m, s, 1.0, [0.1] * 3, d)
-    with pytest.raises(RuntimeError, match="u must be given when scale is"):
-        ops.pcg_direction(r, d, p, [1.0] * 3, s, None)
-    with pytest.raises(RuntimeError, match=r"scale must have shape \(H, W\)"):
-        ops.pcg_update(x, r, p, m, s[:3], 1.0, [0.1] * 3, d)
+        ops.pcg_update(x, r.float(), p, m, 1.0, [0.1] * 3, d)
+    with pytest.raises(RuntimeError, match=r"inv_diag must have shape \(H, W\)"):
+        ops.pcg_update(x, r, p, m, 1.0, [0.1] * 3, d[:3])
     with pytest.raises(RuntimeError, match="m must be a contiguous float32 or float64"):
-        ops.pcg_update(x, r, p, m[:2], s, 1.0, [0.1] * 3, d)
+        ops.pcg_update(x, r, p, m[:2], 1.0, [0.1] * 3, d)
     with pytest.raises(RuntimeError, match="beta must hold one value per channel"):
         ops.pcg_step(x, r, p, m, 1.0, [0.1] * 3, [0.2] * 2)
     with pytest.raises(RuntimeError, match="r must have the dtype of the other CG vectors"):
@@ -147,21 +144,21 @@ def test_bad_inputs_are_named():
 
 
 @pytest.mark.parametrize("vdtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("with_maps", [True, False])
-def test_aten_passes_other_devices_run_match_the_fused_ones(with_maps, vdtype):
+@pytest.mark.parametrize("jacobi", [True, False])
+def test_aten_passes_other_devices_run_match_the_fused_ones(jacobi, vdtype):
     # The CompositeExplicitAutograd kernels (what CUDA and other devices run), called on the CPU through
     # the dispatcher, against the fused CPU kernels on the same inputs.
     composite = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
-    (x, r, p, m), s, d = _vectors(seed=2)
+    (x, r, p, m), d = _vectors(seed=2)
     x, r, p, m = x.to(vdtype), r.to(vdtype), p.to(vdtype), m.float()
-    s, d = (s, d) if with_maps else (None, None)
+    d = d if jacobi else None
     beta, alpha = [0.5, -1.25, 2.0], [0.3, 0.7, -0.2]
     outs = []
     for call in (lambda op, *a: op(*a), lambda op, *a: op.redispatch(composite, *a)):
         x1, r1, p1, u1 = x.clone(), r.clone(), p.clone(), torch.empty(p.shape)
-        call(torch.ops.dpst.pcg_direction.default, r1, d, p1, beta, s, u1)
-        c = call(torch.ops.dpst.pcg_curvature.default, p1, m, s, 37.0)
-        sums = call(torch.ops.dpst.pcg_update.default, x1, r1, p1, m, s, 37.0, alpha, d)
+        call(torch.ops.dpst.pcg_direction.default, r1, d, p1, beta, u1)
+        c = call(torch.ops.dpst.pcg_curvature.default, p1, m, 37.0)
+        sums = call(torch.ops.dpst.pcg_update.default, x1, r1, p1, m, 37.0, alpha, d)
         x2, r2, p2 = x.clone(), r.clone(), p.clone()
         rr = call(torch.ops.dpst.pcg_step.default, x2, r2, p2, m, 37.0, alpha, beta)
         outs.append((p1, u1, c, x1, r1, sums, x2, r2, p2, rr))
@@ -174,11 +171,12 @@ def test_aten_passes_other_devices_run_match_the_fused_ones(with_maps, vdtype):
 
 def test_opcheck():
     # Schemas (mutation annotations), fake tensors (the composite kernels run on them) and aot dispatch.
-    (x, r, p, m), s, d = _vectors(seed=3)
+    (x, r, p, m), d = _vectors(seed=3)
     m, u = m.float(), torch.empty(p.shape)
-    torch.library.opcheck(torch.ops.dpst.pcg_direction.default, (r, d, p, [0.5, 1.0, 2.0], s, u))
-    torch.library.opcheck(torch.ops.dpst.pcg_curvature.default, (p, m, s, 3.0))
-    torch.library.opcheck(torch.ops.dpst.pcg_update.default, (x, r, p, m, None, 3.0, [0.1, 0.2, 0.3], d))
+    torch.library.opcheck(torch.ops.dpst.pcg_direction.default, (r, d, p, [0.5, 1.0, 2.0], u))
+    torch.library.opcheck(torch.ops.dpst.pcg_direction.default, (r, None, p, [0.5, 1.0, 2.0], None))
+    torch.library.opcheck(torch.ops.dpst.pcg_curvature.default, (p, m, 3.0))
+    torch.library.opcheck(torch.ops.dpst.pcg_update.default, (x, r, p, m, 3.0, [0.1, 0.2, 0.3], d))
     torch.library.opcheck(torch.ops.dpst.pcg_step.default, (x, r, p, m, 3.0, [0.1, 0.2, 0.3], [0.5, 1.0, 2.0]))
 
 
@@ -193,35 +191,34 @@ def test_non_contiguous_right_hand_side():
 
 
 @pytest.mark.parametrize("mdtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("with_maps", [True, False])
-def test_float32_vectors_round_the_float64_passes_once(mdtype, with_maps):
+@pytest.mark.parametrize("jacobi", [True, False])
+def test_float32_vectors_round_the_float64_passes_once(mdtype, jacobi):
     # The passes compute in double whatever the vectors' dtype: on float32 vectors each stored value is the
     # float64 formula's result on the same (float32) inputs, rounded once; the sums are those of the stored r.
-    (x, r, p, m), s, d = _vectors(seed=5)
+    (x, r, p, m), d = _vectors(seed=5)
     x, r, p, m = x.float(), r.float(), p.float(), m.to(mdtype)
-    s_, d_ = (s, d) if with_maps else (None, None)
-    s1, d1 = (s, d) if with_maps else (1.0, 1.0)
+    d_, d1 = (d, d) if jacobi else (None, 1.0)
     beta, alpha, weight = [0.5, -1.25, 2.0], [0.3, 0.7, -0.2], 37.0
     one = dict(rtol=2 ** -24, atol=1e-30)       # within one float32 rounding of the float64 result
 
     p_ref = d1 * r.double() + torch.tensor(beta, dtype=torch.float64)[:, None, None] * p.double()
     u = torch.empty(p.shape, dtype=mdtype)
-    ops.pcg_direction(r, d_, p, beta, s_, u)
+    ops.pcg_direction(r, d_, p, beta, u)
     assert p.dtype == torch.float32
     torch.testing.assert_close(p.double(), p_ref, **one)
-    torch.testing.assert_close(u.double(), s1 * p.double(), **(one if mdtype == torch.float32 else dict(rtol=1e-15, atol=0)))
-    if not with_maps:                               # no scale: u may be left out
+    torch.testing.assert_close(u.double(), p.double(), **(one if mdtype == torch.float32 else dict(rtol=1e-15, atol=0)))
+    if not jacobi:                               # u may be left out (the matvec then reads p)
         p2 = p.clone()
-        ops.pcg_direction(r, d_, p2, beta, None, None)
+        ops.pcg_direction(r, d_, p2, beta, None)
         p_ref2 = d1 * r.double() + torch.tensor(beta, dtype=torch.float64)[:, None, None] * p.double()
         torch.testing.assert_close(p2.double(), p_ref2, **one)
 
-    ap = p.double() + weight * s1 * m.double()
-    torch.testing.assert_close(ops.pcg_curvature(p, m, s_, weight), (p.double() * ap).sum((1, 2)), rtol=1e-13, atol=0)
+    ap = p.double() + weight * m.double()
+    torch.testing.assert_close(ops.pcg_curvature(p, m, weight), (p.double() * ap).sum((1, 2)), rtol=1e-13, atol=0)
 
     a = torch.tensor(alpha, dtype=torch.float64)[:, None, None]
     x_ref, r_ref = x.double() + a * p.double(), r.double() - a * ap
-    sums = ops.pcg_update(x, r, p, m, s_, weight, alpha, d_)
+    sums = ops.pcg_update(x, r, p, m, weight, alpha, d_)
     assert x.dtype == r.dtype == torch.float32
     torch.testing.assert_close(x.double(), x_ref, **one)
     torch.testing.assert_close(r.double(), r_ref, **one)

@@ -31,13 +31,12 @@ DPST_INSTANTIATE(double)
 
 // The fused CG passes (csrc/cuda/pcg_kernels.cuh): V the CG vectors' type, M the Laplacian's.
 #define DPST_INSTANTIATE_PCG(V, M)                                                                 \
-  template void launch_pcg_direction<V, M>(const V*, const double*, V*, const double*, const double*, M*, \
-                                           int64_t, int64_t, cudaStream_t, const LaunchShape&);    \
-  template void launch_pcg_curvature<V, M>(const V*, const M*, const double*, double, int64_t, int64_t, \
-                                           double*, double*, cudaStream_t, const LaunchShape&);    \
-  template void launch_pcg_update<V, M>(V*, V*, const V*, const M*, const double*, double, const double*, \
-                                        const double*, int64_t, int64_t, double*, double*, cudaStream_t, \
-                                        const LaunchShape&);                                       \
+  template void launch_pcg_direction<V, M>(const V*, const double*, V*, const double*, M*, int64_t, int64_t, \
+                                           cudaStream_t, const LaunchShape&);                      \
+  template void launch_pcg_curvature<V, M>(const V*, const M*, double, int64_t, int64_t, double*, double*, \
+                                           cudaStream_t, const LaunchShape&);                      \
+  template void launch_pcg_update<V, M>(V*, V*, const V*, const M*, double, const double*, const double*, \
+                                        int64_t, int64_t, double*, double*, cudaStream_t, const LaunchShape&); \
   template void launch_pcg_step<V, M>(V*, V*, V*, const M*, double, const double*, const double*, int64_t, \
                                       int64_t, double*, double*, cudaStream_t, const LaunchShape&);
 DPST_INSTANTIATE_PCG(float, float)

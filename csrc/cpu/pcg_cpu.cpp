@@ -1,20 +1,20 @@
 // Fused vector passes of batched preconditioned CG on the smoothing operator of
 // dpst_ext/engine/smoothing.py,
-//     A v = v + w s . M (s . v)      (s: per-pixel scale D^-1/2, or none; M: the matting Laplacian),
+//     A v = v + w S v      (S: the matting Laplacian M, or D^-1/2 M D^-1/2, both from the stencil's product),
 // with Jacobi preconditioning z = d . r (d = 1 / diag(A), or none). One CG iteration is
-//     u = f(s . p)   [pcg_direction, which also forms p = z + beta p]  ->  m = M u  [laplacian_matvec]
-//     -> p.Ap        [pcg_curvature]  ->  x += alpha p, r -= alpha Ap, r.r, r.z  [pcg_update],
+//     u = p in the Laplacian's dtype  [pcg_direction, which also forms p = z + beta p]  ->  m = S u  [the
+//     stencil's product]  ->  p.Ap  [pcg_curvature]  ->  x += alpha p, r -= alpha Ap, r.r, r.z  [pcg_update],
 // i.e. three passes over the vectors besides the matvec, where the eager torch loop ran about twelve.
-// When the matvec reads p itself (no scale), stencil_matvec_dots sums p.p, p.Mp and Mp.Mp with the product
-// (csrc/cpu/laplacian_cpu.cpp): p.Ap = p.p + w p.Mp, and pcg_curvature's pass is skipped; with no
+// When the matvec reads p itself, stencil_matvec_dots sums p.p, p.Sp and Sp.Sp with the product
+// (csrc/cpu/laplacian_cpu.cpp): p.Ap = p.p + w p.Sp, and pcg_curvature's pass is skipped; with no
 // preconditioner either, |Ap|^2 gives beta before r is updated, and pcg_step does pcg_update and the next
 // pcg_direction in one pass (dpst_ext/engine/smoothing.py).
-// Vectors x, r, p are (C, H, W), all float64 or all float32; u and m have the Laplacian's dtype; s, d are
+// Vectors x, r, p are (C, H, W), all float64 or all float32; u and m have the Laplacian's dtype; d is
 // float64 (H, W). Whatever the vectors' dtype, every pass computes in double and rounds only what it
 // stores, and the dot products are those of the stored (rounded) vectors. They are summed in double over
 // fixed chunks of pixels, then over the chunks in order, so they do not depend on the number of threads.
 // float32 vectors halve the bytes the passes move, and the solve's memory (docs/engine.md measures both).
-// Without a scale, and with p in the Laplacian's dtype, the matvec reads p itself: u is then absent.
+// With p in the Laplacian's dtype, the matvec reads p itself: u is then absent.
 // The per-pixel formulas are csrc/pcg_math.h, shared with the CUDA kernels of the same passes
 // (csrc/cuda/pcg_kernels.cuh); other devices run the passes as ATen ops (end of this file).
 #include <ATen/Parallel.h>
@@ -52,40 +52,29 @@ std::vector<double> chunked_sums(int64_t C, int64_t N, Body body) {
 
 // The loops of one chunk.
 template <typename V, typename M>
-double curvature_chunk(const V* __restrict__ P, const M* __restrict__ Mc,
-                       const double* __restrict__ s, double weight, int64_t i0, int64_t i1) {
+double curvature_chunk(const V* __restrict__ P, const M* __restrict__ Mc, double weight, int64_t i0,
+                       int64_t i1) {
   double sum = 0.0;
-  if (s) {
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = i0; i < i1; ++i) {
-      const double pi = P[i];
-      sum += pi * pcg_applied(pi, weight * s[i], double(Mc[i]));
-    }
-  } else {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = i0; i < i1; ++i) {
-      const double pi = P[i];
-      sum += pi * pcg_applied(pi, weight, double(Mc[i]));
-    }
+  for (int64_t i = i0; i < i1; ++i) {
+    const double pi = P[i];
+    sum += pi * pcg_applied(pi, weight, double(Mc[i]));
   }
   return sum;
 }
 
-// With HasS / HasD false, s / d are absent (= 1): separate loops, so that each vectorises without a
-// select per element.
-template <bool HasS, bool HasD, typename V, typename M>
+// With HasD false, d is absent (= 1): a separate loop, so that each vectorises without a select per
+// element.
+template <bool HasD, typename V, typename M>
 void update_loop(V* __restrict__ X, V* __restrict__ R, const V* __restrict__ P,
-                 const M* __restrict__ Mc, const double* __restrict__ s,
-                 const double* __restrict__ d, double weight, double a, int64_t i0, int64_t i1,
-                 double* acc) {
+                 const M* __restrict__ Mc, const double* __restrict__ d, double weight, double a,
+                 int64_t i0, int64_t i1, double* acc) {
   double rr = 0.0, rz = 0.0;
 #pragma omp simd reduction(+ : rr, rz)
   for (int64_t i = i0; i < i1; ++i) {
     const double pi = P[i];
     X[i] = pcg_iterate_value(X[i], a, pi);
-    double ws = weight;
-    if constexpr (HasS) ws *= s[i];   // (w s) m, in the order the float64 passes always used
-    const V rv = pcg_residual_value(R[i], a, pcg_applied(pi, ws, double(Mc[i])));
+    const V rv = pcg_residual_value(R[i], a, pcg_applied(pi, weight, double(Mc[i])));
     R[i] = rv;
     const double rn = rv;  // the sums are those of r as stored
     rr += rn * rn;
@@ -96,12 +85,10 @@ void update_loop(V* __restrict__ X, V* __restrict__ R, const V* __restrict__ P,
 }
 
 template <typename V, typename M>
-void update_chunk(V* X, V* R, const V* P, const M* Mc, const double* s, const double* d, double weight,
-                  double a, int64_t i0, int64_t i1, double* acc) {
-  if (s && d) update_loop<true, true>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
-  else if (s) update_loop<true, false>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
-  else if (d) update_loop<false, true>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
-  else update_loop<false, false>(X, R, P, Mc, s, d, weight, a, i0, i1, acc);
+void update_chunk(V* X, V* R, const V* P, const M* Mc, const double* d, double weight, double a, int64_t i0,
+                  int64_t i1, double* acc) {
+  if (d) update_loop<true>(X, R, P, Mc, d, weight, a, i0, i1, acc);
+  else update_loop<false>(X, R, P, Mc, d, weight, a, i0, i1, acc);
 }
 
 // pcg_step: x += a p, r -= a (p + w m), p = r + b p, in place; returns r.r of r as stored.
@@ -122,43 +109,36 @@ double step_chunk(V* __restrict__ X, V* __restrict__ R, V* __restrict__ P, const
   return rr;
 }
 
-// p_c = z_c + beta_c p_c (z = d . r, or r), in place; u = s . p (or p) in u's dtype (a buffer the
-// caller reuses: a fresh image-sized tensor per iteration costs a page fault per 4 KB). u may be absent
-// when there is no scale: the matvec then reads p.
-template <bool HasS, bool HasD, bool HasU, typename V, typename U>
+// p_c = z_c + beta_c p_c (z = d . r, or r), in place; u = p in u's dtype (a buffer the caller reuses: a
+// fresh image-sized tensor per iteration costs a page fault per 4 KB). u may be absent: the matvec then
+// reads p.
+template <bool HasD, bool HasU, typename V, typename U>
 void direction_loop(const V* __restrict__ R, V* __restrict__ P, U* __restrict__ Uc,
-                    const double* __restrict__ s, const double* __restrict__ d, double b, int64_t i0,
-                    int64_t i1) {
+                    const double* __restrict__ d, double b, int64_t i0, int64_t i1) {
 #pragma omp simd
   for (int64_t i = i0; i < i1; ++i) {
     double z = R[i];
     if constexpr (HasD) z *= d[i];
     const V pn = pcg_direction_value(z, b, P[i]);
     P[i] = pn;
-    if constexpr (HasU) Uc[i] = U(HasS ? s[i] * double(pn) : double(pn));
+    if constexpr (HasU) Uc[i] = U(double(pn));
   }
 }
 
 template <typename V, typename U>
-void direction_chunk(const V* R, V* P, U* Uc, const double* s, const double* d, double b, int64_t i0,
-                     int64_t i1) {
-  if (!Uc) {  // (then s is absent too)
-    if (d) direction_loop<false, true, false>(R, P, Uc, s, d, b, i0, i1);
-    else direction_loop<false, false, false>(R, P, Uc, s, d, b, i0, i1);
-  } else if (s) {
-    if (d) direction_loop<true, true, true>(R, P, Uc, s, d, b, i0, i1);
-    else direction_loop<true, false, true>(R, P, Uc, s, d, b, i0, i1);
+void direction_chunk(const V* R, V* P, U* Uc, const double* d, double b, int64_t i0, int64_t i1) {
+  if (Uc) {
+    if (d) direction_loop<true, true>(R, P, Uc, d, b, i0, i1);
+    else direction_loop<false, true>(R, P, Uc, d, b, i0, i1);
   } else {
-    if (d) direction_loop<false, true, true>(R, P, Uc, s, d, b, i0, i1);
-    else direction_loop<false, false, true>(R, P, Uc, s, d, b, i0, i1);
+    if (d) direction_loop<true, false>(R, P, Uc, d, b, i0, i1);
+    else direction_loop<false, false>(R, P, Uc, d, b, i0, i1);
   }
 }
 
 void pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
-                       at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
-                       std::optional<at::Tensor> u) {
-  const PixelMaps maps = check_direction_args(r, inv_diag, p, beta, scale, u);
-  const double *d = maps.d, *s = maps.s;
+                       at::ArrayRef<double> beta, std::optional<at::Tensor> u) {
+  const double* d = check_direction_args(r, inv_diag, p, beta, u);
   const int64_t C = r.size(0), N = r.size(1) * r.size(2);
   const int64_t nchunks = (N + kChunk - 1) / kChunk;
   const at::ScalarType ut = u.has_value() ? u->scalar_type() : r.scalar_type();
@@ -171,16 +151,15 @@ void pcg_direction_cpu(const at::Tensor& r, const std::optional<at::Tensor>& inv
     at::parallel_for(0, C * nchunks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t c = t / nchunks, i0 = (t % nchunks) * kChunk, i1 = std::min(N, i0 + kChunk);
-        direction_chunk(R + c * N, P + c * N, Uv ? Uv + c * N : nullptr, s, d, beta[c], i0, i1);
+        direction_chunk(R + c * N, P + c * N, Uv ? Uv + c * N : nullptr, d, beta[c], i0, i1);
       }
     });
   });
 }
 
-// Per channel p.Ap = sum_i p_i (p_i + w s_i m_i), as (C,) float64.
-at::Tensor pcg_curvature_cpu(const at::Tensor& p, const at::Tensor& m,
-                             const std::optional<at::Tensor>& scale, double weight) {
-  const double* s = check_curvature_args(p, m, scale);
+// Per channel p.Ap = sum_i p_i (p_i + w m_i), as (C,) float64.
+at::Tensor pcg_curvature_cpu(const at::Tensor& p, const at::Tensor& m, double weight) {
+  check_curvature_args(p, m);
   const int64_t C = p.size(0), N = p.size(1) * p.size(2);
   std::vector<double> total;
   dispatch_vector_types(p.scalar_type(), m.scalar_type(), [&](auto v_, auto m_) {
@@ -189,19 +168,17 @@ at::Tensor pcg_curvature_cpu(const at::Tensor& p, const at::Tensor& m,
     const V* P = p.data_ptr<V>();
     const M* Mv = m.data_ptr<M>();
     total = chunked_sums<1>(C, N, [&](int64_t c, int64_t i0, int64_t i1, double* acc) {
-      acc[0] = curvature_chunk(P + c * N, Mv + c * N, s, weight, i0, i1);
+      acc[0] = curvature_chunk(P + c * N, Mv + c * N, weight, i0, i1);
     });
   });
   return at::tensor(total, p.options().dtype(at::kDouble));
 }
 
-// x_c += alpha_c p_c, r_c -= alpha_c (p_c + w s m_c), in place; returns (2, C) float64: r.r and
+// x_c += alpha_c p_c, r_c -= alpha_c (p_c + w m_c), in place; returns (2, C) float64: r.r and
 // r.z (z = d . r, or r) per channel.
-at::Tensor pcg_update_cpu(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m,
-                          const std::optional<at::Tensor>& scale, double weight,
+at::Tensor pcg_update_cpu(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m, double weight,
                           at::ArrayRef<double> alpha, const std::optional<at::Tensor>& inv_diag) {
-  const PixelMaps maps = check_update_args(x, r, p, m, scale, alpha, inv_diag);
-  const double *d = maps.d, *s = maps.s;
+  const double* d = check_update_args(x, r, p, m, alpha, inv_diag);
   const int64_t C = p.size(0), N = p.size(1) * p.size(2);
   std::vector<double> total;
   dispatch_vector_types(p.scalar_type(), m.scalar_type(), [&](auto v_, auto m_) {
@@ -212,7 +189,7 @@ at::Tensor pcg_update_cpu(at::Tensor x, at::Tensor r, const at::Tensor& p, const
     const V* P = p.data_ptr<V>();
     const M* Mv = m.data_ptr<M>();
     total = chunked_sums<2>(C, N, [&](int64_t c, int64_t i0, int64_t i1, double* acc) {
-      update_chunk(X + c * N, R + c * N, P + c * N, Mv + c * N, s, d, weight, alpha[c], i0, i1, acc);
+      update_chunk(X + c * N, R + c * N, P + c * N, Mv + c * N, d, weight, alpha[c], i0, i1, acc);
     });
   });
   return at::tensor(total, p.options().dtype(at::kDouble)).reshape({2, C});
@@ -252,29 +229,24 @@ at::Tensor times_map(const at::Tensor& t, const std::optional<at::Tensor>& map) 
 }
 
 void pcg_direction_aten(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
-                        at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
-                        std::optional<at::Tensor> u) {
+                        at::ArrayRef<double> beta, std::optional<at::Tensor> u) {
   check_coeffs(beta, r.size(0), "beta");
-  TORCH_CHECK(u.has_value() || !scale.has_value(),
-              "u must be given when scale is (u = scale . p is the matvec's input)");
   p.copy_(p.to(at::kDouble).mul_(per_channel(beta, p)).add_(times_map(r.to(at::kDouble), inv_diag)));
-  if (u.has_value()) u->copy_(times_map(p.to(at::kDouble), scale));
+  if (u.has_value()) u->copy_(p);
 }
 
-at::Tensor pcg_curvature_aten(const at::Tensor& p, const at::Tensor& m,
-                              const std::optional<at::Tensor>& scale, double weight) {
+at::Tensor pcg_curvature_aten(const at::Tensor& p, const at::Tensor& m, double weight) {
   const auto p64 = p.to(at::kDouble);
-  return (p64 * (p64 + weight * times_map(m.to(at::kDouble), scale))).sum({1, 2});
+  return (p64 * (p64 + weight * m.to(at::kDouble))).sum({1, 2});
 }
 
-at::Tensor pcg_update_aten(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m,
-                           const std::optional<at::Tensor>& scale, double weight,
+at::Tensor pcg_update_aten(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m, double weight,
                            at::ArrayRef<double> alpha, const std::optional<at::Tensor>& inv_diag) {
   check_coeffs(alpha, p.size(0), "alpha");
   const auto a = per_channel(alpha, p);
   const auto p64 = p.to(at::kDouble);
   x.copy_(x.to(at::kDouble) + a * p64);
-  r.copy_(r.to(at::kDouble) - a * (p64 + weight * times_map(m.to(at::kDouble), scale)));
+  r.copy_(r.to(at::kDouble) - a * (p64 + weight * m.to(at::kDouble)));
   const auto r64 = r.to(at::kDouble);  // the sums are those of r as stored
   const auto rr = (r64 * r64).sum({1, 2});
   return at::stack({rr, inv_diag.has_value() ? (r64 * r64 * *inv_diag).sum({1, 2}) : rr.clone()});

@@ -4,12 +4,12 @@
 // dpst_ext._emu (csrc/emu/), whose tests run them against the CPU kernels.
 //
 // One thread per pixel of one channel: blockIdx.x walks the pixels in blocks of `threads`, blockIdx.y is
-// the channel. V is the CG vectors' type, M (U) that of the Laplacian's product (input); s, d are double
-// (H, W) maps or null. The sums are deterministic: each block sums its pixels in double in shared
+// the channel. V is the CG vectors' type, M (U) that of the Laplacian's product (input); d is a double
+// (H, W) map or null. The sums are deterministic: each block sums its pixels in double in shared
 // memory (block_sum) into partials[sum][channel][block], then one block per (sum, channel) adds that row
 // of partials in a fixed order (sum_partials_kernel, one launch), as photoreal_loss does; no atomics.
 //
-// Bytes per pixel and channel (V = M = float32, no maps): direction 12 (r, p -> p), curvature 8,
+// Bytes per pixel and channel (V = M = float32, no d): direction 12 (r, p -> p), curvature 8,
 // update 24 (x, r, p, m -> x, r): 44 per channel, 132 for 3 channels, the CPU passes' traffic; pcg_step
 // alone (x, r, p, m -> x, r, p) 28 per channel, 84 for 3, where the product sums p.Ap and |Ap|^2.
 #pragma once
@@ -21,11 +21,10 @@
 namespace dpst {
 namespace cuda {
 
-// p = z + beta_c p (z = d . r, or r) in place; u = s . p (or p) when u is given.
+// p = z + beta_c p (z = d . r, or r) in place; u = p in u's type when u is given.
 template <typename V, typename U>
 __global__ void pcg_direction_kernel(const V* __restrict__ R, const double* __restrict__ d, V* __restrict__ P,
-                                     const double* __restrict__ beta, const double* __restrict__ s,
-                                     U* __restrict__ u, int64_t N) {
+                                     const double* __restrict__ beta, U* __restrict__ u, int64_t N) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, c = blockIdx.y;
   if (i >= N) return;
   const int64_t k = c * N + i;
@@ -33,13 +32,12 @@ __global__ void pcg_direction_kernel(const V* __restrict__ R, const double* __re
   if (d) z *= d[i];
   const V pn = pcg_direction_value(z, beta[c], P[k]);
   P[k] = pn;
-  if (u) u[k] = U(s ? s[i] * double(pn) : double(pn));
+  if (u) u[k] = U(double(pn));
 }
 
-// partials[c][block] = sum over the block's pixels of p (p + w s m).
+// partials[c][block] = sum over the block's pixels of p (p + w m).
 template <typename V, typename M>
-__global__ void pcg_curvature_kernel(const V* __restrict__ P, const M* __restrict__ m,
-                                     const double* __restrict__ s, double weight, int64_t N,
+__global__ void pcg_curvature_kernel(const V* __restrict__ P, const M* __restrict__ m, double weight, int64_t N,
                                      double* __restrict__ partials) {
   DPST_DYNAMIC_SHARED(smem);
   double* red = reinterpret_cast<double*>(smem);
@@ -48,20 +46,19 @@ __global__ void pcg_curvature_kernel(const V* __restrict__ P, const M* __restric
   double t = 0;
   if (i < N) {
     const double p = P[c * N + i];
-    t = p * pcg_applied(p, s ? weight * s[i] : weight, double(m[c * N + i]));
+    t = p * pcg_applied(p, weight, double(m[c * N + i]));
   }
   red[tid] = t;
   block_sum(red, tid, int(blockDim.x));
   if (tid == 0) partials[c * gridDim.x + blockIdx.x] = red[0];
 }
 
-// x += alpha_c p, r -= alpha_c (p + w s m) in place; partials[0][c][block] = sum of r.r over the block,
+// x += alpha_c p, r -= alpha_c (p + w m) in place; partials[0][c][block] = sum of r.r over the block,
 // partials[1][c][block] = sum of r.(d . r) (r.r without d), of r as stored.
 template <typename V, typename M>
 __global__ void pcg_update_kernel(V* __restrict__ X, V* __restrict__ R, const V* __restrict__ P,
-                                  const M* __restrict__ m, const double* __restrict__ s, double weight,
-                                  const double* __restrict__ alpha, const double* __restrict__ d, int64_t N,
-                                  double* __restrict__ partials) {
+                                  const M* __restrict__ m, double weight, const double* __restrict__ alpha,
+                                  const double* __restrict__ d, int64_t N, double* __restrict__ partials) {
   DPST_DYNAMIC_SHARED(smem);
   double* red = reinterpret_cast<double*>(smem);
   const int tid = int(threadIdx.x);
@@ -72,7 +69,7 @@ __global__ void pcg_update_kernel(V* __restrict__ X, V* __restrict__ R, const V*
     const int64_t k = c * N + i;
     const double p = P[k];
     X[k] = pcg_iterate_value(X[k], alpha[c], p);
-    const V rv = pcg_residual_value(R[k], alpha[c], pcg_applied(p, s ? weight * s[i] : weight, double(m[k])));
+    const V rv = pcg_residual_value(R[k], alpha[c], pcg_applied(p, weight, double(m[k])));
     R[k] = rv;
     const double rn = rv;
     rr = rn * rn;
@@ -86,7 +83,7 @@ __global__ void pcg_update_kernel(V* __restrict__ X, V* __restrict__ R, const V*
   if (tid == 0) partials[(C + c) * nb + blockIdx.x] = red[0];
 }
 
-// pcg_update and the next pcg_direction without maps: x += alpha_c p, r -= alpha_c (p + w m),
+// pcg_update and the next pcg_direction without d: x += alpha_c p, r -= alpha_c (p + w m),
 // p = r + beta_c p in place; partials[c][block] = sum of r.r over the block, of r as stored.
 template <typename V, typename M>
 __global__ void pcg_step_kernel(V* __restrict__ X, V* __restrict__ R, V* __restrict__ P, const M* __restrict__ m,
@@ -123,32 +120,32 @@ inline void launch_row_sums(const double* partials, int64_t rows, int64_t nb, do
 
 // R, P: (C, N) vectors; beta: C doubles on the device; u: (C, N) or null.
 template <typename V, typename U>
-void launch_pcg_direction(const V* R, const double* d, V* P, const double* beta, const double* s, U* u,
-                          int64_t C, int64_t N, cudaStream_t stream, const LaunchShape& sh = {}) {
+void launch_pcg_direction(const V* R, const double* d, V* P, const double* beta, U* u, int64_t C, int64_t N,
+                          cudaStream_t stream, const LaunchShape& sh = {}) {
   auto* kernel = pcg_direction_kernel<V, U>;  // (a two-argument template does not fit the macro)
-  DPST_LAUNCH(kernel, pcg_grid(C, N, sh), dim3(sh.threads), 0, stream, R, d, P, beta, s, u, N);
+  DPST_LAUNCH(kernel, pcg_grid(C, N, sh), dim3(sh.threads), 0, stream, R, d, P, beta, u, N);
 }
 
 // partials: C * ceil(N / threads) doubles of scratch; totals: C doubles.
 template <typename V, typename M>
-void launch_pcg_curvature(const V* P, const M* m, const double* s, double weight, int64_t C, int64_t N,
-                          double* partials, double* totals, cudaStream_t stream, const LaunchShape& sh = {}) {
+void launch_pcg_curvature(const V* P, const M* m, double weight, int64_t C, int64_t N, double* partials,
+                          double* totals, cudaStream_t stream, const LaunchShape& sh = {}) {
   const dim3 grid = pcg_grid(C, N, sh);
   auto* kernel = pcg_curvature_kernel<V, M>;
-  DPST_LAUNCH(kernel, grid, dim3(sh.threads), sh.threads * sizeof(double), stream, P, m, s, weight, N, partials);
+  DPST_LAUNCH(kernel, grid, dim3(sh.threads), sh.threads * sizeof(double), stream, P, m, weight, N, partials);
   launch_row_sums(partials, C, grid.x, totals, stream, sh);
 }
 
 // alpha: C doubles on the device; partials: 2 C ceil(N / threads) doubles; totals: 2 C doubles
 // (r.r per channel, then r.(d . r) per channel).
 template <typename V, typename M>
-void launch_pcg_update(V* X, V* R, const V* P, const M* m, const double* s, double weight, const double* alpha,
-                       const double* d, int64_t C, int64_t N, double* partials, double* totals,
-                       cudaStream_t stream, const LaunchShape& sh = {}) {
+void launch_pcg_update(V* X, V* R, const V* P, const M* m, double weight, const double* alpha, const double* d,
+                       int64_t C, int64_t N, double* partials, double* totals, cudaStream_t stream,
+                       const LaunchShape& sh = {}) {
   const dim3 grid = pcg_grid(C, N, sh);
   auto* kernel = pcg_update_kernel<V, M>;
-  DPST_LAUNCH(kernel, grid, dim3(sh.threads), sh.threads * sizeof(double), stream, X, R, P, m, s, weight, alpha,
-              d, N, partials);
+  DPST_LAUNCH(kernel, grid, dim3(sh.threads), sh.threads * sizeof(double), stream, X, R, P, m, weight, alpha, d, N,
+              partials);
   launch_row_sums(partials, 2 * C, grid.x, totals, stream, sh);
 }
 

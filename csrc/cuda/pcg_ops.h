@@ -30,10 +30,8 @@ struct PcgOps {
   }
 
   static void pcg_direction(const at::Tensor& r, const std::optional<at::Tensor>& inv_diag, at::Tensor p,
-                            at::ArrayRef<double> beta, const std::optional<at::Tensor>& scale,
-                            std::optional<at::Tensor> u) {
-    const PixelMaps maps = check_direction_args(r, inv_diag, p, beta, scale, u);
-    const double *d = maps.d, *s = maps.s;
+                            at::ArrayRef<double> beta, std::optional<at::Tensor> u) {
+    const double* d = check_direction_args(r, inv_diag, p, beta, u);
     check_channels(r);
     typename Backend::Scope scope(r);
     const int64_t C = r.size(0), N = r.size(1) * r.size(2);
@@ -43,16 +41,15 @@ struct PcgOps {
     dispatch_vector_types(r.scalar_type(), ut, [&](auto v_, auto u_) {
       using V = decltype(v_);
       using U = decltype(u_);
-      launch_pcg_direction(r.data_ptr<V>(), d, p.data_ptr<V>(), b.data_ptr<double>(), s,
+      launch_pcg_direction(r.data_ptr<V>(), d, p.data_ptr<V>(), b.data_ptr<double>(),
                            u.has_value() ? u->data_ptr<U>() : static_cast<U*>(nullptr), C, N, scope.stream,
                            Backend::shape());
     });
     Backend::check_launch();
   }
 
-  static at::Tensor pcg_curvature(const at::Tensor& p, const at::Tensor& m, const std::optional<at::Tensor>& scale,
-                                  double weight) {
-    const double* s = check_curvature_args(p, m, scale);
+  static at::Tensor pcg_curvature(const at::Tensor& p, const at::Tensor& m, double weight) {
+    check_curvature_args(p, m);
     check_channels(p);
     typename Backend::Scope scope(p);
     const int64_t C = p.size(0), N = p.size(1) * p.size(2);
@@ -64,18 +61,16 @@ struct PcgOps {
     dispatch_vector_types(p.scalar_type(), m.scalar_type(), [&](auto v_, auto m_) {
       using V = decltype(v_);
       using M = decltype(m_);
-      launch_pcg_curvature(p.data_ptr<V>(), m.data_ptr<M>(), s, weight, C, N, partials.data_ptr<double>(),
+      launch_pcg_curvature(p.data_ptr<V>(), m.data_ptr<M>(), weight, C, N, partials.data_ptr<double>(),
                            totals.data_ptr<double>(), scope.stream, shape);
     });
     Backend::check_launch();
     return totals;
   }
 
-  static at::Tensor pcg_update(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m,
-                               const std::optional<at::Tensor>& scale, double weight, at::ArrayRef<double> alpha,
-                               const std::optional<at::Tensor>& inv_diag) {
-    const PixelMaps maps = check_update_args(x, r, p, m, scale, alpha, inv_diag);
-    const double *d = maps.d, *s = maps.s;
+  static at::Tensor pcg_update(at::Tensor x, at::Tensor r, const at::Tensor& p, const at::Tensor& m, double weight,
+                               at::ArrayRef<double> alpha, const std::optional<at::Tensor>& inv_diag) {
+    const double* d = check_update_args(x, r, p, m, alpha, inv_diag);
     check_channels(p);
     typename Backend::Scope scope(p);
     const int64_t C = p.size(0), N = p.size(1) * p.size(2);
@@ -88,7 +83,7 @@ struct PcgOps {
     dispatch_vector_types(p.scalar_type(), m.scalar_type(), [&](auto v_, auto m_) {
       using V = decltype(v_);
       using M = decltype(m_);
-      launch_pcg_update(x.data_ptr<V>(), r.data_ptr<V>(), p.data_ptr<V>(), m.data_ptr<M>(), s, weight,
+      launch_pcg_update(x.data_ptr<V>(), r.data_ptr<V>(), p.data_ptr<V>(), m.data_ptr<M>(), weight,
                         a.data_ptr<double>(), d, C, N, partials.data_ptr<double>(), totals.data_ptr<double>(),
                         scope.stream, shape);
     });

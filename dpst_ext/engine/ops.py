@@ -72,27 +72,28 @@ def stencil_matvec_dots(stencil: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     return torch.ops.dpst.stencil_matvec_dots.default(stencil, v, out, normalized)
 
 
-# ---- fused CG passes on A v = v + weight s.M(s.v) (CPU, CUDA; dpst_ext.engine.smoothing.batched_pcg) ----
+# ---- fused CG passes on A v = v + weight S v (CPU, CUDA; dpst_ext.engine.smoothing.batched_pcg) ----------
+# S v is the stencil's product (M v, or the normalised D^-1/2 M D^-1/2 v), m below.
 
-def pcg_direction(r, inv_diag, p, beta, scale, u) -> None:
-    """p = inv_diag.r + beta p per channel, in place (r, p (C, H, W), both float64 or both float32); u = scale.p
-    in u's dtype, in place (u may be None when scale is: the matvec then reads p).
-    inv_diag, scale: (H, W) float64 or None (= 1)."""
-    torch.ops.dpst.pcg_direction.default(r, inv_diag, p, beta, scale, u)
-
-
-def pcg_curvature(p, m, scale, weight: float) -> torch.Tensor:
-    """(C,) float64: p.Ap per channel with Ap = p + weight scale.m (m = M u)."""
-    return torch.ops.dpst.pcg_curvature.default(p, m, scale, weight)
+def pcg_direction(r, inv_diag, p, beta, u) -> None:
+    """p = inv_diag.r + beta p per channel, in place (r, p (C, H, W), both float64 or both float32); u = p in
+    u's dtype, in place (the matvec's input; None when the matvec reads p). inv_diag: (H, W) float64 or None
+    (= 1)."""
+    torch.ops.dpst.pcg_direction.default(r, inv_diag, p, beta, u)
 
 
-def pcg_update(x, r, p, m, scale, weight: float, alpha, inv_diag) -> torch.Tensor:
+def pcg_curvature(p, m, weight: float) -> torch.Tensor:
+    """(C,) float64: p.Ap per channel with Ap = p + weight m (m = S u)."""
+    return torch.ops.dpst.pcg_curvature.default(p, m, weight)
+
+
+def pcg_update(x, r, p, m, weight: float, alpha, inv_diag) -> torch.Tensor:
     """x += alpha p, r -= alpha Ap per channel, in place; returns (2, C) float64: r.r and r.(inv_diag.r)."""
-    return torch.ops.dpst.pcg_update.default(x, r, p, m, scale, weight, alpha, inv_diag)
+    return torch.ops.dpst.pcg_update.default(x, r, p, m, weight, alpha, inv_diag)
 
 
 def pcg_step(x, r, p, m, weight: float, alpha, beta) -> torch.Tensor:
-    """Without scale or preconditioner, pcg_update and the next pcg_direction in one pass: x += alpha p,
+    """Without a preconditioner, pcg_update and the next pcg_direction in one pass: x += alpha p,
     r -= alpha Ap (Ap = p + weight m), then p = r + beta p, per channel, in place; returns (C,) float64 r.r."""
     return torch.ops.dpst.pcg_step.default(x, r, p, m, weight, alpha, beta)
 

@@ -300,7 +300,7 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
     it = 0
     while it < maxiter and bool((rel > tol).any()):
         if not single or it == 0:
-            ops.pcg_direction(z, d, p, beta, None, u)
+            ops.pcg_direction(z, d, p, beta, u)
         if precondition is not None:
             del z
         if u is None:
@@ -308,7 +308,7 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
             pap = dots[0] + op.weight * dots[1]
         else:
             m = op.stencil.matvec(u, out=m, normalized=op.normalize)
-            pap = ops.pcg_curvature(p, m, None, op.weight)
+            pap = ops.pcg_curvature(p, m, op.weight)
         alpha = torch.where(pap > 0, rz / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         if single:
             # CG keeps r.Ap = p.Ap, so |r - alpha Ap|^2 = alpha^2 |Ap|^2 - r.r: beta = that / r.r is known
@@ -321,7 +321,7 @@ def _fused_pcg(op, x, r, bnorm, inv_diag, tol, maxiter, callback, precondition=N
                                torch.zeros_like(rr)).tolist()
             rr = rz_new = ops.pcg_step(x, r, p, m, op.weight, alpha.tolist(), beta)
         else:
-            sums = ops.pcg_update(x, r, p, m, None, op.weight, alpha.tolist(), d)
+            sums = ops.pcg_update(x, r, p, m, op.weight, alpha.tolist(), d)
             rr, rz_new = sums[0], sums[1]
         it += 1
         rel = rr.sqrt() / bnorm

@@ -227,13 +227,12 @@ void check_pcg(int C, int N, bool maps, const LaunchShape& shape, const char* ty
   const size_t n = size_t(C) * N;
   std::vector<V> x(n), r(n), p(n);
   std::vector<M> m(n), u(n);
-  std::vector<double> s(N), d(N), beta(C), alpha(C);
+  std::vector<double> d(N), beta(C), alpha(C);
   for (auto* vec : {&x, &r, &p})
     for (auto& e : *vec) e = V(uni(rng));
   for (auto& e : m) e = M(uni(rng));
-  for (int i = 0; i < N; ++i) s[i] = 1.0 + 0.5 * uni(rng), d[i] = 1.0 + 0.5 * uni(rng);
+  for (int i = 0; i < N; ++i) d[i] = 1.0 + 0.5 * uni(rng);
   for (int c = 0; c < C; ++c) beta[c] = uni(rng), alpha[c] = uni(rng);
-  const double* sp = maps ? s.data() : nullptr;
   const double* dp = maps ? d.data() : nullptr;
   const double w = 37.0, ev = std::numeric_limits<V>::epsilon(), em = std::numeric_limits<M>::epsilon();
   auto at = [&](const std::vector<double>& map, int i) { return maps ? map[i] : 1.0; };
@@ -243,7 +242,7 @@ void check_pcg(int C, int N, bool maps, const LaunchShape& shape, const char* ty
   };
 
   std::vector<V> p0 = p;
-  dpst::cuda::launch_pcg_direction(r.data(), dp, p.data(), beta.data(), sp, u.data(), C, N, nullptr, shape);
+  dpst::cuda::launch_pcg_direction(r.data(), dp, p.data(), beta.data(), u.data(), C, N, nullptr, shape);
   double err = 0;
   for (int c = 0; c < C; ++c)
     for (int i = 0; i < N; ++i) {
@@ -251,21 +250,20 @@ void check_pcg(int C, int N, bool maps, const LaunchShape& shape, const char* ty
       const double z = double(r[k]) * at(d, i), want = z + beta[c] * double(p0[k]);
       if (!close(p[k], want, ev, std::fabs(z) + std::fabs(beta[c] * double(p0[k]))))
         err = std::fmax(err, std::fabs(p[k] - want));
-      const double uw = at(s, i) * double(p[k]);
+      const double uw = double(p[k]);
       if (!close(u[k], uw, em, std::fabs(uw))) err = std::fmax(err, std::fabs(u[k] - uw));
     }
   expect(err == 0, "pcg_direction", C, N, type, err);
 
   const dim3 grid = dpst::cuda::pcg_grid(C, N, shape);
   std::vector<double> partials(2 * size_t(C) * grid.x), totals(2 * size_t(C));
-  dpst::cuda::launch_pcg_curvature(p.data(), m.data(), sp, w, C, N, partials.data(), totals.data(), nullptr,
-                                   shape);
+  dpst::cuda::launch_pcg_curvature(p.data(), m.data(), w, C, N, partials.data(), totals.data(), nullptr, shape);
   err = 0;
   for (int c = 0; c < C; ++c) {
     double want = 0, scale = 0;
     for (int i = 0; i < N; ++i) {
       const size_t k = size_t(c) * N + i;
-      const double term = double(p[k]) * (double(p[k]) + w * at(s, i) * double(m[k]));
+      const double term = double(p[k]) * (double(p[k]) + w * double(m[k]));
       want += term, scale += std::fabs(term);
     }
     err = std::fmax(err, std::fabs(totals[c] - want) / std::fmax(scale, 1e-300));
@@ -273,8 +271,8 @@ void check_pcg(int C, int N, bool maps, const LaunchShape& shape, const char* ty
   expect(err <= 1e-13, "pcg_curvature", C, N, type, err);
 
   std::vector<V> x0 = x, r0 = r;
-  dpst::cuda::launch_pcg_update(x.data(), r.data(), p.data(), m.data(), sp, w, alpha.data(), dp, C, N,
-                                partials.data(), totals.data(), nullptr, shape);
+  dpst::cuda::launch_pcg_update(x.data(), r.data(), p.data(), m.data(), w, alpha.data(), dp, C, N, partials.data(),
+                                totals.data(), nullptr, shape);
   err = 0;
   double sum_err = 0;
   for (int c = 0; c < C; ++c) {
@@ -283,11 +281,11 @@ void check_pcg(int C, int N, bool maps, const LaunchShape& shape, const char* ty
       const size_t k = size_t(c) * N + i;
       const double pk = p[k];
       const double xw = double(x0[k]) + alpha[c] * pk;
-      const double rw = double(r0[k]) - alpha[c] * (pk + w * at(s, i) * double(m[k]));
+      const double rw = double(r0[k]) - alpha[c] * (pk + w * double(m[k]));
       if (!close(x[k], xw, ev, std::fabs(double(x0[k])) + std::fabs(alpha[c] * pk)))
         err = std::fmax(err, std::fabs(x[k] - xw));
       const double rterms =
-          std::fabs(double(r0[k])) + std::fabs(alpha[c]) * (std::fabs(pk) + w * at(s, i) * std::fabs(double(m[k])));
+          std::fabs(double(r0[k])) + std::fabs(alpha[c]) * (std::fabs(pk) + w * std::fabs(double(m[k])));
       if (!close(r[k], rw, ev, rterms)) err = std::fmax(err, std::fabs(r[k] - rw));
       rr += double(r[k]) * double(r[k]);
       rz += double(r[k]) * double(r[k]) * at(d, i);
@@ -298,7 +296,7 @@ void check_pcg(int C, int N, bool maps, const LaunchShape& shape, const char* ty
   expect(err == 0, "pcg_update (x, r)", C, N, type, err);
   expect(sum_err <= 1e-13, "pcg_update (sums)", C, N, type, sum_err);
 
-  // pcg_step (no maps): x += alpha p, r -= alpha (p + w m), then p = r + beta p from r as stored.
+  // pcg_step (no d): x += alpha p, r -= alpha (p + w m), then p = r + beta p from r as stored.
   x0 = x, r0 = r, p0 = p;
   dpst::cuda::launch_pcg_step(x.data(), r.data(), p.data(), m.data(), w, alpha.data(), beta.data(), C, N,
                               partials.data(), totals.data(), nullptr, shape);
