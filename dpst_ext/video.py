@@ -615,6 +615,26 @@ def _av():
     return av
 
 
+def _output_stream(container, codec: str, rate):
+    """A video stream of ``container`` tagged BT.709 (matrix, primaries, transfer) with limited-range YUV:
+    HD video's standard, and what players assume of an untagged HD stream. Its frames come from
+    _output_frame, which converts with that matrix."""
+    from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc, Colorspace
+    s = container.add_stream(codec, rate=rate)
+    cc = s.codec_context
+    cc.colorspace, cc.color_range = Colorspace.ITU709, ColorRange.MPEG
+    cc.color_primaries, cc.color_trc = ColorPrimaries.BT709, ColorTrc.BT709
+    return s
+
+
+def _output_frame(frame: np.ndarray):
+    """An (H, W, 3) uint8 RGB frame as the encoder's yuv420p, converted with the BT.709 matrix to limited range
+    (_output_stream's tags). Left to the encoder, rgb24 would be converted with swscale's default BT.601
+    matrix and the stream left untagged, so players, reading BT.709 for HD, would shift its colours."""
+    return _av().VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+
+
 def _video_codec() -> str:
     av = _av()
     try:
@@ -734,7 +754,7 @@ def _write_segment(path: str, frames: list, rate: Fraction, size: tuple[int, int
     av = _av()
     codec = _video_codec()
     with atomic_output(path) as tmp, av.open(str(tmp), "w", format="mp4") as c:
-        s = c.add_stream(codec, rate=rate)
+        s = _output_stream(c, codec, rate)
         s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
         s.time_base = 1 / rate
         if codec == "libx264":
@@ -749,7 +769,7 @@ def _write_segment(path: str, frames: list, rate: Fraction, size: tuple[int, int
             s.bit_rate = int(size[0] * size[1] * float(rate) * 0.25)
             s.codec_context.max_b_frames = 0
         for i, frame in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf = _output_frame(frame)
             vf.pts = i
             for p in s.encode(vf):
                 c.mux(p)
@@ -871,7 +891,7 @@ def write_video(path, frames: Iterable, fps=30, crf: int = 18, audio: np.ndarray
         raise ValueError("frames is empty: a video needs at least one frame")
     first = _as_uint8(first, 0)
     with atomic_output(path) as tmp, av.open(str(tmp), "w", format=OUTPUT_FORMATS[ext]) as c:
-        vs = c.add_stream(_video_codec(), rate=rate)
+        vs = _output_stream(c, _video_codec(), rate)
         vs.width, vs.height = first.shape[1] - first.shape[1] % 2, first.shape[0] - first.shape[0] % 2
         vs.pix_fmt = "yuv420p"
         if vs.codec_context.name == "libx264":
@@ -882,7 +902,7 @@ def write_video(path, frames: Iterable, fps=30, crf: int = 18, audio: np.ndarray
             a = c.add_stream("aac", rate=sample_rate)
             a.layout = "mono" if audio.shape[0] == 1 else "stereo"
         for i, f in enumerate(itertools.chain([first], frames)):
-            vf = av.VideoFrame.from_ndarray(_as_uint8(f, i), format="rgb24")
+            vf = _output_frame(_as_uint8(f, i))
             vf.pts = i
             for p in vs.encode(vf):
                 c.mux(p)

@@ -51,6 +51,13 @@ def read(path):
         return frames, float(v.average_rate), len(c.streams.audio), c.duration / 1e6
 
 
+def colour_tags(path):
+    """(matrix, range, primaries, transfer) of the first video stream: (1, 1, 1, 1) is BT.709, limited range."""
+    with av.open(str(path)) as c:
+        cc = c.streams.video[0].codec_context
+        return int(cc.colorspace), int(cc.color_range), int(cc.color_primaries), int(cc.color_trc)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("clips")
@@ -73,6 +80,7 @@ def test_two_second_clip_end_to_end(clips, tmp_path):
     assert fps == 12 and n_audio == 1 and abs(duration - 2.0) < 0.15
     assert "rendering" in r.stderr and "frame/s" in r.stderr       # the progress bar, with its rate
     assert not os.path.exists(str(out) + ".parts")                   # finished: no state left behind
+    assert colour_tags(out) == (1, 1, 1, 1)                          # the joined segments' BT.709 tags kept
     src, _, _, _ = read(clips / "two_seconds.mp4")
     # Styled: the colours moved towards the cat's (not a copy of the input).
     assert np.abs(frames[12].astype(float) - src[12]).mean() > 10
@@ -174,6 +182,24 @@ def test_no_jump_at_keyframes():
 
     excess = [change(out, i) - change(frames, i) for i in range(len(out) - 1)]
     assert max(excess) < 3 * float(np.median(excess)), np.round(excess, 1)
+
+
+def test_written_video_is_bt709_and_says_so(tmp_path):
+    """Frames are converted to YUV with the BT.709 matrix, limited range, and the stream is tagged so: left to
+    the encoder, rgb24 went through swscale's BT.601 matrix into an untagged stream, which players (reading
+    BT.709 for HD) showed with shifted colours. A decoder that follows the tags gets the colours back."""
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 150, 60)]
+    frames = [np.full((32, 48, 3), c, np.uint8) for c in colours]
+    write_video(tmp_path / "flat.mp4", frames, fps=12, crf=0)
+    assert colour_tags(tmp_path / "flat.mp4") == (1, 1, 1, 1)
+    with av.open(str(tmp_path / "flat.mp4")) as c:
+        decoded = list(c.decode(video=0))
+    kr, kb = 0.2126, 0.0722                                         # BT.709's luma weights (BT.601: 0.299, 0.114)
+    for f, rgb in zip(decoded, colours):
+        r, g, b = (v / 255 for v in rgb)
+        luma = 16 + 219 * (kr * r + (1 - kr - kb) * g + kb * b)
+        assert abs(float(f.to_ndarray()[:32].mean()) - luma) <= 1.0, (rgb, luma)   # the Y plane
+        assert np.abs(f.to_ndarray(format="rgb24").astype(int) - rgb).max() <= 3, rgb
 
 
 def test_output_size_is_even():
