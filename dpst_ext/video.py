@@ -701,9 +701,19 @@ def _decode(path, size: tuple[int, int], start: float | None, end: float | None,
                 yield None, 0.0, frame.pts
                 tic = time.perf_counter()
                 continue
-            arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-            yield arr, time.perf_counter() - tic, frame.pts       # decoding and conversion
+            yield _rgb(frame, size), time.perf_counter() - tic, frame.pts       # decoding and conversion
             tic = time.perf_counter()
+
+
+def _rgb(frame, size: tuple[int, int]) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB at ``size`` (area resampling). YUV goes through the matrix and
+    range its stream is tagged with (PyAV follows the tags); an untagged stream through BT.709 when taller
+    than 576 lines and BT.601 otherwise, as players (mpv, browsers) show it, so that the output (written as
+    BT.709, _output_frame) looks like the input did, not like swscale's BT.601 default would make it."""
+    untagged = int(frame.colorspace) == 2               # AVCOL_SPC_UNSPECIFIED
+    matrix = ("ITU709" if frame.height > 576 else "ITU601") if untagged else None
+    return frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA",
+                            src_colorspace=matrix)
 
 
 def _input_ended(path, got: int, wanted: int) -> ValueError:
@@ -730,8 +740,7 @@ def _decode_range(path, size: tuple[int, int], start: float | None, end: float |
                     if j == 0:
                         break                    # the seek went past: decode from the start below
                     raise ValueError(f"input {path} changed since it was read: no frame at pts {pts[j]}")
-                yield frame.to_ndarray(width=size[0], height=size[1], format="rgb24",
-                                       interpolation="AREA"), time.perf_counter() - tic
+                yield _rgb(frame, size), time.perf_counter() - tic
                 tic = time.perf_counter()
                 j += 1
                 if j == len(pts):

@@ -202,6 +202,36 @@ def test_written_video_is_bt709_and_says_so(tmp_path):
         assert np.abs(f.to_ndarray(format="rgb24").astype(int) - rgb).max() <= 3, rgb
 
 
+def _untagged_clip(path, rgb, size, matrix):
+    """Two flat frames encoded (lossless) with ``matrix`` into a stream with no colour tags, as some cameras
+    and tools write them."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=12)
+        s.width, s.height, s.pix_fmt, s.options = size[0], size[1], "yuv420p", {"crf": "0"}
+        for i in range(2):
+            vf = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), rgb, np.uint8), format="rgb24")
+            vf = vf.reformat(format="yuv420p", dst_colorspace=matrix)
+            vf.colorspace = 2                                    # unspecified, as written by such a tool
+            vf.pts = i
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+@pytest.mark.parametrize("size,matrix", [((1280, 720), "ITU709"), ((640, 480), "ITU601")], ids=["hd", "sd"])
+def test_untagged_input_is_read_as_players_show_it(tmp_path, size, matrix):
+    """A stream without colour tags is read with BT.709 when HD (taller than 576 lines) and BT.601 otherwise,
+    the players' convention: an HD clip encoded with BT.709 comes back with its colours within swscale's
+    rounding (4 levels; its BT.601 default moved this orange by 13), an SD one with BT.601 too."""
+    rgb = (230, 120, 40)
+    _untagged_clip(tmp_path / "clip.mp4", rgb, size, matrix)
+    assert colour_tags(tmp_path / "clip.mp4")[0] == 2
+    frames = [f for f, _, _ in video._decode(tmp_path / "clip.mp4", (64, 36), None, None)]
+    assert len(frames) == 2
+    assert np.abs(frames[0].astype(int) - rgb).max() <= 5
+
+
 def test_output_size_is_even():
     """H.264 in 4:2:0 needs even sizes: an odd input (or cap) is rounded down to even numbers."""
     assert video._output_size(65, 49, None) == (64, 48)
