@@ -708,8 +708,9 @@ def _decode(path, size: tuple[int, int], start: float | None, end: float | None,
 def _rgb(frame, size: tuple[int, int]) -> np.ndarray:
     """A decoded frame as (H, W, 3) uint8 RGB at ``size`` (area resampling). YUV goes through the matrix and
     range its stream is tagged with (PyAV follows the tags); an untagged stream through BT.709 when taller
-    than 576 lines and BT.601 otherwise, as players (mpv, browsers) show it, so that the output (written as
-    BT.709, _output_frame) looks like the input did, not like swscale's BT.601 default would make it."""
+    than 576 lines and BT.601 otherwise (the rule of Microsoft's DXVA2 for an unknown matrix), so that
+    the output (written as BT.709, _output_frame) looks like the input did, not like swscale's BT.601
+    default would make it."""
     untagged = int(frame.colorspace) == 2               # AVCOL_SPC_UNSPECIFIED
     matrix = ("ITU709" if frame.height > 576 else "ITU601") if untagged else None
     return frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA",

@@ -222,7 +222,7 @@ def _untagged_clip(path, rgb, size, matrix):
 @pytest.mark.parametrize("size,matrix", [((1280, 720), "ITU709"), ((640, 480), "ITU601")], ids=["hd", "sd"])
 def test_untagged_input_is_read_as_players_show_it(tmp_path, size, matrix):
     """A stream without colour tags is read with BT.709 when HD (taller than 576 lines) and BT.601 otherwise,
-    the players' convention: an HD clip encoded with BT.709 comes back with its colours within swscale's
+    DXVA2's rule for an unknown matrix: an HD clip encoded with BT.709 comes back with its colours within swscale's
     rounding (4 levels; its BT.601 default moved this orange by 13), an SD one with BT.601 too."""
     rgb = (230, 120, 40)
     _untagged_clip(tmp_path / "clip.mp4", rgb, size, matrix)
