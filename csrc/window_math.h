@@ -190,24 +190,6 @@ DPST_HD inline double stencil_entry(const T* image, long long H, long long W, lo
   return sum;
 }
 
-// (M v)_i for pixel i = (y, x) of one channel plane v from the stencil K (12, H, W), with the bounds
-// tests (border pixels; every pixel in the CUDA kernel). The CPU's interior loop adds the same terms
-// in the same order.
-template <typename T>
-DPST_HD inline T stencil_product(const T* K, const T* v, long long H, long long W, long long y,
-                                 long long x) {
-  const long long plane = H * W, i = y * W + x;
-  const T vi = v[i];
-  T acc = 0;
-  for (int q = 0; q < kStencilOffsets; ++q) {
-    const int dy = stencil_dy(q), dx = stencil_dx(q);
-    const long long d = dy * W + dx;
-    if (y + dy < H && x + dx >= 0 && x + dx < W) acc += K[q * plane + i] * (v[i + d] - vi);
-    if (y - dy >= 0 && x - dx >= 0 && x - dx < W) acc += K[q * plane + i - d] * (v[i - d] - vi);
-  }
-  return acc;
-}
-
 // Number of 3x3 windows (lying fully inside an axis of length n) that contain coordinate p.
 DPST_HD inline int windows_covering(long long p, long long n) {
   const long long lo = p - 2 > 0 ? p - 2 : 0;
@@ -222,15 +204,18 @@ DPST_HD inline int windows_covering(long long p, long long n) {
 DPST_HD inline double sqrt_count(int c) { return c == 3 ? 1.7320508075688772 : c == 2 ? 1.4142135623730951 : 1.0; }
 DPST_HD inline double rsqrt_count(int c) { return c == 3 ? 0.57735026918962573 : c == 2 ? 0.70710678118654757 : 1.0; }
 
-// (D^-1/2 M D^-1/2 v)_i with D = diag(n), the normalised Laplacian, for pixel i = (y, x) of NC channel
-// planes v (H x W apart), into out[0..NC), as stencil_product's differences:
-//     (1/n_i) sum_j M_ij (t_ij v_j - v_i),   t_ij = sqrt(n_i / n_j),
-// since the rows of M sum to 0. t_ij = 1 unless pixel i or j lies within 2 pixels of the border, so
-// inside the image the terms are stencil_product's, in its order, times 1/n_i = 1/9 (the CPU's interior
-// loop computes them so). The neighbours' ratios are found once for the NC channels.
-template <typename T, int NC>
-DPST_HD inline void stencil_product_normalized(const T* K, const T* v, long long H, long long W, long long y,
-                                               long long x, T out[NC]) {
+// (S v)_i for pixel i = (y, x) of NC channel planes v (H x W apart) from the stencil K (12, H, W), into
+// out[0..NC), with the bounds tests (border pixels; every pixel in the CUDA kernel). S = M:
+//     (M v)_i = sum_q K_q(i) (v_{i + d_q} - v_i) + K_q(i - d_q) (v_{i - d_q} - v_i),
+// the CPU's interior loop adding the same terms in the same order. Normalized: S = D^-1/2 M D^-1/2, D = diag(n)
+// (the normalised Laplacian), as the same differences since the rows of M sum to 0:
+//     (1/n_i) sum_j M_ij (t_ij v_j - v_i),   t_ij = sqrt(n_i / n_j).
+// t_ij = 1 unless pixel i or j lies within 2 pixels of the border, so inside the image the terms are M's
+// times 1/n_i = 1/9 (the CPU's interior loop computes them so). Each neighbour's ratio is found once for the
+// NC channels.
+template <typename T, int NC, bool Normalized>
+DPST_HD inline void stencil_pixel(const T* K, const T* v, long long H, long long W, long long y, long long x,
+                                  T out[NC]) {
   const long long plane = H * W, i = y * W + x;
   const int cy = windows_covering(y, H), cx = windows_covering(x, W);
   const double root_ni = sqrt_count(cy) * sqrt_count(cx);
@@ -241,19 +226,22 @@ DPST_HD inline void stencil_product_normalized(const T* K, const T* v, long long
   }
   for (int q = 0; q < kStencilOffsets; ++q) {
     const int dy = stencil_dy(q), dx = stencil_dx(q);
-    const long long d = dy * W + dx;
     for (int side = 0; side < 2; ++side) {   // j = i + d_q (K_q(i)), then j = i - d_q (K_q(j))
       const long long yj = side ? y - dy : y + dy, xj = side ? x - dx : x + dx;
       if (yj < 0 || yj >= H || xj < 0 || xj >= W) continue;
       const long long j = yj * W + xj;
-      const int cyj = windows_covering(yj, H), cxj = windows_covering(xj, W);
-      const T t = cyj * cxj == cy * cx ? T(1) : T(root_ni * rsqrt_count(cyj) * rsqrt_count(cxj));
       const T k = K[q * plane + (side ? j : i)];
-      for (int c = 0; c < NC; ++c) acc[c] += k * (t * v[c * plane + j] - vi[c]);
+      if constexpr (Normalized) {
+        const int cyj = windows_covering(yj, H), cxj = windows_covering(xj, W);
+        const T t = cyj * cxj == cy * cx ? T(1) : T(root_ni * rsqrt_count(cyj) * rsqrt_count(cxj));
+        for (int c = 0; c < NC; ++c) acc[c] += k * (t * v[c * plane + j] - vi[c]);
+      } else {
+        for (int c = 0; c < NC; ++c) acc[c] += k * (v[c * plane + j] - vi[c]);
+      }
     }
   }
-  const T inv_n = T(1.0 / double((cy > 0 ? cy : 1) * (cx > 0 ? cx : 1)));
-  for (int c = 0; c < NC; ++c) out[c] = acc[c] * inv_n;
+  const T inv_n = Normalized ? T(1.0 / double((cy > 0 ? cy : 1) * (cx > 0 ? cx : 1))) : T(1);
+  for (int c = 0; c < NC; ++c) out[c] = Normalized ? acc[c] * inv_n : acc[c];
 }
 
 }  // namespace dpst

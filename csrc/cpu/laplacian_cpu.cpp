@@ -508,7 +508,7 @@ void stencil_kernel(const T* image, T* K, int64_t H, int64_t W, double eps) {
 }
 
 // Interior pixels x in [xa, xb) of row y (2 <= y < H-2, 2 <= x < W-2: all 24 neighbours inside), NC
-// channels: stencil_product's terms in its order, without the bounds tests, vectorised over x, times
+// channels: stencil_pixel's terms in its order, without the bounds tests, vectorised over x, times
 // factor (1, or the normalised product's 1/9 where every neighbour's degree is 9).
 template <typename T, int NC>
 void stencil_product_row(const T* __restrict__ K, const T* __restrict__ v, T* __restrict__ out,
@@ -539,7 +539,7 @@ void stencil_product_row(const T* __restrict__ K, const T* __restrict__ v, T* __
   }
 }
 
-// normalized: D^-1/2 M D^-1/2 v (stencil_product_normalized) in place of M v. With dots (3 x C x H doubles,
+// normalized: D^-1/2 M D^-1/2 v (stencil_pixel's normalised form) in place of M v. With dots (3 x C x H doubles,
 // this group's channels at c0 of C), each row y also leaves its sums of v.v, v.(M v) and (M v).(M v) (M v
 // as stored in out) per channel in double, while the row is in cache.
 template <typename T, int NC>
@@ -558,13 +558,10 @@ void stencil_channels(const T* K, const T* v, T* out, int64_t H, int64_t W, bool
       if (interior) stencil_product_row<T, NC>(K, v, out, H, W, y, b, W - b, factor);
       for (int64_t x = 0; x < W; ++x) {
         if (interior && x == b) x = W - b;  // (the interior columns are done)
-        if (normalized) {
-          T m[NC];
-          stencil_product_normalized<T, NC>(K, v, H, W, y, x, m);
-          for (int c = 0; c < NC; ++c) out[c * plane + y * W + x] = m[c];
-          continue;
-        }
-        for (int c = 0; c < NC; ++c) out[c * plane + y * W + x] = stencil_product(K, v + c * plane, H, W, y, x);
+        T m[NC];
+        if (normalized) stencil_pixel<T, NC, true>(K, v, H, W, y, x, m);
+        else stencil_pixel<T, NC, false>(K, v, H, W, y, x, m);
+        for (int c = 0; c < NC; ++c) out[c * plane + y * W + x] = m[c];
       }
       if (dots)
         for (int c = 0; c < NC; ++c) {

@@ -421,15 +421,15 @@ void launch_laplacian_stencil(const T* image, T* K, int64_t H, int64_t W, double
   DPST_LAUNCH(laplacian_stencil_kernel<T>, grid, block, 0, stream, image, K, H, W, eps);
 }
 
-// normalized: D^-1/2 M D^-1/2 v (stencil_product_normalized) in place of M v. With Dots, also
+// normalized: D^-1/2 M D^-1/2 v (stencil_pixel's normalised form) in place of M v. With Dots, also
 // partials[k][c][block] (k = 0: v.v, 1: v.(M v), 2: (M v).(M v), M v as stored in out), each block's sum in
 // double (block_sum): every thread of the block takes part, those outside the image with zeros.
 template <typename T>
-DPST_HD inline T stencil_product_of(bool normalized, const T* K, const T* v, int64_t H, int64_t W, int64_t y,
-                                    int64_t x) {
-  if (!normalized) return stencil_product(K, v, H, W, y, x);
+DPST_HD inline T stencil_product(bool normalized, const T* K, const T* v, int64_t H, int64_t W, int64_t y,
+                                 int64_t x) {
   T m[1];
-  stencil_product_normalized<T, 1>(K, v, H, W, y, x, m);
+  if (normalized) stencil_pixel<T, 1, true>(K, v, H, W, y, x, m);
+  else stencil_pixel<T, 1, false>(K, v, H, W, y, x, m);
   return m[0];
 }
 
@@ -443,7 +443,7 @@ __global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restri
   if constexpr (!Dots) {
     if (!inside) return;
     for (int64_t c = 0; c < C; ++c)
-      out[(c * H + y) * W + x] = stencil_product_of(normalized, K, v + c * H * W, H, W, y, x);
+      out[(c * H + y) * W + x] = stencil_product(normalized, K, v + c * H * W, H, W, y, x);
   } else {
     DPST_DYNAMIC_SHARED(smem);
     double* red = reinterpret_cast<double*>(smem);
@@ -453,7 +453,7 @@ __global__ void stencil_matvec_kernel(const T* __restrict__ K, const T* __restri
       double sums[3] = {0, 0, 0};
       if (inside) {
         const int64_t k = (c * H + y) * W + x;
-        const T m = stencil_product_of(normalized, K, v + c * H * W, H, W, y, x);
+        const T m = stencil_product(normalized, K, v + c * H * W, H, W, y, x);
         out[k] = m;
         const double vk = v[k], mk = m;
         sums[0] = vk * vk;

@@ -23,8 +23,9 @@ The estimate counts the tensors the stage holds at its peak, per pixel of the fu
 The tensors above sum to 204 B/px (220 with Jacobi) for float32 matvecs and float64 vectors with the eager
 loop (other devices); FastPhotoStyle's normalised system, measured when it also held D^-1/2 (12 B/px more)
 and the operator the 36 B/px window statistics, peaked at ~270 B/px at 4 MP (1.42 GiB total with the
-interpreter and a loaded photo), hence the 60 B/px term. The fused iteration without a preconditioner sums to
-192 B/px on float64 vectors, 132 B/px on float32 ones, for either system (estimate / peak: tests/test_memory.py). The
+interpreter and a loaded photo), hence the 60 B/px term. The fused iteration without a preconditioner sums
+to 192 B/px on float64 vectors, 132 B/px on float32 ones, for either system (estimate / peak:
+tests/test_memory.py). The
 multigrid's 125 B/px: its basis (16), smoother (8) and the setup's probes and the cycle's temporaries,
 fitted to the peak of tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908
 estimated, 2026-12-03, when diag(A) was still built for every solve; 917 measured and 850 estimated without

@@ -172,8 +172,8 @@ class SmoothingOperator:
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """A v in v's dtype; the Laplacian product (with the scale: stencil_matvec's normalised form) runs in
-        the Laplacian's dtype. In-place where possible: the temporaries are two (C, H, W) tensors in the
-        Laplacian's dtype (dpst_ext.engine.memory counts them)."""
+        the Laplacian's dtype. In-place where possible: the temporaries are the product and, for v in another
+        dtype, v's copy in the Laplacian's, (C, H, W) each (dpst_ext.engine.memory counts them)."""
         u = v if v.dtype == self.dtype else v.to(self.dtype)   # the matvec only reads it
         su = self.stencil.matvec(u, normalized=self.normalize)
         del u
