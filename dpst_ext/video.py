@@ -59,6 +59,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -68,6 +69,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import hdr
 from .engine.highres import SMOOTHING_TOL
 from .image_io import atomic_output, load_image, resize_long_side
 from .options import RECIPES
@@ -662,7 +664,8 @@ def _probe(path) -> dict:
                 raise ValueError(f"input video {path} holds no decodable frame")
             duration = float(c.duration / 1e6) if c.duration else None
             return {"width": first.width, "height": first.height, "rate": Fraction(rate),
-                    "frames": vs.frames or None, "duration": duration, "audio": bool(c.streams.audio)}
+                    "frames": vs.frames or None, "duration": duration, "audio": bool(c.streams.audio),
+                    "colour": (int(first.color_trc), int(first.color_primaries))}
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         raise ValueError(f"input {path} is not a readable video ({str(e).splitlines()[0]})") from None
 
@@ -710,8 +713,14 @@ def _rgb(frame, size: tuple[int, int]) -> np.ndarray:
     range its stream is tagged with (PyAV follows the tags); an untagged stream through BT.709 when taller
     than 576 lines and BT.601 otherwise (the rule of Microsoft's DXVA2 for an unknown matrix), so that
     the output (written as BT.709, _output_frame) looks like the input did, not like swscale's BT.601
-    default would make it."""
+    default would make it. HDR (PQ, HLG) and BT.2020 frames are brought to SDR BT.709 (dpst_ext.hdr; an
+    untagged matrix is then BT.2020's)."""
     untagged = int(frame.colorspace) == 2               # AVCOL_SPC_UNSPECIFIED
+    transfer, primaries = int(frame.color_trc), int(frame.color_primaries)
+    if hdr.needs_conversion(transfer, primaries):         # HDR or BT.2020: read in 16 bits, brought to SDR BT.709
+        rgb16 = frame.to_ndarray(width=size[0], height=size[1], format="rgb48le", interpolation="AREA",
+                                 src_colorspace="BT2020" if untagged else None)
+        return hdr.to_sdr(rgb16, transfer, primaries)
     matrix = ("ITU709" if frame.height > 576 else "ITU601") if untagged else None
     return frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA",
                             src_colorspace=matrix)
@@ -985,6 +994,9 @@ def stylize_video(path, style, out, progress: bool = True, workers: int | None =
     if not os.path.isdir(folder):
         raise ValueError(f"output folder does not exist: {folder}")
     info = _probe(path)
+    if hdr.needs_conversion(*info["colour"]):
+        warnings.warn(f"{os.path.basename(str(path))} is {hdr.describe(*info['colour'])}: brought to SDR BT.709 "
+                      "with its highlights compressed; the output is SDR BT.709", stacklevel=2)
     if opts.start is not None and info["duration"] is not None and opts.start >= info["duration"]:
         raise ValueError(f"start ({opts.start} s) must be before the end of the input ({info['duration']:.2f} s)")
     style_img = load_image(style, "style")

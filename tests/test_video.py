@@ -232,6 +232,94 @@ def test_untagged_input_is_read_as_players_show_it(tmp_path, size, matrix):
     assert np.abs(frames[0].astype(int) - rgb).max() <= 5
 
 
+# HDR test clips are built with the standards' forward formulas, written here independently of dpst_ext.hdr
+# (which implements the inverse ones), and BT.2087's published BT.709 -> BT.2020 matrix.
+BT709_TO_2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
+
+
+def _pq_signal(nits):
+    m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+    y = (np.asarray(nits, float) / 10000) ** m1
+    return ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+
+
+def _hlg_signal(nits):
+    """BT.2100 HLG of display light (cd/m2, BT.2020 RGB) on its 1000 cd/m2 nominal display: inverse OOTF, OETF."""
+    nits = np.asarray(nits, float)
+    yd = max(float(nits @ [0.2627, 0.6780, 0.0593]) / 1000, 1e-12)
+    scene = nits / 1000 / yd ** (1 - 1 / 1.2)
+    a, b, c = 0.17883277, 0.28466892, 0.55991073
+    return np.where(scene <= 1 / 12, np.sqrt(3 * scene), a * np.log(np.maximum(12 * scene - b, 1e-12)) + c)
+
+
+def _bt2020_clip(path, signals, transfer):
+    """Flat 48x32 frames of the given BT.2020 R'G'B' signals (0..1), as a 10-bit 4:2:0 stream (lossless FFV1) with
+    the BT.2020 matrix, limited range, BT.2020 primaries and ``transfer``, as phones write HDR video."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=12)
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv420p10le"
+        cc = s.codec_context
+        cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = 9, 1, 9, transfer
+        for i, sig in enumerate(signals):
+            rgb = np.full((32, 48, 3), np.round(np.clip(sig, 0, 1) * 65535), np.uint16)
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb48le").reformat(
+                format="yuv420p10le", dst_colorspace="BT2020", dst_color_range="MPEG")
+            vf.pts = i
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+SDR_COLOURS = [(200, 60, 40), (40, 160, 90), (70, 90, 210), (128, 128, 128), (220, 210, 200), (10, 12, 8)]
+
+
+@pytest.mark.parametrize("transfer", [16, 18, 14], ids=["pq", "hlg", "bt2020-sdr"])
+def test_hdr_input_is_brought_to_sdr(tmp_path, transfer):
+    """An SDR colour placed in an HDR stream at ITU-R BT.2408's levels (SDR white at 203 cd/m2) comes back as
+    itself (within 10-bit quantisation). Read as SDR, as before, these colours were off by up to 47 (HLG), 63
+    (BT.2020 SDR) and 83 (PQ) levels."""
+    signals = []
+    for rgb in SDR_COLOURS:
+        light = BT709_TO_2020 @ ((np.array(rgb) / 255) ** 2.4)          # BT.1886 display, relative to SDR white
+        signals.append(_pq_signal(203 * light) if transfer == 16 else _hlg_signal(203 * light) if transfer == 18
+                       else light ** (1 / 2.4))
+    _bt2020_clip(tmp_path / "clip.mkv", signals, transfer)
+    frames = [f for f, _, _ in video._decode(tmp_path / "clip.mkv", (48, 32), None, None)]
+    assert len(frames) == len(SDR_COLOURS)
+    for f, rgb in zip(frames, SDR_COLOURS):
+        assert np.abs(f[8:24, 8:40].astype(int) - rgb).max() <= 3, (f[16, 24], rgb)
+
+
+@pytest.mark.parametrize("transfer", [16, 18], ids=["pq", "hlg"])
+def test_hdr_highlights_roll_off(tmp_path, transfer):
+    """Highlights above SDR white are compressed, not clipped: brighter stays brighter up to 1000 cd/m2 (HLG's
+    nominal peak), and PQ's 4000 cd/m2 still fits in 8 bits."""
+    nits = [150, 203, 300, 600, 1000] + ([4000] if transfer == 16 else [])
+    grey = [np.full(3, n, float) for n in nits]
+    _bt2020_clip(tmp_path / "clip.mkv", [_pq_signal(g) if transfer == 16 else _hlg_signal(g) for g in grey], transfer)
+    levels = [float(f[16, 24].mean()) for f, _, _ in video._decode(tmp_path / "clip.mkv", (48, 32), None, None)]
+    assert all(a < b for a, b in zip(levels[:5], levels[1:5])), levels
+    assert 235 <= levels[1] <= 245 and levels[-1] <= 255, levels
+
+
+def test_hdr_input_warns_and_the_output_is_sdr(clips, tmp_path):
+    """stylize_video says the input is HDR and what it does with it; the output is tagged BT.709."""
+    signals = [_hlg_signal(203 * BT709_TO_2020 @ ((np.array(c) / 255) ** 2.4)) for c in SDR_COLOURS[:3]]
+    _bt2020_clip(tmp_path / "hlg.mkv", signals, 18)
+    with pytest.warns(UserWarning, match="HDR HLG, BT.2020 primaries: brought to SDR BT.709"):
+        stylize_video(tmp_path / "hlg.mkv", clips / "style.png", tmp_path / "out.mp4", progress=False, **FAST)
+    assert colour_tags(tmp_path / "out.mp4") == (1, 1, 1, 1)
+
+
+def test_bt2020_to_bt709_matrix_is_bt2087s():
+    """The primaries matrix, computed from the chromaticities, is the inverse of BT.2087's published one."""
+    from dpst_ext.hdr import primaries_matrix
+
+    assert np.abs(primaries_matrix() @ BT709_TO_2020 - np.eye(3)).max() < 2e-4
+    assert np.allclose(primaries_matrix().sum(1), 1, atol=1e-9)              # white stays white
+
+
 def test_output_size_is_even():
     """H.264 in 4:2:0 needs even sizes: an odd input (or cap) is rounded down to even numbers."""
     assert video._output_size(65, 49, None) == (64, 48)
