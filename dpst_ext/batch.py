@@ -45,7 +45,8 @@ __all__ = ["batch", "BatchSummary", "Item", "collect_items", "STATE_NAME", "SUMM
 
 STATE_NAME = ".dpst-batch-state.jsonl"     # the resume log, in the output folder
 SUMMARY_NAME = "dpst-batch-summary.json"   # the default summary path, in the output folder
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")  # what a folder input picks up
+# What a folder input picks up (HEIC/HEIF read through pillow-heif: image_io.heif_support).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
 PATH_COLUMNS = ("content", "style", "content_mask", "style_mask", "output")
 # Peak RSS of one worker process serving a 700 px photo with the default method (VGG-19, the automatic
 # masks, 50 L-BFGS iterations at 384 px): 1.05 GiB measured 2026-12-03 (2-core Xeon, torch 2.13.0 CPU);
@@ -295,12 +296,12 @@ _NOT_IN_KEY = ("threads", "memory_budget", "local_affine_every", "segmenter", "s
 
 def _image_size(path: str, what: str) -> tuple[int, int]:
     """(width, height) from the file's header: the file exists and Pillow can open it."""
-    from PIL import Image
+    from .image_io import open_image_file
 
     if not os.path.isfile(path):
         raise ValueError(f"{what} not found: {path}")
     try:
-        with Image.open(path) as im:
+        with open_image_file(path) as im:
             return im.size
     except Exception as e:  # Pillow raises several types for bad files
         raise ValueError(f"{what} {path} cannot be read as an image ({one_line(e)})") from None

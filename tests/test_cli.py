@@ -2,6 +2,7 @@
 import signal
 import struct
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -228,6 +229,43 @@ def test_the_output_keeps_the_content_photos_exif(tmp_path):
     from dpst_ext.image_io import photo_exif
 
     assert photo_exif(tmp_path / "style.png") is None and photo_exif(tmp_path / "missing.jpg") is None
+
+
+def test_heic_photos_in_and_out(tmp_path):
+    """A HEIC photo (the iPhone's format; pillow-heif, the heif extra) is read like a PNG of the same pixels, its
+    colour profile converted to sRGB (its orientation is the container's, applied by libheif); `dpst transfer`
+    takes it and writes HEIC too, with the photo's EXIF. Without pillow-heif, the error says what to install."""
+    import pillow_heif
+    from PIL import ExifTags
+
+    from dpst_ext import samples
+
+    pillow_heif.register_heif_opener()
+    photo = to_pil(samples.photo_megapixels(0.02, name="astronaut", dtype=torch.float32)).crop((0, 0, 120, 80))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "TestCam"
+    adobe = _matrix_profile(ADOBE_RGB.T, 563 / 256)
+    lossless = dict(quality=-1, chroma=444, matrix_coefficients=0)               # RGB kept exactly
+    photo.save(tmp_path / "content.heic", exif=exif, icc_profile=adobe, **lossless)
+    photo.save(tmp_path / "content.png", icc_profile=adobe)
+    got = load_image(tmp_path / "content.heic")
+    assert torch.equal(got, load_image(tmp_path / "content.png"))               # same pixels, same conversion
+    raw = load_image(tmp_path / "content.heic", to_srgb=False)
+    assert np.abs(raw.numpy() * 255 - np.asarray(photo).transpose(2, 0, 1)).max() < 1e-3
+    assert float((got - raw).abs().max()) > 20 / 255                             # (the profile was applied)
+
+    save_image(samples.photo_megapixels(0.02, name="coffee", dtype=torch.float32), tmp_path / "style.png")
+    r = run(["transfer", str(tmp_path / "content.heic"), str(tmp_path / "style.png"), "-o", str(tmp_path / "o.heic"),
+             "--method", "fast", "--no-auto-masks", "-q"])
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "o.heic") as out:
+        assert out.format == "HEIF" and out.size == (120, 80) and out.getexif()[ExifTags.Base.Make] == "TestCam"
+
+    no_heif = ("import sys; sys.modules['pillow_heif'] = None\n"
+               "from dpst_ext.image_io import load_image\n"
+               "try:\n    load_image(sys.argv[1])\nexcept ValueError as e:\n    print(e)")
+    r = subprocess.run([sys.executable, "-c", no_heif, str(tmp_path / "content.heic")], capture_output=True, text=True)
+    assert "is a HEIC/HEIF photo: reading it needs pillow-heif" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_save_is_atomic_and_follows_extension(tmp_path):
