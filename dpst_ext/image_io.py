@@ -3,9 +3,9 @@
 Accepted: a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4) in uint8 / uint16 / float
 0..1, or a torch tensor (3, H, W) / (1, 3, H, W) in 0..1. Files go through Pillow with the EXIF
 orientation applied (HEIC/HEIF too, with pillow-heif installed: the heif extra); alpha is dropped, grayscale
-is replicated to RGB, 16-bit is scaled by 65535. A photo
-with an embedded ICC colour profile is converted to sRGB by LittleCMS (tests/test_cli.py checks an Adobe RGB
-one), the space every step works in and the one an untagged output is read as.
+is replicated to RGB, 16-bit is scaled by 65535. A photo with an embedded ICC colour profile is converted to
+sRGB by LittleCMS (tests/test_cli.py checks an Adobe RGB one), the space every step works in and the one an
+untagged output is read as.
 Outputs are written atomically (a temporary file in the same folder, then os.replace), so an
 interrupted run never leaves a truncated image behind; ``output_target`` checks an output path before any
 work (folder, writability, format, no directory or special file).
