@@ -63,7 +63,7 @@ def needs_conversion(transfer: int, primaries: int) -> bool:
 
 
 def describe(transfer: int, primaries: int) -> str:
-    """'HLG, BT.2020 primaries' and the like, for messages."""
+    """'HDR HLG, BT.2020 primaries' and the like, for messages (HDR is BT.2020, as to_sdr takes it)."""
     curve = {PQ: "HDR PQ (SMPTE ST 2084)", HLG: "HDR HLG"}.get(int(transfer), "SDR")
     return f"{curve}, {'BT.2020' if int(primaries) == BT2020 or int(transfer) in (PQ, HLG) else 'BT.709'} primaries"
 
@@ -95,7 +95,8 @@ def _decode_table(transfer: int) -> torch.Tensor:
 
 def to_sdr(rgb16: np.ndarray, transfer: int, primaries: int) -> np.ndarray:
     """(H, W, 3) uint16 R'G'B' of a frame tagged ``transfer`` / ``primaries`` -> (H, W, 3) uint8 SDR BT.709
-    (module docstring). HDR transfers without a primaries tag are taken as BT.2020, as HDR is."""
+    (module docstring). PQ and HLG frames are taken as BT.2020 whatever their primaries tag says (often
+    none), as HDR video is."""
     transfer = int(transfer)
     h, w, _ = rgb16.shape
     codes = torch.from_numpy(rgb16.reshape(-1, 3).T.astype(np.int64))          # (3, N), planar
