@@ -58,14 +58,15 @@ _LUMA_2020 = (0.2627, 0.6780, 0.0593)
 
 
 def needs_conversion(transfer: int, primaries: int) -> bool:
-    """Whether a frame tagged with this transfer and these primaries must go through to_sdr."""
+    """Whether a frame tagged with this transfer and these primaries must go through to_sdr: its primaries are
+    BT.2020, tagged so, or it is HDR (PQ, HLG), which is BT.2020 whatever its primaries tag says (often none)."""
     return int(transfer) in (PQ, HLG) or int(primaries) == BT2020
 
 
 def describe(transfer: int, primaries: int) -> str:
-    """'HDR HLG, BT.2020 primaries' and the like, for messages (HDR is BT.2020, as to_sdr takes it)."""
+    """'HDR HLG, BT.2020 primaries' and the like, for messages."""
     curve = {PQ: "HDR PQ (SMPTE ST 2084)", HLG: "HDR HLG"}.get(int(transfer), "SDR")
-    return f"{curve}, {'BT.2020' if int(primaries) == BT2020 or int(transfer) in (PQ, HLG) else 'BT.709'} primaries"
+    return f"{curve}, {'BT.2020' if needs_conversion(transfer, primaries) else 'BT.709'} primaries"
 
 
 def _pq_nits(v: torch.Tensor) -> torch.Tensor:
@@ -95,8 +96,7 @@ def _decode_table(transfer: int) -> torch.Tensor:
 
 def to_sdr(rgb16: np.ndarray, transfer: int, primaries: int) -> np.ndarray:
     """(H, W, 3) uint16 R'G'B' of a frame tagged ``transfer`` / ``primaries`` -> (H, W, 3) uint8 SDR BT.709
-    (module docstring). PQ and HLG frames are taken as BT.2020 whatever their primaries tag says (often
-    none), as HDR video is."""
+    (module docstring), the primaries taken as BT.2020 where needs_conversion says so."""
     transfer = int(transfer)
     h, w, _ = rgb16.shape
     codes = torch.from_numpy(rgb16.reshape(-1, 3).T.astype(np.int64))          # (3, N), planar
@@ -104,7 +104,7 @@ def to_sdr(rgb16: np.ndarray, transfer: int, primaries: int) -> np.ndarray:
     if transfer == HLG:                       # BT.2100's OOTF on a 1000 cd/m2 display, then relative to SDR white
         y = torch.mv(light.T, light.new_tensor(_LUMA_2020)).clamp_(min=1e-12)
         light.mul_(y.pow_(0.2).mul_(HLG_PEAK / SDR_WHITE))
-    if int(primaries) == BT2020 or transfer in (PQ, HLG):
+    if needs_conversion(transfer, primaries):
         light = torch.mm(light.new_tensor(primaries_matrix()), light).clamp_(min=0)
     peak = light.amax(0).clamp_(min=1e-12)
     over_knee = (peak - KNEE).clamp_(min=0)

@@ -25,11 +25,11 @@ loop (other devices); FastPhotoStyle's normalised system, measured when it also 
 and the operator the 36 B/px window statistics, peaked at ~270 B/px at 4 MP (1.42 GiB total with the
 interpreter and a loaded photo), hence the 60 B/px term. The fused iteration without a preconditioner sums
 to 192 B/px on float64 vectors, 132 B/px on float32 ones, for either system (estimate / peak:
-tests/test_memory.py). The
-multigrid's 125 B/px: its basis (16), smoother (8) and the setup's probes and the cycle's temporaries,
-fitted to the peak of tests/test_memory.py's 1200x1600 "exact" run with heap reuse (922 MiB measured, 908
-estimated, 2026-12-03, when diag(A) was still built for every solve; 917 measured and 850 estimated without
-it; 1041 MiB when the multigrid ran in the eager loop on float64 vectors).
+tests/test_memory.py). The multigrid's 125 B/px: its basis (16), smoother (8) and the setup's probes and
+the cycle's temporaries, fitted to the peak of tests/test_memory.py's 1200x1600 "exact" run with heap
+reuse (922 MiB measured, 908 estimated, 2026-12-03, when diag(A) was still built for every solve; 917
+measured and 850 estimated without it; 1041 MiB when the multigrid ran in the eager loop on float64
+vectors).
 
 plus, for smoothing="off", only content + result + the upsampling band; and a fixed interpreter + torch
 baseline (measured ~0.35 GB RSS for `import torch, dpst_ext`; on CUDA the device side has no baseline).
